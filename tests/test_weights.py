@@ -1,0 +1,159 @@
+"""The weights path end to end: .pth -> conversion -> safetensors cache -> torch-free reload."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+import classgen_jax
+import converters
+from tests.conftest import random_torch_model
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+  folder = tmp_path / "cache"
+  monkeypatch.setenv("CLASSGEN_JAX_CACHE", str(folder))
+  return folder
+
+
+@pytest.fixture(scope="module")
+def googlenet_pth(tmp_path_factory):
+  path = tmp_path_factory.mktemp("weights") / "googlenet-random.pth"
+  torch.save(random_torch_model("googlenet").state_dict(), path)
+  return path
+
+
+def _images(size=224, n=2, seed=0):
+  return np.random.default_rng(seed).random((n, size, size, 3), dtype=np.float32)
+
+
+def test_pth_to_cache_to_torch_free_reload(googlenet_pth, cache, tmp_path):
+  clf = classgen_jax.load_classifier("googlenet", weights=googlenet_pth)
+  files = list(cache.glob("googlenet-sha256-*.safetensors"))
+  assert len(files) == 1, files
+  assert not list(cache.glob(".*tmp"))  # nothing half-written left behind
+  images = _images()
+  expected = {k: np.asarray(v) for k, v in clf(images).items()}
+  assert set(expected) == {"logits", "aux1", "aux2"}
+  np.save(tmp_path / "images.npy", images)
+  for head, value in expected.items():
+    np.save(tmp_path / f"{head}.npy", value)
+
+  # A fresh process in which importing torch fails must load from the cache.
+  script = textwrap.dedent(f"""
+      import sys
+      class NoTorch:
+        def find_spec(self, name, path=None, target=None):
+          if name.split(".")[0] in ("torch", "torchvision"):
+            raise ImportError("torch is blocked in this test")
+      sys.meta_path.insert(0, NoTorch())
+      import numpy as np, classgen_jax
+      clf = classgen_jax.load_classifier("googlenet", weights={str(googlenet_pth)!r})
+      out = clf(np.load({str(tmp_path / "images.npy")!r}))
+      for head in ("logits", "aux1", "aux2"):
+        np.testing.assert_allclose(out[head], np.load({str(tmp_path)!r} + f"/{{head}}.npy"),
+                                   rtol=0, atol=1e-5)
+      assert "torch" not in sys.modules
+      print("OK")
+      """)
+  result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env={**os.environ, "CLASSGEN_JAX_CACHE": str(cache)}, timeout=300)
+  assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-2000:]
+
+
+def test_outputs_match_torch_through_the_file(googlenet_pth, cache):
+  clf = classgen_jax.load_classifier("googlenet", weights=googlenet_pth)
+  module = converters.build_torch("googlenet", converters.read_state_dict(googlenet_pth))
+  from converters.torch_reference import torch_outputs
+  images = _images(n=1)
+  with torch.no_grad():
+    want = torch_outputs(module, torch.from_numpy(images).permute(0, 3, 1, 2))["logits"]
+  got = clf(images, heads=("logits",))["logits"]
+  np.testing.assert_allclose(got, want.numpy(), atol=1e-3 * float(want.abs().max()))
+
+
+def test_truncated_cache_is_rebuilt(googlenet_pth, cache, caplog):
+  first = classgen_jax.load_classifier("googlenet", weights=googlenet_pth)
+  (path,) = cache.glob("*.safetensors")
+  data = path.read_bytes()
+  path.write_bytes(data[: len(data) // 3])
+  with pytest.raises(classgen_jax.WeightsError, match="cannot read"):
+    classgen_jax.read_classifier(path)
+  again = classgen_jax.load_classifier("googlenet", weights=googlenet_pth)
+  assert "rebuilding" in caplog.text
+  assert path.stat().st_size == len(data)
+  images = _images(n=1)
+  np.testing.assert_array_equal(first(images)["logits"], again(images)["logits"])
+
+
+def test_mismatched_cache_is_rebuilt(googlenet_pth, cache, caplog):
+  classgen_jax.load_classifier("googlenet", weights=googlenet_pth)
+  (path,) = cache.glob("*.safetensors")
+  # Another model's weights under this cache name: detected, not trusted.
+  other = converters.from_torchvision(random_torch_model("resnet18"))
+  classgen_jax.save_classifier(other, path, source="file:sha256:0")
+  clf = classgen_jax.load_classifier("googlenet", weights=googlenet_pth)
+  assert clf.name == "googlenet" and "rebuilding" in caplog.text
+
+
+def test_unknown_model_name():
+  with pytest.raises(classgen_jax.UnknownModelError, match="did you mean googlenet"):
+    classgen_jax.load_classifier("googlenett")
+
+
+def test_pth_of_the_wrong_architecture(tmp_path, cache):
+  path = tmp_path / "resnet18.pth"
+  torch.save(random_torch_model("resnet18").state_dict(), path)
+  with pytest.raises(converters.ConversionError, match="do not fit torchvision's googlenet"):
+    classgen_jax.load_classifier("googlenet", weights=path)
+
+
+def test_corrupt_and_missing_pth(tmp_path, cache):
+  path = tmp_path / "broken.pth"
+  path.write_bytes(b"not a checkpoint at all")
+  with pytest.raises(classgen_jax.WeightsError, match="cannot read weights file"):
+    classgen_jax.load_classifier("resnet18", weights=path)
+  with pytest.raises(classgen_jax.WeightsError, match="does not exist"):
+    classgen_jax.load_classifier("resnet18", weights=tmp_path / "missing.pth")
+
+
+def test_offline_without_cache_says_how_to_supply_a_pth(cache, monkeypatch):
+  import urllib.error
+
+  import torchvision
+
+  def offline(*args, **kwargs):
+    raise urllib.error.URLError("no network")
+
+  monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", offline)
+  with pytest.raises(classgen_jax.WeightsError) as info:
+    classgen_jax.load_classifier("resnet18")
+  message = str(info.value)
+  assert "\n" not in message and "weights='/path/to/resnet18-" in message
+
+
+def test_cache_dir_follows_xdg(monkeypatch, tmp_path):
+  monkeypatch.delenv("CLASSGEN_JAX_CACHE", raising=False)
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+  assert classgen_jax.cache_dir() == tmp_path / "classgen_jax"
+
+
+def test_default_weights_names_match_torchvision():
+  import torchvision
+  for name, spec in classgen_jax.models.MODELS.items():
+    if spec.source == "torchvision":
+      assert str(torchvision.models.get_model_weights(name).DEFAULT) == spec.default_weights
+
+
+def test_inception_parameter_count_matches_the_article():
+  clf = converters.from_torchvision(random_torch_model("inception_v3"))
+  assert sum(count for _, count in clf.parameter_counts()) == 27_161_264
+  names = dict(clf.parameter_counts())
+  assert names["Conv2d_1a_3x3.conv.kernel"] == 864 and names["fc.kernel"] == 2_048_000
