@@ -1,0 +1,42 @@
+r"""Classify image files: the top-5 classes with names and probabilities.
+
+  python scripts/classify.py classgen_jax/assets/chelsea.jpg
+  python scripts/classify.py --model=googlenet --weights=googlenet.pth a.jpg b.png
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags
+
+from classgen_jax import classify
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", classify.DEFAULT_MODEL, "Model name.")
+flags.DEFINE_string("weights", None, "A .pth state dict (default: the model's own weights).")
+flags.DEFINE_integer("top_k", 5, "Classes to print per image.")
+flags.DEFINE_bool("crop", True, "Centre-crop to the model's input size (else squash).")
+
+
+def main(argv):
+  paths = argv[1:]
+  if not paths:
+    raise app.UsageError("give one or more image files, e.g. classgen_jax/assets/chelsea.jpg")
+  try:
+    results = classify.classify_files(paths, model=FLAGS.model, weights=FLAGS.weights,
+                                      top_k=FLAGS.top_k, crop=FLAGS.crop)
+  except ValueError as error:  # the library's errors are one line each
+    sys.exit(f"error: {error}")
+  for path, top in results:
+    print(path)
+    for rank, (index, name, probability) in enumerate(top, 1):
+      print(f"  {rank}. {probability:7.2%}  {index:4d} {name}")
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()
