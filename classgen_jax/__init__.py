@@ -1,0 +1,37 @@
+"""classgen_jax: images that an ImageNet classifier sees as a chosen class.
+
+Images are NHWC float32 in [0, 1] everywhere in the library; each model
+applies its own input normalisation.
+"""
+
+from classgen_jax import imagenet, models
+from classgen_jax._classifier import Classifier, InputError
+from classgen_jax.imagenet import LABELS, UnknownClassError, class_index, class_indices, class_name
+from classgen_jax.weights import (
+                                   UnknownModelError,
+                                   WeightsError,
+                                   cache_dir,
+                                   load_classifier,
+                                   read_classifier,
+                                   save_classifier,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Classifier",
+    "InputError",
+    "LABELS",
+    "UnknownClassError",
+    "UnknownModelError",
+    "WeightsError",
+    "cache_dir",
+    "class_index",
+    "class_indices",
+    "class_name",
+    "imagenet",
+    "load_classifier",
+    "models",
+    "read_classifier",
+    "save_classifier",
+]
