@@ -4,9 +4,11 @@ Images are NHWC float32 in [0, 1] everywhere in the library; each model
 applies its own input normalisation.
 """
 
-from classgen_jax import imagenet, models
+from classgen_jax import engine, imagenet, models, objectives, recipes, transforms, updates
 from classgen_jax._classifier import Classifier, InputError
+from classgen_jax.engine import Generation, GenerationError, generate
 from classgen_jax.imagenet import LABELS, UnknownClassError, class_index, class_indices, class_name
+from classgen_jax.images import ImageError, load_image
 from classgen_jax.weights import (
                                    UnknownModelError,
                                    WeightsError,
@@ -20,6 +22,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Classifier",
+    "Generation",
+    "GenerationError",
+    "ImageError",
     "InputError",
     "LABELS",
     "UnknownClassError",
@@ -29,9 +34,16 @@ __all__ = [
     "class_index",
     "class_indices",
     "class_name",
+    "engine",
+    "generate",
     "imagenet",
     "load_classifier",
+    "load_image",
     "models",
+    "objectives",
     "read_classifier",
+    "recipes",
     "save_classifier",
+    "transforms",
+    "updates",
 ]

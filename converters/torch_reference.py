@@ -8,6 +8,7 @@ calling the submodules one by one).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -75,3 +76,136 @@ def torch_outputs(module: torch.nn.Module, x: torch.Tensor,
     return out
   out["logits"] = m(x)
   return out
+
+
+# ----------------------------------------------------------------------------
+# The recipes in torch: the article's loop, batched, with injected randomness.
+
+
+def _torch_objective(objective, outputs, images, targets):
+  """``classgen_jax.objectives.Objective`` evaluated on torch tensors (NCHW)."""
+  total = torch.zeros(images.shape[0], dtype=images.dtype)
+  index = targets[:, None]
+  for weight, term in objective.terms:
+    if term.kind == "logit":
+      value = outputs[term.head].gather(1, index)[:, 0]
+    elif term.kind == "log_probability":
+      value = torch.log_softmax(outputs[term.head], dim=1).gather(1, index)[:, 0]
+    elif term.kind == "logit_distance":
+      value = -(term.constant - outputs[term.head].gather(1, index)[:, 0]).abs()
+    elif term.kind == "l1":
+      value = images.abs().sum(dim=(1, 2, 3))
+    elif term.kind == "total_variation":
+      value = ((images[:, :, 1:] - images[:, :, :-1]).abs().sum(dim=(1, 2, 3))
+               + (images[:, :, :, 1:] - images[:, :, :, :-1]).abs().sum(dim=(1, 2, 3)))
+    elif term.kind == "l2":
+      value = (images - 0.5).square().sum(dim=(1, 2, 3))
+    else:
+      raise ValueError(f"unknown objective term {term.kind!r}")
+    total = total + weight * value
+  return total
+
+
+class _TorchUpdate:
+  """The update rules of ``classgen_jax.updates``, written out in torch."""
+
+  def __init__(self, update, count):
+    self.update, self.count, self.t = update, count, 0
+    self.mu = self.nu = None
+
+  def __call__(self, grad: torch.Tensor, lr: float) -> torch.Tensor:
+    rule = self.update.rule
+    if rule == "gradient":
+      return -lr * grad
+    if rule == "sign":
+      return -lr * torch.sign(grad)
+    if rule == "l1":
+      count = self.count or grad[0].numel()
+      mean = grad.abs().sum(dim=(1, 2, 3), keepdim=True) / count
+      return -lr * grad / (mean + 1e-12)
+    u = self.update  # Adam, as optax.scale_by_adam computes it
+    self.t += 1
+    if self.mu is None:
+      self.mu, self.nu = torch.zeros_like(grad), torch.zeros_like(grad)
+    self.mu = u.b1 * self.mu + (1 - u.b1) * grad
+    self.nu = u.b2 * self.nu + (1 - u.b2) * grad.square()
+    mu_hat = self.mu / (1 - u.b1 ** self.t)
+    nu_hat = self.nu / (1 - u.b2 ** self.t)
+    return -lr * mu_hat / (nu_hat.sqrt() + u.eps)
+
+
+def _linear(pair, iterations, i):
+  start, end = pair
+  n = max(iterations, 1)
+  return start + (end - start) * min(i, n) / n
+
+
+def _blur(x, *, octave, offsets, crop_side, sigma):
+  from converters import torch_transforms as TT
+  if octave.blur_region == "crop" and crop_side:
+    return TT.gaussian_blur_region(x, offsets, size=crop_side, sigma=sigma,
+                                   kernel_size=octave.blur_kernel)
+  return TT.gaussian_blur(x, sigma=sigma, kernel_size=octave.blur_kernel)
+
+
+def torch_generate(module: torch.nn.Module, targets, recipe, init, draws) -> torch.Tensor:
+  """A recipe run in torch, one iteration at a time, as the article's code.
+
+  Args:
+    module: an eval-mode torchvision classifier (its dtype sets the run's).
+    targets: ``(N,)`` class indices.
+    recipe: a ``classgen_jax.recipes.Recipe``.
+    init: ``(N, size, size, 3)`` starting images (NHWC, as the engine's).
+    draws: ``classgen_jax.engine.random_draws(...)`` for the same images.
+
+  Returns:
+    The final images, NHWC, unclipped unless the recipe clips.
+  """
+  from classgen_jax import engine  # the sizes' bookkeeping is shared, not copied
+  from converters import torch_transforms as TT
+
+  dtype = next(module.parameters()).dtype
+  x = to_nchw(init).to(dtype)
+  targets = torch.as_tensor(targets, dtype=torch.long)
+  for octave, sizes, octave_draws in zip(recipe.octaves, engine.octave_sizes(recipe), draws):
+    o = octave
+    if o.canvas is not None and o.canvas != x.shape[-1]:
+      x = TT.resize(x, o.canvas, method="bilinear")
+    update = None
+    for i, d in enumerate(octave_draws):
+      from_index, to_index = engine.cycle_index(o, len(sizes), i)
+      side = sizes[to_index]
+      if side != x.shape[-1]:
+        x = TT.resize(x, side, method=o.interpolation)
+      crop_side = o.crop if o.crop is not None and o.crop < side else None
+      count = crop_side * crop_side * 3 if crop_side else None
+      if update is None or update.count != count:
+        update = update or _TorchUpdate(o.update, count)
+        update.count = count
+      if o.pad_value is not None:
+        x = TT.fill_border(x, width=o.pad_width, value=o.pad_value)
+      if o.brightness or o.contrast or o.saturation:
+        enabled = (bool(o.brightness), bool(o.contrast), bool(o.saturation))
+        x = TT.adjust_color(x, d.color.factors, d.color.order, enabled=enabled)
+      blur_on = o.blur_sigma is not None and (o.blur_iterations is None
+                                              or i < o.blur_iterations)
+      sigma = _linear(o.blur_sigma, o.iterations, i) if o.blur_sigma else None
+      blur = functools.partial(_blur, octave=o, offsets=d.crop, crop_side=crop_side,
+                               sigma=sigma)
+      if blur_on and o.blur_order == "before":
+        x = blur(x)
+      x = x.detach().requires_grad_(True)
+      view = TT.crop(x, d.crop, size=crop_side) if crop_side else x
+      if o.jitter:
+        view = TT.shift(view, d.shift)
+      if o.flip:
+        view = TT.flip_horizontal(view, d.flip)
+      outputs = torch_outputs(module, view, o.heads)
+      loss = -_torch_objective(o.objective, outputs, view, targets).sum()
+      (grad,) = torch.autograd.grad(loss, x)
+      x = (x + update(grad, _linear(o.step_size, o.iterations, i))).detach()
+      if blur_on and o.blur_order == "after":
+        x = blur(x)
+      if o.clip:
+        x = TT.clip(x)
+  return x.permute(0, 2, 3, 1)

@@ -25,23 +25,26 @@ from tests.conftest import random_torch_model
 
 TARGET = 7  # the logit whose input gradient is compared
 
-# name -> sizes (h, w) to test, and the float32 relative tolerance.
+# name -> sizes (h, w) to test, and the float32 tolerance on outputs (max abs
+# diff / max |output|; measured <= 1.5e-6 on every model and head here).
 CASES = {
-    "googlenet": ([(224, 224), (225, 225), (199, 199)], 1e-4),
-    "inception_v3": ([(299, 299), (342, 342)], 1e-4),
-    "resnet18": ([(224, 224), (160, 200)], 1e-4),
-    "resnet34": ([(224, 224), (160, 200)], 1e-4),
-    "resnet50": ([(224, 224), (160, 200)], 2e-4),
-    "resnet101": ([(224, 224), (160, 200)], 5e-4),
-    "resnet152": ([(224, 224), (160, 200)], 5e-4),
+    "googlenet": ([(224, 224), (225, 225), (199, 199)], 1e-5),
+    "inception_v3": ([(299, 299), (342, 342)], 1e-5),
+    "resnet18": ([(224, 224), (160, 200)], 1e-5),
+    "resnet34": ([(224, 224), (160, 200)], 1e-5),
+    "resnet50": ([(224, 224), (160, 200)], 2e-5),
+    "resnet101": ([(224, 224), (160, 200)], 5e-5),
+    "resnet152": ([(224, 224), (160, 200)], 5e-5),
 }
-SLOW = {"resnet101", "resnet152", "resnet34"}
+# Deep models and second sizes run in CI's slow pass (``pytest -m slow``).
+SLOW = {"resnet34", "resnet101", "resnet152", ("googlenet", (199, 199)),
+        ("inception_v3", (342, 342)), ("resnet50", (160, 200))}
 
 
 def _params():
   for name, (sizes, _) in CASES.items():
     for size in sizes:
-      marks = [pytest.mark.slow] if name in SLOW else []
+      marks = [pytest.mark.slow] if name in SLOW or (name, size) in SLOW else []
       yield pytest.param(name, size, marks=marks, id=f"{name}-{size[0]}x{size[1]}")
 
 
