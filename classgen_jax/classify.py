@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -37,3 +38,44 @@ def classify_files(paths: Sequence[str | os.PathLike], *, model: str = DEFAULT_M
   size = classifier.input_size
   images = np.stack([load_image(p, size, crop=crop) for p in paths])
   return list(zip(map(str, paths), globals()["top_k"](classifier, images, top_k)))
+
+
+def annotate_folder(folder: str | os.PathLike, classifier: Classifier, *,
+                    batch_size: int = 32) -> list[dict]:
+  """Classify every image of an atlas folder and record it in its summary.
+
+  Each row of ``summary.jsonl`` (and ``summary.csv``, whose columns stay the
+  standard ones) gains a field ``classify_<model>``: ``{"top1", "top1_name",
+  "top1_probability", "target_rank", "target_probability"}`` under
+  ``classifier``. The summary is rewritten atomically; a later resume of the
+  atlas keeps these fields.
+
+  Raises:
+    ValueError: the folder has no ``summary.jsonl`` rows.
+  """
+  from classgen_jax import atlas
+  folder = Path(folder)
+  rows = atlas.read_summary(folder)
+  if not rows:
+    raise ValueError(f"{folder} has no {atlas.SUMMARY_JSONL} rows: give a folder that "
+                     "scripts/generate.py wrote")
+  size = classifier.input_size
+  field = f"classify_{classifier.name}"
+  for begin in range(0, len(rows), batch_size):
+    chunk = rows[begin:begin + batch_size]
+    images = np.stack([load_image(folder / r["file"], size) for r in chunk])
+    probabilities = np.asarray(_probabilities(classifier, images))
+    for row, p in zip(chunk, probabilities):
+      target, best = int(row["target"]), int(np.argmax(p))
+      row[field] = dict(top1=best, top1_name=classifier.labels[best],
+                        top1_probability=float(p[best]),
+                        target_rank=int(np.sum(p > p[target])),
+                        target_probability=float(p[target]))
+  atlas.write_summary(folder, rows)
+  return rows
+
+
+def classify_folder(folder: str | os.PathLike, *, model: str = DEFAULT_MODEL,
+                    weights: str | None = None) -> list[dict]:
+  """``annotate_folder`` with a named model."""
+  return annotate_folder(folder, load_classifier(model, weights=weights))

@@ -1,0 +1,470 @@
+"""Atlases: one image per class (and restart), made in batches, resumable.
+
+``make_atlas`` works through a list of classes in batches, one
+``engine.generate`` call per batch, and writes into an output folder:
+
+* one PNG per image, ``0019_chickadee_r0.png`` (``0019_chickadee_<photo>_r0.png``
+  for a transfiguration of ``<photo>``), carrying its summary row and the
+  run's configuration as PNG text metadata;
+* ``summary.jsonl`` and ``summary.csv``: one row of metrics per image,
+  appended (and fsynced) as each batch finishes;
+* ``run.json``: the run's configuration (model, weights, recipe, seed,
+  restarts, steps scale, head, start photos).
+
+Rerunning the same command resumes: images whose PNG is complete (it decodes
+and its metadata names this run's configuration) are kept, the rest are
+made. A different configuration in the same folder is refused rather than
+mixed. Every image depends only on the seed, its class and its restart index
+(``engine`` derives its keys from those), so a resumed run, whatever its
+batches, makes the same images as an uninterrupted one.
+
+Test hook: ``$CLASSGEN_JAX_ATLAS_SLEEP`` (seconds) sleeps after each batch is
+written, so a test can kill the process mid-run at a known point.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import errno
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from classgen_jax import engine, imagenet
+from classgen_jax import recipes as recipes_lib
+from classgen_jax._classifier import Classifier
+from classgen_jax.images import ImageError, load_image, save_png
+
+RUN_FILE = "run.json"
+SUMMARY_JSONL = "summary.jsonl"
+SUMMARY_CSV = "summary.csv"
+SUMMARY_FIELDS = ("target", "name", "restart", "init", "probability", "rank", "target_logit",
+                  "top1_fraction", "zscore_jitter", "seed", "file")
+_IMAGE_NAME = re.compile(r"^\d{4}_.+_r\d+\.(png|gif)$")
+_PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+_SLEEP_ENV = "CLASSGEN_JAX_ATLAS_SLEEP"
+
+
+class AtlasError(ValueError):
+  """A request the atlas cannot carry out (bad classes, folder in use ...)."""
+
+
+class StorageError(RuntimeError):
+  """Writing to the output folder failed (disk full, permissions) mid-run."""
+
+
+# ----------------------------------------------------------------------------
+# Classes.
+
+
+def parse_classes(spec: str, labels: tuple[str, ...] = imagenet.LABELS) -> list[int]:
+  """Class indices from ``"all"``, or comma-separated names, indices and ranges.
+
+  >>> parse_classes("0-2, tabby")
+  [0, 1, 2, 281]
+
+  Raises:
+    AtlasError: empty spec or range, a class given twice (by overlapping
+      ranges, say), or an unknown name (``imagenet.UnknownClassError``, with
+      suggestions).
+  """
+  spec = (spec or "").strip()
+  if spec.lower() == "all":
+    return list(range(len(labels)))
+  indices: list[int] = []
+  seen: dict[int, str] = {}
+  for token in spec.split(","):
+    token = token.strip()
+    if not token:
+      raise AtlasError(f"empty class in --classes={spec!r}: give names, indices or ranges "
+                       "such as 0-99, separated by commas")
+    bounds = re.fullmatch(r"(\d+)\s*-\s*(\d+)", token)
+    if bounds:
+      first, last = int(bounds[1]), int(bounds[2])
+      if first > last:
+        raise AtlasError(f"class range {token!r} is empty: write it low-high, e.g. "
+                         f"{last}-{first}")
+      imagenet.class_name(last, labels)  # range check, with its message
+      found = list(range(first, last + 1))
+    else:
+      found = [imagenet.class_index(token, labels)]
+    for index in found:
+      if index in seen:
+        raise AtlasError(f"class {index} ({labels[index]!r}) is given twice in --classes, by "
+                         f"{seen[index]!r} and {token!r}; ranges must not overlap")
+      seen[index] = token
+      indices.append(index)
+  return indices
+
+
+def photo_paths(path: str | os.PathLike) -> list[Path]:
+  """The start photos: ``path`` itself, or the readable images in a folder.
+
+  Unreadable files in a folder are skipped with a warning naming them.
+
+  Raises:
+    AtlasError: no such file or folder, or a folder without readable images.
+  """
+  path = Path(path).expanduser()
+  if path.is_file():
+    load_image(path, 8)  # fails early, with ImageError, on an unreadable photo
+    return [path]
+  if not path.is_dir():
+    raise AtlasError(f"--init_image {path} does not exist; give a photo or a folder of photos")
+  photos, skipped = [], []
+  for child in sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")):
+    try:
+      load_image(child, 8)
+      photos.append(child)
+    except ImageError:
+      skipped.append(child.name)
+  if skipped:
+    logging.warning("skipping %d unreadable file(s) in %s: %s", len(skipped), path,
+                    ", ".join(skipped))
+  if not photos:
+    raise AtlasError(f"--init_image folder {path} holds no readable image")
+  return photos
+
+
+# ----------------------------------------------------------------------------
+# Names, configuration, completeness.
+
+
+def image_name(target: int, restart: int, labels: tuple[str, ...] = imagenet.LABELS,
+               photo: str | None = None) -> str:
+  """``0019_chickadee_r0.png``: index, filesystem-safe name, [photo], restart."""
+  name = re.sub(r"[^A-Za-z0-9]+", "_", labels[target]).strip("_").lower() or "class"
+  middle = f"_{re.sub(r'[^A-Za-z0-9]+', '_', photo).strip('_')}" if photo else ""
+  return f"{target:04d}_{name}{middle}_r{restart}.png"
+
+
+def recipe_config(recipe: recipes_lib.Recipe) -> str:
+  """A recipe's full configuration as one deterministic string."""
+  return repr(dataclasses.asdict(recipe))
+
+
+def run_config(*, model: str, weights: str, recipe: recipes_lib.Recipe, seed: int,
+               restarts: int, steps_scale: float, head: str | None,
+               photos: Sequence[Path] = ()) -> dict[str, Any]:
+  """What determines a run's images (``run.json``); batch size does not."""
+  return dict(model=model, weights=weights, recipe=recipe_config(recipe), seed=int(seed),
+              restarts=int(restarts), steps_scale=float(steps_scale), head=head,
+              init=[dict(name=p.name, sha256=_sha256(p)) for p in photos])
+
+
+def config_id(config: dict[str, Any]) -> str:
+  return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _sha256(path: Path) -> str:
+  from classgen_jax.weights import file_sha256
+  return file_sha256(path)
+
+
+def read_complete(path: Path, run_id: str) -> dict[str, Any] | None:
+  """The summary row stored in a PNG, or None if it is missing, truncated or another run's."""
+  try:
+    with Image.open(path) as image:
+      image.load()  # decodes every byte: a truncated file fails here
+      text = dict(getattr(image, "text", {}))
+    if text.get("run_id") != run_id:
+      return None
+    return json.loads(text["summary"])
+  except (OSError, ValueError, KeyError, SyntaxError):
+    return None
+
+
+# ----------------------------------------------------------------------------
+# Writing.
+
+
+def _fsync_append(path: Path, text: str) -> None:
+  with open(path, "a", encoding="utf-8") as f:
+    f.write(text)
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def _atomic_write(path: Path, text: str) -> None:
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+  try:
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def _csv_text(rows: Sequence[dict[str, Any]], header: bool) -> str:
+  buffer = io.StringIO()
+  writer = csv.DictWriter(buffer, SUMMARY_FIELDS, extrasaction="ignore", lineterminator="\n")
+  if header:
+    writer.writeheader()
+  writer.writerows(rows)
+  return buffer.getvalue()
+
+
+def read_summary(out: str | os.PathLike) -> list[dict[str, Any]]:
+  """The rows of ``summary.jsonl`` (a line cut short by a kill is ignored)."""
+  path = Path(out) / SUMMARY_JSONL
+  rows = []
+  if path.exists():
+    for line in path.read_text(encoding="utf-8").splitlines():
+      try:
+        rows.append(json.loads(line))
+      except json.JSONDecodeError:
+        continue
+  return rows
+
+
+def write_summary(out: str | os.PathLike, rows: Sequence[dict[str, Any]]) -> None:
+  """Replace ``summary.jsonl`` and ``summary.csv`` with ``rows``, atomically."""
+  out = Path(out)
+  _atomic_write(out / SUMMARY_JSONL, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+  _atomic_write(out / SUMMARY_CSV, _csv_text(rows, header=True))
+
+
+def _storage_error(path: Path, error: OSError) -> StorageError:
+  reason = "the disk is full" if error.errno == errno.ENOSPC else (error.strerror or str(error))
+  return StorageError(f"could not write {path}: {reason}; stopped cleanly, every image "
+                      "written so far is complete: free space and rerun the same command "
+                      "to resume")
+
+
+# ----------------------------------------------------------------------------
+# The run.
+
+
+@dataclasses.dataclass
+class AtlasResult:
+  """What ``make_atlas`` did.
+
+  Attributes:
+    out: the output folder.
+    made: images made by this call.
+    kept: complete images found from an earlier run and kept.
+    rows: the summary rows of every image of the run, in class order.
+    seconds: wall-clock time.
+  """
+  out: Path
+  made: int
+  kept: int
+  rows: list[dict[str, Any]]
+  seconds: float
+
+
+def _prepare_folder(out: Path, config: dict[str, Any], overwrite: bool) -> None:
+  try:
+    out.mkdir(parents=True, exist_ok=True)
+    fd, probe = tempfile.mkstemp(dir=out, prefix=".write-test.")
+    os.close(fd)
+    os.remove(probe)
+  except OSError as error:
+    raise AtlasError(f"cannot write to --out {out}: {error.strerror or error}") from None
+  run_file = out / RUN_FILE
+  ours = sorted(p for p in out.iterdir() if _IMAGE_NAME.match(p.name))
+  if overwrite:
+    for path in [*ours, run_file, out / SUMMARY_JSONL, out / SUMMARY_CSV]:
+      if path.exists():
+        path.unlink()
+  elif run_file.exists():
+    try:
+      previous = json.loads(run_file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+      previous = None
+    if previous != config:
+      changed = sorted(k for k in config if not isinstance(previous, dict)
+                       or previous.get(k) != config[k])
+      raise AtlasError(f"--out {out} holds a run with another configuration ("
+                       f"{', '.join(changed) or 'run.json unreadable'} differ); use a new "
+                       "--out or --overwrite")
+  elif ours:
+    raise AtlasError(f"--out {out} holds another run's images ({ours[0].name} ...) but no "
+                     f"{RUN_FILE}; use a new --out or --overwrite")
+  _atomic_write(run_file, json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def make_atlas(classifier: Classifier, classes: Sequence[int | str], out: str | os.PathLike,
+               recipe: str | recipes_lib.Recipe = recipes_lib.DEFAULT, *, seed: int = 0,
+               restarts: int = 1, batch_size: int = 8, init: str | os.PathLike | None = None,
+               steps_scale: float = 1.0, head: str | None = None, snapshot_every: int = 0,
+               weights: str = "default", overwrite: bool = False,
+               log: Callable[[str], None] = logging.info) -> AtlasResult:
+  """Images of ``classes`` (``restarts`` each) in ``out``, resuming an earlier run.
+
+  Args:
+    classifier: the model.
+    classes: class indices or names (``parse_classes`` reads a flag).
+    out: the output folder (created).
+    recipe: a recipe name or ``Recipe``.
+    seed: the run's seed.
+    restarts: images per class (and start photo).
+    batch_size: images per ``engine.generate`` call; whole classes go in a
+      batch, so at least ``restarts`` images. Does not change the images.
+    init: a photo, or a folder of photos, to transfigure (each photo into
+      every class); unreadable files in a folder are skipped with a warning.
+    steps_scale: scales every octave's iterations.
+    head: move the recipe's objectives to this head (``Recipe.with_head``).
+    snapshot_every: also write a video per image (``video.write_video``)
+      from snapshots every this many iterations.
+    weights: how the weights are identified in ``run.json`` and the PNGs
+      (a checksum or a source).
+    overwrite: delete another run's images and summary in ``out`` first.
+    log: where progress lines go.
+
+  Returns:
+    An ``AtlasResult``.
+
+  Raises:
+    AtlasError: bad classes or init, ``out`` unwritable or holding another
+      run.
+    StorageError: a write failed mid-run (disk full); rerunning resumes.
+    engine.GenerationError: NaN or Inf in an image.
+  """
+  start = time.perf_counter()
+  out = Path(out)
+  indices = imagenet.class_indices(classes, classifier.labels)
+  if not indices:
+    raise AtlasError("no classes given")
+  if len(set(indices)) != len(indices):
+    raise AtlasError("a class is given twice")
+  if restarts < 1:
+    raise AtlasError(f"restarts must be at least 1, got {restarts}")
+  if batch_size < 1:
+    raise AtlasError(f"batch_size must be at least 1, got {batch_size}")
+  recipe = recipes_lib.get(recipe, steps_scale=steps_scale)
+  if head:
+    recipe = recipe.with_head(head)
+  photos = photo_paths(init) if init is not None else []
+  config = run_config(model=classifier.name, weights=weights, recipe=recipe, seed=seed,
+                      restarts=restarts, steps_scale=steps_scale, head=head, photos=photos)
+  run_id = config_id(config)
+  _prepare_folder(out, config, overwrite)
+
+  # Every image of the run, and which of them a complete PNG already holds.
+  photo_keys: list[Path | None] = list(photos) or [None]
+  labels = classifier.labels
+  planned = [(photo, t, r) for photo in photo_keys for t in indices for r in range(restarts)]
+  names = {key: image_name(key[1], key[2], labels, key[0] and key[0].stem) for key in planned}
+  done = {}
+  for key in planned:
+    row = read_complete(out / names[key], run_id)
+    if row is not None:
+      done[key] = row
+  # The summary is rebuilt from the PNGs (the truth), keeping fields that
+  # other tools added to rows (``classify --folder``).
+  extra = {r.get("file"): r for r in read_summary(out)}
+  rows = {key: {**extra.get(names[key], {}), **row} for key, row in done.items()}
+  try:
+    write_summary(out, [rows[k] for k in planned if k in rows])
+  except OSError as error:
+    raise _storage_error(out / SUMMARY_JSONL, error) from None
+
+  kept = len(done)
+  per_batch = max(1, batch_size // restarts)
+  todo = [(photo, t) for photo in photo_keys for t in indices
+          if any((photo, t, r) not in done for r in range(restarts))]
+  total = len(todo) * restarts
+  if done:
+    log(f"atlas: resuming in {out}: {len(done)} of {len(planned)} images already complete")
+  made, began, sleep = 0, time.perf_counter(), float(os.environ.get(_SLEEP_ENV, 0) or 0)
+  batches = [todo[i:i + per_batch] for i in range(0, len(todo), per_batch)]
+  # One generate call per batch, a batch sharing one start photo.
+  batches = [b for batch in batches for b in _split_by_photo(batch)]
+  for batch in batches:
+    photo = batch[0][0]
+    result = engine.generate(classifier, [t for _, t in batch], recipe, seed=seed,
+                             restarts=restarts, snapshot_every=snapshot_every,
+                             init=None if photo is None else load_image(photo),
+                             batch_size=batch_size)
+    new_rows = []
+    for j, (target, restart) in enumerate(zip(result.targets, result.restarts)):
+      key = (photo, int(target), int(restart))
+      if key in done:
+        continue
+      row = dict(
+          target=int(target), name=labels[int(target)], restart=int(restart),
+          init=None if photo is None else photo.name,
+          probability=float(result.probability[j]), rank=int(result.rank[j]),
+          target_logit=float(result.target_logit[j]),
+          top1_fraction=float(result.stability["top1_fraction"][j]),
+          zscore_jitter=float(result.stability["zscore_jitter"][j]), seed=int(seed),
+          file=names[key])
+      metadata = dict(model=classifier.name, weights=weights, recipe=config["recipe"],
+                      seed=str(seed), restart=str(int(restart)), target=str(int(target)),
+                      name=labels[int(target)], probability=f"{row['probability']:.6g}",
+                      run_id=run_id, summary=json.dumps(row, sort_keys=True))
+      path = out / names[key]
+      try:
+        save_png(path, result.images[j], metadata)
+        if snapshot_every and result.snapshots is not None:
+          from classgen_jax import video
+          video.write_video(path.with_suffix(".gif"), video.frames(result, j, labels))
+      except OSError as error:
+        raise _storage_error(path, error) from None
+      done[key] = rows[key] = row
+      new_rows.append(row)
+    try:
+      _fsync_append(out / SUMMARY_JSONL,
+                    "".join(json.dumps(r, sort_keys=True) + "\n" for r in new_rows))
+      _fsync_append(out / SUMMARY_CSV, _csv_text(new_rows, header=False))
+    except OSError as error:
+      raise _storage_error(out / SUMMARY_JSONL, error) from None
+    made += len(new_rows)
+    rate = made / max(time.perf_counter() - began, 1e-9)
+    eta = (total - made) / rate if rate else float("inf")
+    log(f"atlas: {len(done)}/{len(planned)} images, {rate:.2f} images/s, "
+        f"ETA {_duration(eta)}")
+    if sleep:
+      time.sleep(sleep)
+  return AtlasResult(out, made, kept, [rows[k] for k in planned],
+                     time.perf_counter() - start)
+
+
+def _split_by_photo(batch):
+  groups: list[list] = []
+  for item in batch:
+    if groups and groups[-1][0][0] == item[0]:
+      groups[-1].append(item)
+    else:
+      groups.append([item])
+  return groups
+
+
+def _duration(seconds: float) -> str:
+  if not np.isfinite(seconds):
+    return "?"
+  seconds = int(round(seconds))
+  return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def weights_identity(model: str, weights: str | None) -> str:
+  """How a run names its weights: ``sha256:<digest>`` of a file, else the source."""
+  if weights and Path(weights).expanduser().is_file():
+    return f"sha256:{_sha256(Path(weights).expanduser())}"
+  return f"{model}:{weights or 'default'}"
+
+
+def run(*, model: str, weights: str | None, classes: str, out: str,
+        recipe: str = recipes_lib.DEFAULT, **kwargs) -> AtlasResult:
+  """``make_atlas`` from flag values: loads the model, parses ``classes``."""
+  from classgen_jax.weights import load_classifier
+  indices = parse_classes(classes)
+  identity = weights_identity(model, weights)
+  classifier = load_classifier(model, weights=weights)
+  return make_atlas(classifier, indices, out, recipe, weights=identity, **kwargs)

@@ -1,0 +1,233 @@
+"""Videos of a generation and plots of how steady a model's view of it is.
+
+As in the article: each frame shows the image on the left and, on the right,
+a scatter plot of all the classifier's logits for that iteration (x = class
+index, y = logit; the target in red). Frames come from
+``Generation.snapshots``; everything is drawn with Pillow, and written as an
+animated GIF or WebP (MP4 only where ``imageio`` with an ffmpeg plugin is
+installed).
+
+``stability_plot`` draws, for several models side by side, the target's
+logit and rank over the iterations (``Generation.trace``): the article's
+comparison of GoogLeNet, Inception-v3 and ResNet.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from classgen_jax import imagenet
+from classgen_jax.engine import Generation, Trace
+from classgen_jax.images import to_uint8
+
+_BACKGROUND = (255, 255, 255)
+_AXIS = (90, 90, 90)
+_POINT = (110, 130, 170)
+_TARGET = (220, 30, 30)
+_SERIES = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189))
+
+
+class VideoError(ValueError):
+  """A video that cannot be made (no snapshots, unknown format)."""
+
+
+def _font():
+  return ImageFont.load_default()
+
+
+def logit_scatter(logits: np.ndarray, target: int, size: tuple[int, int],
+                  limits: tuple[float, float] | None = None,
+                  title: str = "") -> Image.Image:
+  """All logits as points (x = class index, y = logit), the target in red.
+
+  Args:
+    logits: ``(classes,)``.
+    target: the class drawn in red, on top.
+    size: ``(width, height)`` of the panel.
+    limits: the y range (fixed across a video's frames so points move).
+    title: a line drawn at the top.
+  """
+  width, height = size
+  logits = np.asarray(logits, np.float64)
+  low, high = limits or (float(logits.min()), float(logits.max()))
+  if high - low < 1e-9:
+    high = low + 1.0
+  panel = Image.new("RGB", size, _BACKGROUND)
+  draw = ImageDraw.Draw(panel)
+  left, right, top, bottom = 36, width - 8, 18, height - 14
+  draw.line([(left, top), (left, bottom), (right, bottom)], fill=_AXIS)
+  font = _font()
+  draw.text((2, top - 4), f"{high:.0f}", fill=_AXIS, font=font)
+  draw.text((2, bottom - 8), f"{low:.0f}", fill=_AXIS, font=font)
+  draw.text((left, bottom + 1), "class index", fill=_AXIS, font=font)
+  if title:
+    draw.text((left, 2), title, fill=(0, 0, 0), font=font)
+  n = len(logits)
+  xs = left + (np.arange(n) + 0.5) / n * (right - left)
+  ys = bottom - (np.clip(logits, low, high) - low) / (high - low) * (bottom - top)
+  for i, (x, y) in enumerate(zip(xs, ys)):
+    if i != target:
+      draw.point((float(x), float(y)), fill=_POINT)
+  x, y = float(xs[target]), float(ys[target])
+  draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=_TARGET)
+  return panel
+
+
+def frames(generation: Generation, index: int = 0,
+           labels: Sequence[str] = imagenet.LABELS, side: int = 256) -> list[Image.Image]:
+  """The video frames of image ``index`` of a generation made with ``snapshot_every``.
+
+  Raises:
+    VideoError: the generation has no snapshots.
+  """
+  snapshots = generation.snapshots
+  if snapshots is None or not any(len(i) for i in snapshots.iterations):
+    raise VideoError("the generation has no snapshots: run it with snapshot_every > 0 "
+                     "(and fewer than the octave's iterations)")
+  target = int(generation.targets[index])
+  logits = np.concatenate([lo[index] for lo in snapshots.logits])
+  limits = (float(logits.min()), float(logits.max()))
+  result = []
+  for images, logit_rows, iterations in zip(snapshots.images, snapshots.logits,
+                                            snapshots.iterations):
+    for image, row, iteration in zip(images[index], logit_rows[index], iterations):
+      picture = Image.fromarray(to_uint8(image)).resize((side, side), Image.BILINEAR)
+      rank = int(np.sum(row > row[target]))
+      title = f"{labels[target]}  iteration {int(iteration)}  rank {rank}"
+      panel = logit_scatter(row, target, (side * 3 // 2, side), limits, title)
+      frame = Image.new("RGB", (side + panel.width, side), _BACKGROUND)
+      frame.paste(picture, (0, 0))
+      frame.paste(panel, (side, 0))
+      result.append(frame)
+  return result
+
+
+def write_video(path: str | os.PathLike, video_frames: Sequence[Image.Image], *,
+                fps: float = 10.0) -> Path:
+  """Write frames as ``.gif`` or ``.webp`` (Pillow), or ``.mp4`` (imageio + ffmpeg).
+
+  Raises:
+    VideoError: no frames, an unknown suffix, or MP4 without an encoder.
+  """
+  path = Path(path)
+  if not video_frames:
+    raise VideoError("no frames to write")
+  suffix = path.suffix.lower()
+  duration = max(1, round(1000 / fps))
+  if suffix not in (".gif", ".webp", ".mp4"):
+    raise VideoError(f"unknown video format {path.suffix!r}: use .gif, .webp or .mp4")
+  # Written beside the target and renamed, so a killed run leaves no half video.
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=suffix)
+  os.close(fd)
+  try:
+    if suffix == ".mp4":
+      try:
+        import imageio.v3 as iio
+        iio.imwrite(tmp, np.stack([np.asarray(f) for f in video_frames]), fps=fps,
+                    plugin="FFMPEG")
+      except Exception as error:  # any missing plugin or encoder
+        raise VideoError(f"cannot write MP4 ({type(error).__name__}: {error}); "
+                         "write .gif or .webp, or pip install imageio-ffmpeg") from None
+    else:
+      first, *rest = video_frames
+      options = dict(lossless=True) if suffix == ".webp" else {}
+      first.save(tmp, format=suffix[1:].upper(), save_all=True, append_images=rest,
+                 duration=duration, loop=0, **options)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+  return path
+
+
+def _line_panel(series: Sequence[np.ndarray], size: tuple[int, int], title: str,
+                invert: bool = False) -> Image.Image:
+  """Lines over iterations; ``invert`` puts low values (rank 0) at the top."""
+  width, height = size
+  panel = Image.new("RGB", size, _BACKGROUND)
+  draw = ImageDraw.Draw(panel)
+  left, right, top, bottom = 40, width - 8, 16, height - 14
+  draw.line([(left, top), (left, bottom), (right, bottom)], fill=_AXIS)
+  draw.text((left, 2), title, fill=(0, 0, 0), font=_font())
+  values = np.concatenate([np.ravel(s) for s in series]).astype(np.float64)
+  low, high = float(values.min()), float(values.max())
+  if high - low < 1e-9:
+    high = low + 1.0
+  top_label, bottom_label = (low, high) if invert else (high, low)
+  draw.text((2, top - 4), f"{top_label:.0f}", fill=_AXIS, font=_font())
+  draw.text((2, bottom - 8), f"{bottom_label:.0f}", fill=_AXIS, font=_font())
+  draw.text((left, bottom + 1), "iteration", fill=_AXIS, font=_font())
+  for k, line in enumerate(series):
+    line = np.asarray(line, np.float64)
+    n = len(line)
+    xs = left + np.arange(n) / max(n - 1, 1) * (right - left)
+    fraction = (line - low) / (high - low)
+    ys = top + fraction * (bottom - top) if invert else bottom - fraction * (bottom - top)
+    points = [(float(x), float(y)) for x, y in zip(xs, ys)]
+    colour = _SERIES[k % len(_SERIES)]
+    if len(points) > 1:
+      draw.line(points, fill=colour, width=1)
+    else:
+      draw.point(points, fill=colour)
+  return panel
+
+
+def stability_plot(traces: Mapping[str, Trace], path: str | os.PathLike, *,
+                   panel: tuple[int, int] = (320, 180)) -> Path:
+  """The target's logit (top) and rank (bottom) over iterations, one column per model.
+
+  Args:
+    traces: model name -> ``Generation.trace``; each image (restart) is a line.
+    path: the PNG to write.
+    panel: ``(width, height)`` of each panel.
+  """
+  if not traces:
+    raise VideoError("no models to plot")
+  width, height = panel
+  sheet = Image.new("RGB", (width * len(traces), height * 2), _BACKGROUND)
+  for column, (name, trace) in enumerate(traces.items()):
+    logits = np.asarray(trace.target_logit)
+    ranks = np.asarray(trace.target_rank)
+    sheet.paste(_line_panel(list(logits.T), panel, f"{name}: target logit"),
+                (column * width, 0))
+    sheet.paste(_line_panel(list(ranks.T), panel, f"{name}: target rank", invert=True),
+                (column * width, height))
+  path = Path(path)
+  sheet.save(path)
+  return path
+
+
+def make_video(*, model: str, weights: str | None, target: str, out: str | os.PathLike,
+               recipe: str, seed: int = 0, steps_scale: float = 1.0, snapshot_every: int = 5,
+               fps: float = 10.0, head: str | None = None) -> Path:
+  """Run one generation with snapshots and write its video (``scripts/make_video.py``)."""
+  from classgen_jax import engine, recipes
+  from classgen_jax.weights import load_classifier
+  classifier = load_classifier(model, weights=weights)
+  chosen = recipes.get(recipe, steps_scale=steps_scale)
+  if head:
+    chosen = chosen.with_head(head)
+  result = engine.generate(classifier, [target], chosen, seed=seed,
+                           snapshot_every=snapshot_every)
+  return write_video(out, frames(result, 0, classifier.labels), fps=fps)
+
+
+def compare_models(*, models: Sequence[str], target: str, out: str | os.PathLike,
+                   recipe: str, seed: int = 0, steps_scale: float = 1.0,
+                   restarts: int = 1) -> Path:
+  """Generate ``target`` with each model and plot their stability side by side."""
+  from classgen_jax import engine, recipes
+  from classgen_jax.weights import load_classifier
+  chosen = recipes.get(recipe, steps_scale=steps_scale)
+  traces = {}
+  for name in models:
+    classifier = load_classifier(name)
+    traces[name] = engine.generate(classifier, [target], chosen, seed=seed,
+                                   restarts=restarts).trace
+  return stability_plot(traces, out)

@@ -1,0 +1,55 @@
+r"""Generate images that a classifier sees as chosen classes: an atlas.
+
+  python scripts/generate.py --classes=0-99 --restarts=2 --out=atlas
+  python scripts/generate.py --classes=tabby,19 --init_image=photos/ --out=transfigured
+
+Writes one PNG per image, ``summary.jsonl``/``summary.csv`` and ``run.json``
+into ``--out``; rerunning the same command resumes (``classgen_jax.atlas``).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags, logging
+
+from classgen_jax import atlas, classify, recipes
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", classify.DEFAULT_MODEL, "Model name.")
+flags.DEFINE_string("weights", None, "A .pth state dict (default: the model's own weights).")
+flags.DEFINE_string("recipe", recipes.DEFAULT, f"Recipe: {', '.join(recipes.names())}.")
+flags.DEFINE_string("classes", "19", "Names, indices, ranges (0-99), comma-separated, or all.")
+flags.DEFINE_integer("restarts", 1, "Images per class, each from its own random start.")
+flags.DEFINE_integer("batch_size", 8, "Images optimised together (does not change them).")
+flags.DEFINE_integer("seed", 0, "The run's seed.")
+flags.DEFINE_string("init_image", None,
+                    "A photo, or a folder of photos, to transfigure into every class.")
+flags.DEFINE_string("head", None, "Move the recipe's objectives to this head (e.g. aux1).")
+flags.DEFINE_float("steps_scale", 1.0, "Scale every octave's iterations by this.")
+flags.DEFINE_integer("snapshot_every", 0, "Also write a GIF per image, a frame every N steps.")
+flags.DEFINE_string("out", "atlas", "Output folder.")
+flags.DEFINE_bool("overwrite", False, "Replace another run's images in --out.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  try:
+    result = atlas.run(
+        model=FLAGS.model, weights=FLAGS.weights, classes=FLAGS.classes, out=FLAGS.out,
+        recipe=FLAGS.recipe, seed=FLAGS.seed, restarts=FLAGS.restarts,
+        batch_size=FLAGS.batch_size, init=FLAGS.init_image, steps_scale=FLAGS.steps_scale,
+        head=FLAGS.head, snapshot_every=FLAGS.snapshot_every, overwrite=FLAGS.overwrite)
+  except (ValueError, RuntimeError) as error:  # the library's errors are one line each
+    sys.exit(f"error: {error}")
+  logging.info("made %d images, kept %d, in %s (%.0f s)", result.made, result.kept,
+               result.out, result.seconds)
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

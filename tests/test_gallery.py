@@ -1,0 +1,88 @@
+"""Galleries: the contact sheet's size and an index.html that parses, links
+every image and escapes names."""
+
+from __future__ import annotations
+
+import html.parser
+import json
+from urllib.parse import unquote
+
+import pytest
+from PIL import Image
+
+from classgen_jax import atlas, classify, gallery
+from tests.test_atlas import QUICK
+from tests.test_engine import tiny
+
+
+class _Links(html.parser.HTMLParser):
+  def __init__(self):
+    super().__init__()
+    self.hrefs, self.images, self.text, self.inputs = [], [], [], 0
+
+  def handle_starttag(self, tag, attrs):
+    attrs = dict(attrs)
+    if tag == "a":
+      self.hrefs.append(unquote(attrs["href"]))
+    elif tag == "img":
+      self.images.append(unquote(attrs["src"]))
+    elif tag == "input":
+      self.inputs += 1
+
+  def handle_data(self, data):
+    self.text.append(data)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+  out = tmp_path_factory.mktemp("atlas")
+  atlas.make_atlas(tiny(), [0, 1, 2], out, QUICK, restarts=2, batch_size=6)
+  return out
+
+
+def test_gallery_sheet_and_index_link_every_image(folder):
+  sheet, index = gallery.make_gallery(folder, thumbnail=32, columns=4)
+  with Image.open(sheet) as image:
+    assert image.size == (4 * 32, 2 * (32 + 26))
+  parser = _Links()
+  parser.feed(index.read_text(encoding="utf-8"))
+  parser.close()
+  files = sorted(r["file"] for r in atlas.read_summary(folder))
+  assert len(files) == 6 and sorted(parser.hrefs) == files
+  assert sorted(parser.images) == [f"{gallery.THUMBNAILS}/{f}" for f in files]
+  for link in parser.hrefs + parser.images:
+    assert not link.startswith(("/", "file:")) and (folder / link).is_file()
+  assert parser.inputs == 1 and "goldfish" in "".join(parser.text)
+
+
+def test_gallery_escapes_names(folder, tmp_path):
+  out = tmp_path / "copy"
+  out.mkdir()
+  row = atlas.read_summary(folder)[0]
+  row = dict(row, name='<script>alert("x")</script> & co')
+  (out / row["file"]).write_bytes((folder / row["file"]).read_bytes())
+  atlas.write_summary(out, [row])
+  page = gallery.index_html(out).read_text(encoding="utf-8")
+  assert "<script>alert" not in page and "&lt;script&gt;alert" in page
+  parser = _Links()
+  parser.feed(page)
+  assert '<script>alert("x")</script> & co' in "".join(parser.text)
+
+
+def test_gallery_of_empty_folder_is_an_error(tmp_path):
+  with pytest.raises(gallery.GalleryError, match="no images"):
+    gallery.make_gallery(tmp_path)
+
+
+def test_classify_folder_adds_a_field_and_resume_keeps_it(folder):
+  rows = classify.annotate_folder(folder, tiny(), batch_size=4)
+  field = f"classify_{tiny().name}"
+  stored = atlas.read_summary(folder)
+  assert stored == json.loads(json.dumps(rows)) and len(stored) == 6
+  for row in stored:
+    result = row[field]
+    assert 0 <= result["target_rank"] < 1000 and 0 <= result["top1"] < 1000
+    assert result["top1_probability"] >= result["target_probability"]
+    assert (result["target_rank"] == 0) == (result["top1"] == row["target"])
+  atlas.make_atlas(tiny(), [0, 1, 2], folder, QUICK, restarts=2)
+  assert all(field in r for r in atlas.read_summary(folder))
