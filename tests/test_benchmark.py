@@ -1,0 +1,60 @@
+"""The benchmark script's JSON: its structure and that it measured something."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+_ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_script_writes_the_documented_json(tmp_path):
+  out = tmp_path / "bench.json"
+  subprocess.run(
+      [sys.executable, "scripts/benchmark.py", "--model=resnet18", "--image_size=32",
+       "--batch_size=1", "--steps=2", "--repeats=1", "--sweep", "--max_batch=1",
+       f"--json_out={out}"], cwd=_ROOT, check=True, timeout=600)
+  result = json.loads(out.read_text())
+  assert set(result["results"]) == {"torch_sequential", "torch_batched", "jax"}
+  for name, measured in result["results"].items():
+    for field in ("image_iters_per_s", "ms_per_step", "peak_rss_mb"):
+      assert measured[field] > 0, (name, field)
+    assert measured["compile_s"] >= 0 and len(measured["seconds"]) == 1
+  jax_result = result["results"]["jax"]
+  assert jax_result["flops_per_image_iter"] > 1e6 and jax_result["achieved_gflops"] > 0
+  assert set(result["ratios"]) == {"jax_vs_torch_batched", "jax_vs_torch_sequential"}
+  assert all(r > 0 for r in result["ratios"].values())
+  sweep = result["sweep"]
+  assert [p["batch_size"] for p in sweep["points"]] == [1]
+  assert sweep["saturates_at"] == sweep["best_batch_size"] == 1
+
+
+def test_bfloat16_model_keeps_a_float32_canvas():
+  """``engine.mixed_precision``, the benchmark's ``--dtype=bfloat16``."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+
+  from classgen_jax import engine
+  from tests.test_engine import _quick, tiny
+
+  fast = engine.mixed_precision(tiny())
+  assert fast.dtype == jnp.bfloat16 and fast.module.dtype == jnp.bfloat16
+  recipe = _quick("gradient", 0.05, crop=40, jitter=3, blur_sigma=(1.0, 0.5))
+  images = engine.initial_images(recipe, engine.image_keys(0, [1, 2], [0, 0]))
+  assert fast(images, heads=("logits",))["logits"].dtype == jnp.bfloat16
+  # The gradient reaches the canvas as float32, and the octave's canvas stays so.
+  grad = jax.grad(lambda x: fast(x.astype(fast.dtype))["logits"][:, 1].sum())(images)
+  assert grad.dtype == jnp.float32
+  plan = engine._plan(fast, recipe, 0)[0]
+  buffer, trace, _ = jax.eval_shape(engine._compiled_octave(plan, "logits"), fast, images,
+                                    jnp.asarray([1, 2]), engine.image_keys(0, [1, 2], [0, 0]))
+  assert buffer.dtype == jnp.float32 and trace.objective.dtype == jnp.float32
+  result = engine.generate(fast, [1, 2], recipe)
+  full = engine.generate(tiny(), [1, 2], recipe)
+  assert result.images.dtype == np.float32 and np.isfinite(result.images).all()
+  assert np.isfinite(result.trace.objective).all()
+  # bfloat16 changes the images a little, not wholesale.
+  assert 0 < np.abs(result.images - full.images).mean() < 0.05

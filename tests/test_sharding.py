@@ -1,0 +1,77 @@
+"""Sharding the batch over devices changes no image.
+
+``--xla_force_host_platform_device_count`` must be set before jax is
+imported, so each device count runs in its own Python process.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+_ROOT = Path(__file__).resolve().parents[1]
+
+# Runs in a fresh process: the reproducibility test's recipe (crop, jitter,
+# flip, colour, blur), a batch of 6 (not a multiple of 4) and of 1.
+_SCRIPT = """
+import sys
+import jax
+import numpy as np
+from classgen_jax import engine
+from tests.test_engine import _quick, tiny
+
+recipe = _quick("sign", 0.02, crop=40, jitter=3, flip=True, brightness=0.05,
+                blur_sigma=(1.0, 0.5))
+out = {"devices": len(jax.devices()), "mesh": engine.batch_mesh().size}
+six = engine.generate(tiny(), [9, 5, 2], recipe, seed=11, restarts=2, snapshot_every=2)
+by2 = engine.generate(tiny(), [9, 5, 2], recipe, seed=11, restarts=2, batch_size=2)
+for name, run in (("six", six), ("by2", by2)):
+  out.update({name: run.images, name + "_logit": run.target_logit,
+              name + "_trace": run.trace.objective})
+out["six_snaps"] = six.snapshots.images[0]
+out["one"] = engine.generate(tiny(), [5], recipe, seed=11).images
+np.savez(sys.argv[1], **out)
+"""
+
+
+def _start(devices: int, out: Path) -> subprocess.Popen:
+  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+             JAX_PLATFORMS="cpu")
+  return subprocess.Popen([sys.executable, "-c", _SCRIPT, str(out)], cwd=_ROOT, env=env)
+
+
+def _results(process: subprocess.Popen, out: Path) -> dict[str, np.ndarray]:
+  assert process.wait(timeout=600) == 0
+  return dict(np.load(out))
+
+
+def test_four_devices_match_one(tmp_path):
+  """Bit for bit where each device holds the same per-device batch.
+
+  XLA's CPU convolutions sum in an order that depends on the batch size, so
+  the model's outputs for a batch of 6 and of 2 differ in the last float32
+  bits (~1e-6 relative), on one device as on four. Hence: four devices (2
+  images each after padding 6 to 8) equal one device with ``batch_size=2``
+  bit for bit, in everything; against one device with the whole batch the
+  images (sign steps) are still bit-exact and the logits agree to 1e-5.
+  """
+  paths = {devices: tmp_path / f"{devices}.npz" for devices in (1, 4)}
+  processes = {devices: _start(devices, path) for devices, path in paths.items()}
+  one, four = (_results(processes[d], paths[d]) for d in (1, 4))
+  assert int(one["devices"]) == int(one["mesh"]) == 1
+  assert int(four["devices"]) == int(four["mesh"]) == 4
+  assert four["six"].shape == (6, 48, 48, 3) and four["one"].shape == (1, 48, 48, 3)
+  assert four["six_trace"].shape == (4, 6) and four["six_snaps"].shape[0] == 6
+  for name in ("six", "six_logit", "six_trace"):
+    np.testing.assert_array_equal(four[name], one[name.replace("six", "by2")], err_msg=name)
+  np.testing.assert_array_equal(four["one"], one["one"])
+  np.testing.assert_array_equal(four["six"], one["six"])
+  np.testing.assert_array_equal(four["six_snaps"], one["six_snaps"])
+  np.testing.assert_allclose(four["six_trace"], one["six_trace"], rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(four["six_logit"], one["six_logit"], rtol=1e-5, atol=1e-5)
+  # The lone image is the batch's (target 5, restart 0), whatever the padding.
+  np.testing.assert_array_equal(four["one"][0], four["six"][2])
