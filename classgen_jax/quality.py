@@ -15,6 +15,7 @@ gradient-sign direction usually does.
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import time
 from collections.abc import Sequence
 
@@ -88,9 +89,17 @@ def judge(classifier: Classifier, images: np.ndarray, targets: Sequence[int], *,
 
 def evaluate(generator: Classifier, judges: dict[str, Classifier],
              recipes: Sequence[str | recipes_lib.Recipe], classes: Sequence[int | str], *,
-             seed: int = 0, steps_scale: float = 1.0,
-             batch_size: int | None = None) -> list[RecipeScore]:
+             seed: int = 0, steps_scale: float = 1.0, batch_size: int | None = None,
+             photo: str | None = None) -> tuple[list[RecipeScore], dict[str, str]]:
   """Generate ``classes`` with each recipe and score the images with the judges.
+
+  Args:
+    photo: the start of recipes that begin from a photo (transfiguration);
+      default: the bundled photo of a cat.
+
+  Returns:
+    The scores, and ``{recipe: reason}`` for recipes skipped because they
+    read a head the generator does not have.
 
   Raises:
     ValueError: no classes, no judges, or an unknown recipe or class.
@@ -100,11 +109,20 @@ def evaluate(generator: Classifier, judges: dict[str, Classifier],
     raise ValueError("the class list is empty: pass indices or names")
   if not judges:
     raise ValueError("no judges: pass at least one model name")
-  scores = []
+  scores, skipped = [], {}
   for recipe in recipes:
     recipe = recipes_lib.get(recipe, steps_scale=steps_scale)
+    missing = [h for h in recipe.heads if h not in generator.heads]
+    if missing:
+      skipped[recipe.name] = (f"{generator.name} has no head {', '.join(missing)} (its heads: "
+                              f"{', '.join(generator.heads)})")
+      continue
+    init = None
+    if recipe.init == "photo":
+      init = photo or str(importlib.resources.files("classgen_jax") / "assets" / "chelsea.jpg")
     start = time.perf_counter()
-    result = engine.generate(generator, targets, recipe, seed=seed, batch_size=batch_size)
+    result = engine.generate(generator, targets, recipe, seed=seed, batch_size=batch_size,
+                             init=init)
     self_score = judge(generator, result.images, targets, self_judging=True)
     scores.append(RecipeScore(
         recipe.name, self_score.top1,
@@ -112,7 +130,7 @@ def evaluate(generator: Classifier, judges: dict[str, Classifier],
                      or name == generator.name)
          for name, clf in judges.items()},
         time.perf_counter() - start, result))
-  return scores
+  return scores, skipped
 
 
 def contact_sheet(score: RecipeScore, labels: Sequence[str], *, thumb: int = 160,

@@ -35,6 +35,8 @@ flags.DEFINE_integer("batch_size", None, "Images optimised at once (default: all
 flags.DEFINE_string("json_out", None, "Write the scores as JSON here.")
 flags.DEFINE_string("grid_out", None, "Write labelled contact sheets here (one per recipe: "
                     "NAME.png, or NAME-RECIPE.png for several recipes).")
+flags.DEFINE_string("photo", None, "Start of the photo recipes (transfigure); default: the "
+                    "bundled cat photo.")
 flags.DEFINE_bool("adversarial", False, "Measure random-sign vs gradient-sign flip rates "
                   "on scikit-image's photos instead.")
 flags.DEFINE_list("epsilons", ["0.5", "1", "2", "4", "8", "16"],
@@ -80,9 +82,9 @@ def main(argv):
       if name == FLAGS.generator:
         logging.warning("judge %s is the generator: its scores are self-judging", name)
       judges[name] = generator if name == FLAGS.generator else load_classifier(name)
-    scores = quality.evaluate(generator, judges, FLAGS.recipes, FLAGS.classes,
-                              seed=FLAGS.seed, steps_scale=FLAGS.steps_scale,
-                              batch_size=FLAGS.batch_size)
+    scores, skipped = quality.evaluate(
+        generator, judges, FLAGS.recipes, FLAGS.classes, seed=FLAGS.seed,
+        steps_scale=FLAGS.steps_scale, batch_size=FLAGS.batch_size, photo=FLAGS.photo)
   except (ValueError, RuntimeError) as error:
     sys.exit(f"error: {error}")
   header = f"{'recipe':<18} {'self top1':>9}" + "".join(
@@ -92,11 +94,14 @@ def main(argv):
     cells = "".join(f" {j.top1:>11.0%} / {j.top5:>4.0%}{' (self)' if j.self_judging else '':>7}"
                     for j in score.judges.values())
     print(f"{score.recipe:<18} {score.self_top1:>9.0%}{cells} {score.seconds:>8.0f}")
+  for name, reason in skipped.items():
+    print(f"{name:<18} skipped: {reason}")
   if FLAGS.json_out:
     _write_json(FLAGS.json_out, {
         "generator": FLAGS.generator, "judges": FLAGS.judges, "classes": FLAGS.classes,
         "seed": FLAGS.seed, "steps_scale": FLAGS.steps_scale,
-        "recipes": {s.recipe: s.as_json() for s in scores}})
+        "recipes": {s.recipe: s.as_json() for s in scores},
+        "skipped": skipped})
   if FLAGS.grid_out:
     root, ext = os.path.splitext(FLAGS.grid_out)
     for score in scores:

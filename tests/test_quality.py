@@ -38,8 +38,9 @@ def test_judge_scores():
 
 def test_evaluate_and_contact_sheet():
   clf = tiny()
-  scores = quality.evaluate(clf, {"tiny": clf}, [QUICK], [1, "tabby", 7])
+  scores, skipped = quality.evaluate(clf, {"tiny": clf}, [QUICK, "deepdraw"], [1, "tabby", 7])
   (score,) = scores
+  assert "has no head aux2" in skipped["deepdraw"]
   assert score.recipe == "quick" and score.judges["tiny"].self_judging
   assert score.self_top1 == score.judges["tiny"].top1
   data = score.as_json()
