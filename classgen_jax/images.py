@@ -87,6 +87,7 @@ def save_png(path: str | os.PathLike, image: np.ndarray,
       Image.fromarray(to_uint8(image)).save(f, format="PNG", pnginfo=info)
       f.flush()
       os.fsync(f.fileno())
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600; an image is for everyone to view
     os.replace(tmp, path)
   finally:
     if os.path.exists(tmp):
