@@ -45,6 +45,7 @@ from PIL import Image
 from classgen_jax import engine, imagenet
 from classgen_jax import recipes as recipes_lib
 from classgen_jax._classifier import Classifier
+from classgen_jax._files import write_text
 from classgen_jax.images import ImageError, load_image, save_png
 
 RUN_FILE = "run.json"
@@ -197,19 +198,6 @@ def _fsync_append(path: Path, text: str) -> None:
     os.fsync(f.fileno())
 
 
-def _atomic_write(path: Path, text: str) -> None:
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-  try:
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-      f.write(text)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-
-
 def _csv_text(rows: Sequence[dict[str, Any]], header: bool) -> str:
   buffer = io.StringIO()
   writer = csv.DictWriter(buffer, SUMMARY_FIELDS, extrasaction="ignore", lineterminator="\n")
@@ -235,8 +223,8 @@ def read_summary(out: str | os.PathLike) -> list[dict[str, Any]]:
 def write_summary(out: str | os.PathLike, rows: Sequence[dict[str, Any]]) -> None:
   """Replace ``summary.jsonl`` and ``summary.csv`` with ``rows``, atomically."""
   out = Path(out)
-  _atomic_write(out / SUMMARY_JSONL, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-  _atomic_write(out / SUMMARY_CSV, _csv_text(rows, header=True))
+  write_text(out / SUMMARY_JSONL, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+  write_text(out / SUMMARY_CSV, _csv_text(rows, header=True))
 
 
 def _storage_error(path: Path, error: OSError) -> StorageError:
@@ -296,7 +284,7 @@ def _prepare_folder(out: Path, config: dict[str, Any], overwrite: bool) -> None:
   elif ours:
     raise AtlasError(f"--out {out} holds another run's images ({ours[0].name} ...) but no "
                      f"{RUN_FILE}; use a new --out or --overwrite")
-  _atomic_write(run_file, json.dumps(config, indent=2, sort_keys=True) + "\n")
+  write_text(run_file, json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def make_atlas(classifier: Classifier, classes: Sequence[int | str], out: str | os.PathLike,

@@ -7,11 +7,12 @@ Any size and mode that Pillow reads (RGB, RGBA, grayscale, palette, CMYK,
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
+
+from classgen_jax._files import atomic_path
 
 
 class ImageError(ValueError):
@@ -80,18 +81,8 @@ def save_png(path: str | os.PathLike, image: np.ndarray,
   info = PngImagePlugin.PngInfo()
   for key, value in (metadata or {}).items():
     info.add_itxt(key, str(value))
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
-                             suffix=".tmp")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      Image.fromarray(to_uint8(image)).save(f, format="PNG", pnginfo=info)
-      f.flush()
-      os.fsync(f.fileno())
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; an image is for everyone to view
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  with atomic_path(path) as tmp:
+    Image.fromarray(to_uint8(image)).save(tmp, format="PNG", pnginfo=info)
 
 
 def read_png_metadata(path: str | os.PathLike) -> dict[str, str]:

@@ -15,7 +15,6 @@ comparison of GoogLeNet, Inception-v3 and ResNet.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from classgen_jax import imagenet
+from classgen_jax._files import atomic_path
 from classgen_jax.engine import Generation, Trace
 from classgen_jax.images import to_uint8
 
@@ -123,9 +123,7 @@ def write_video(path: str | os.PathLike, video_frames: Sequence[Image.Image], *,
   if suffix not in (".gif", ".webp", ".mp4"):
     raise VideoError(f"unknown video format {path.suffix!r}: use .gif, .webp or .mp4")
   # Written beside the target and renamed, so a killed run leaves no half video.
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=suffix)
-  os.close(fd)
-  try:
+  with atomic_path(path, suffix=suffix) as tmp:
     if suffix == ".mp4":
       try:
         import imageio.v3 as iio
@@ -139,10 +137,6 @@ def write_video(path: str | os.PathLike, video_frames: Sequence[Image.Image], *,
       options = dict(lossless=True) if suffix == ".webp" else {}
       first.save(tmp, format=suffix[1:].upper(), save_all=True, append_images=rest,
                  duration=duration, loop=0, **options)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
   return path
 
 

@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ import numpy as np
 
 from classgen_jax import models
 from classgen_jax._classifier import Classifier
+from classgen_jax._files import atomic_path
 
 FORMAT = "classgen_jax/1"
 CONVERTER_VERSION = "1"
@@ -78,16 +78,8 @@ def save_classifier(classifier: Classifier, path: str | os.PathLike,
       name=classifier.name, input_size=str(classifier.input_size), **metadata)
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
-                             suffix=".tmp")
-  os.close(fd)
-  try:
+  with atomic_path(path) as tmp:
     save_file(tensors, tmp, metadata=header)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
 
 
 def read_classifier(path: str | os.PathLike, *, dtype: Any = jnp.float32,

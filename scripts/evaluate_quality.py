@@ -15,11 +15,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 
 from absl import app, flags, logging
 
 from classgen_jax import class_indices, load_classifier, quality, recipes
+from classgen_jax._files import write_text
 from classgen_jax.weights import model_spec
 
 FLAGS = flags.FLAGS
@@ -44,11 +44,7 @@ flags.DEFINE_list("epsilons", ["0.5", "1", "2", "4", "8", "16"],
 
 
 def _write_json(path, data):
-  folder = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-  with os.fdopen(fd, "w") as f:
-    json.dump(data, f, indent=2)
-  os.replace(tmp, path)
+  write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def main(argv):
