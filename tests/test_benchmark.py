@@ -58,3 +58,19 @@ def test_bfloat16_model_keeps_a_float32_canvas():
   assert np.isfinite(result.trace.objective).all()
   # bfloat16 changes the images a little, not wholesale.
   assert 0 < np.abs(result.images - full.images).mean() < 0.05
+
+
+def test_time_recipes_reports_every_recipe_asked():
+  import dataclasses
+
+  from classgen_jax import benchmark, recipes
+  from tests.test_engine import small, tiny
+  quick = dataclasses.replace(small(recipes.get("sign")), name="sign")
+  original = recipes.RECIPES["sign"]
+  recipes.RECIPES["sign"] = quick
+  try:
+    results = benchmark.time_recipes(tiny(), steps_scale=1.0, names=("sign",))
+  finally:
+    recipes.RECIPES["sign"] = original
+  assert set(results) == {"sign"}
+  assert results["sign"]["iterations"] == 3 and results["sign"]["ms_per_iter"] > 0

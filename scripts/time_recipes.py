@@ -1,0 +1,39 @@
+r"""Compile time and per-iteration time of every recipe on one model.
+
+  python scripts/time_recipes.py --model=efficientnet_lite0 --steps_scale=0.05
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from absl import app, flags
+
+from classgen_jax import benchmark, load_classifier
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", "efficientnet_lite0", "Model name.")
+flags.DEFINE_float("steps_scale", 0.05, "Scale every recipe's iterations.")
+flags.DEFINE_list("recipes", None, "Recipes to time (default: all).")
+flags.DEFINE_string("json_out", None, "Write the results as JSON here.")
+
+
+def main(argv):
+  del argv
+  try:
+    classifier = load_classifier(FLAGS.model)
+    results = benchmark.time_recipes(classifier, steps_scale=FLAGS.steps_scale,
+                                     names=tuple(FLAGS.recipes) if FLAGS.recipes else None)
+  except (ValueError, RuntimeError) as error:
+    sys.exit(f"error: {error}")
+  print(f"{'recipe':<18} {'iterations':>10} {'compile s':>10} {'ms/iteration':>13}")
+  for name, r in results.items():
+    print(f"{name:<18} {r['iterations']:>10} {r['compile_s']:>10.1f} {r['ms_per_iter']:>13.1f}")
+  if FLAGS.json_out:
+    with open(FLAGS.json_out, "w") as f:
+      json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+  app.run(main)
