@@ -22,14 +22,6 @@ SIZES = ((H, W), 16, 12, 10, 13, 14)
 STOP = 8
 
 
-@pytest.fixture
-def x64():
-  previous = jax.config.jax_enable_x64
-  jax.config.update("jax_enable_x64", True)
-  yield
-  jax.config.update("jax_enable_x64", previous)
-
-
 def images(dtype=np.float32, seed=0, low=0.0, high=1.0, shape=(H, W)):
   rng = np.random.default_rng(seed)
   return rng.uniform(low, high, (BATCH, *shape, 3)).astype(dtype)
