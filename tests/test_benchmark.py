@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 _ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_script_writes_the_documented_json(tmp_path):
   out = tmp_path / "bench.json"
   subprocess.run(

@@ -114,6 +114,7 @@ def test_logits_match_torch_float32(name):
   assert diff <= F32_LOGITS_TOL
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_input_gradient_matches_torch_float64(name, x64):
   del x64

@@ -185,7 +185,15 @@ def test_transfiguration_starts_from_the_photo():
                              atol=1e-6)
 
 
-@pytest.mark.parametrize("name", recipes.names())
+# A representative few in the default run (sign steps, the cyclic resize,
+# padding and crops, aux heads with L1 steps, Adam with jitter and flips);
+# every recipe in the slow pass.
+_PARITY_DEFAULT = ("sign", "resilient", "octaves_padded", "deepdraw", "recognisable")
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=[] if n in _PARITY_DEFAULT else [pytest.mark.slow])
+    for n in recipes.names()])
 def test_parity_with_torch_reference(name, x64):
   """Same start, same draws: the JAX engine and the torch loop agree in float64.
 

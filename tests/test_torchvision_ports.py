@@ -37,8 +37,8 @@ CASES = {
     "resnet152": ([(224, 224), (160, 200)], 5e-5),
 }
 # Deep models and second sizes run in CI's slow pass (``pytest -m slow``).
-SLOW = {"resnet34", "resnet101", "resnet152", ("googlenet", (199, 199)), ("googlenet", (225, 225)),
-        ("inception_v3", (342, 342)), ("resnet50", (160, 200))}
+SLOW = {"resnet34", "resnet101", "resnet152", "inception_v3", ("googlenet", (199, 199)),
+        ("googlenet", (225, 225)), ("resnet18", (224, 224)), ("resnet50", (160, 200))}
 
 
 def _params():
