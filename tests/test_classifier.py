@@ -19,7 +19,9 @@ def flax_random(name: str) -> classgen_jax.Classifier:
   spec = models.MODELS[name]
   module = models.build(spec.architecture, spec.config)
   images = jnp.zeros((1, spec.input_size, spec.input_size, 3))
-  variables = module.init(jax.random.key(0), images, heads=module.heads)
+  # Jitted: an eager init dispatches every op one by one (minutes for Inception).
+  init = jax.jit(lambda key, x: module.init(key, x, heads=module.heads))
+  variables = init(jax.random.key(0), images)
   return classgen_jax.Classifier(module, variables, name, spec.input_size)
 
 

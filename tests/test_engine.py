@@ -68,7 +68,14 @@ def _runnable(name: str) -> Recipe:
   return recipe
 
 
-@pytest.mark.parametrize("name", recipes.names())
+# The GoogLeNet-headed and cyclic-resize recipes compile the longest; their
+# parity tests (deepdraw, resilient) run by default, these runs in the slow pass.
+_RUNS_SLOW = ("aux", "deepdraw", "resilient", "transfigure")
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=[pytest.mark.slow] if n in _RUNS_SLOW else [])
+    for n in recipes.names()])
 def test_every_recipe_runs(name):
   recipe = _runnable(name)
   module = _model_for(recipe)
