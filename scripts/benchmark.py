@@ -4,7 +4,7 @@ r"""Throughput of classgen_jax's compiled octave against the torch reference.
   python scripts/benchmark.py --model=googlenet --dtype=bfloat16 --json_out=bf16.json
   python scripts/benchmark.py --model=resnet18 --sweep --max_batch=32
 
-See ``classgen_jax/benchmark.py`` for what is measured and how.
+See ``converters/benchmark.py`` for what is measured and how.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import json
 
 from absl import app, flags
 
-from classgen_jax import benchmark
+from converters import benchmark
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "googlenet", "Catalogue model name.")

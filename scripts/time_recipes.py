@@ -10,7 +10,8 @@ import sys
 
 from absl import app, flags
 
-from classgen_jax import benchmark, load_classifier
+from classgen_jax import load_classifier
+from converters import benchmark
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "efficientnet_lite0", "Model name.")

@@ -66,7 +66,8 @@ def test_bfloat16_model_keeps_a_float32_canvas():
 def test_time_recipes_reports_every_recipe_asked():
   import dataclasses
 
-  from classgen_jax import benchmark, recipes
+  from classgen_jax import recipes
+  from converters import benchmark
   from tests.test_engine import small, tiny
   quick = dataclasses.replace(small(recipes.get("sign")), name="sign")
   original = recipes.RECIPES["sign"]
