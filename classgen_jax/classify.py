@@ -7,8 +7,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
+from classgen_jax import transforms as T
 from classgen_jax._classifier import Classifier
 from classgen_jax.images import load_image
 from classgen_jax.weights import load_classifier
@@ -17,14 +19,22 @@ DEFAULT_MODEL = "efficientnet_lite0"
 
 
 @jax.jit
-def _probabilities(classifier: Classifier, images: jax.Array) -> jax.Array:
-  return jax.nn.softmax(classifier(images, heads=("logits",))["logits"], axis=-1)
+def class_probabilities(classifier: Classifier, images: jax.Array) -> jax.Array:
+  """Softmax of the main head for images resized (bilinear) to the native size.
+
+  Images already at the native size pass through unchanged (a same-size
+  bilinear resize is the identity).
+  """
+  size = classifier.input_size
+  resized = jax.vmap(lambda x: T.resize(x, size, method="bilinear"))(images)
+  logits = classifier(resized.astype(classifier.dtype), heads=("logits",))["logits"]
+  return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
 
 
 def top_k(classifier: Classifier, images: np.ndarray,
           k: int = 5) -> list[list[tuple[int, str, float]]]:
   """``[(index, name, probability), ...]`` of the ``k`` best classes per image."""
-  probabilities = np.asarray(_probabilities(classifier, images))
+  probabilities = np.asarray(class_probabilities(classifier, images))
   best = np.argsort(-probabilities, axis=-1)[:, :k]
   return [[(int(i), classifier.labels[i], float(p[i])) for i in row]
           for row, p in zip(best, probabilities)]
@@ -64,7 +74,7 @@ def annotate_folder(folder: str | os.PathLike, classifier: Classifier, *,
   for begin in range(0, len(rows), batch_size):
     chunk = rows[begin:begin + batch_size]
     images = np.stack([load_image(folder / r["file"], size) for r in chunk])
-    probabilities = np.asarray(_probabilities(classifier, images))
+    probabilities = np.asarray(class_probabilities(classifier, images))
     for row, p in zip(chunk, probabilities):
       target, best = int(row["target"]), int(np.argmax(p))
       row[field] = dict(top1=best, top1_name=classifier.labels[best],

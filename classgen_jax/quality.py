@@ -28,6 +28,7 @@ from classgen_jax import engine, imagenet
 from classgen_jax import recipes as recipes_lib
 from classgen_jax import transforms as T
 from classgen_jax._classifier import Classifier
+from classgen_jax.classify import class_probabilities
 from classgen_jax.images import to_uint8
 
 # 32 classes spread evenly over the 1000 (every 31.25th, from class 15):
@@ -63,19 +64,11 @@ class RecipeScore:
     }
 
 
-@jax.jit
-def _probabilities(classifier: Classifier, images: jax.Array) -> jax.Array:
-  size = classifier.input_size
-  resized = jax.vmap(lambda x: T.resize(x, size, method="bilinear"))(images)
-  logits = classifier(resized.astype(classifier.dtype), heads=("logits",))["logits"]
-  return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
-
-
 def judge(classifier: Classifier, images: np.ndarray, targets: Sequence[int], *,
           self_judging: bool = False, batch_size: int = 32) -> JudgeScore:
   """Top-1/top-5 accuracy and mean target probability of ``images``."""
   probabilities = np.concatenate([
-      np.asarray(_probabilities(classifier, jnp.asarray(images[i:i + batch_size])))
+      np.asarray(class_probabilities(classifier, jnp.asarray(images[i:i + batch_size])))
       for i in range(0, len(images), batch_size)])
   targets = np.asarray(targets)
   order = np.argsort(-probabilities, axis=1)
@@ -212,7 +205,7 @@ def adversarial_flip_rates(classifier: Classifier, photos: dict[str, np.ndarray]
     return jnp.sign(jax.grad(loss)(x))
 
   clean = top1(classifier, images)
-  sure = np.asarray(_probabilities(classifier, images)).max(axis=1) >= confident
+  sure = np.asarray(class_probabilities(classifier, images)).max(axis=1) >= confident
   direction = loss_sign(classifier, images, clean)
   keys = jax.random.split(jax.random.key(seed), random_draws)
   rates = {"photos": list(photos), "confident_photos": int(sure.sum()), "random_sign": [],

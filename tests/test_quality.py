@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from classgen_jax import quality
+from classgen_jax.classify import class_probabilities
 from classgen_jax.recipes import Octave, Recipe
 from classgen_jax.updates import Update
 from tests.test_engine import tiny
@@ -25,7 +26,7 @@ def test_default_classes_are_32_spread_over_imagenet():
 def test_judge_scores():
   clf = tiny()
   images = np.random.default_rng(0).random((4, 48, 48, 3)).astype(np.float32)
-  probabilities = np.asarray(quality._probabilities(clf, images))
+  probabilities = np.asarray(class_probabilities(clf, images))
   top = probabilities.argmax(1)
   targets = [int(top[0]), int(top[1]), (int(top[2]) + 1) % 1000, int(top[3])]
   score = quality.judge(clf, images, targets, batch_size=3)
