@@ -27,8 +27,8 @@ def to_nchw(images) -> torch.Tensor:
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:
-  mean = torch.tensor(_MEAN, dtype=x.dtype).view(1, 3, 1, 1)
-  std = torch.tensor(_STD, dtype=x.dtype).view(1, 3, 1, 1)
+  mean = torch.tensor(_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+  std = torch.tensor(_STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
   return (x - mean) / std
 
 
@@ -84,7 +84,7 @@ def torch_outputs(module: torch.nn.Module, x: torch.Tensor,
 
 def _torch_objective(objective, outputs, images, targets):
   """``classgen_jax.objectives.Objective`` evaluated on torch tensors (NCHW)."""
-  total = torch.zeros(images.shape[0], dtype=images.dtype)
+  total = torch.zeros(images.shape[0], dtype=images.dtype, device=images.device)
   index = targets[:, None]
   for weight, term in objective.terms:
     if term.kind == "logit":
@@ -152,21 +152,23 @@ def torch_generate(module: torch.nn.Module, targets, recipe, init, draws) -> tor
   """A recipe run in torch, one iteration at a time, as the article's code.
 
   Args:
-    module: an eval-mode torchvision classifier (its dtype sets the run's).
+    module: an eval-mode torchvision classifier (its dtype and device set
+      the run's: move it to CUDA to run the reference on a GPU).
     targets: ``(N,)`` class indices.
     recipe: a ``classgen_jax.recipes.Recipe``.
     init: ``(N, size, size, 3)`` starting images (NHWC, as the engine's).
     draws: ``classgen_jax.engine.random_draws(...)`` for the same images.
 
   Returns:
-    The final images, NHWC, unclipped unless the recipe clips.
+    The final images, NHWC, on the module's device, unclipped unless the
+    recipe clips.
   """
   from classgen_jax import engine  # the sizes' bookkeeping is shared, not copied
   from converters import torch_transforms as TT
 
-  dtype = next(module.parameters()).dtype
-  x = to_nchw(init).to(dtype)
-  targets = torch.as_tensor(targets, dtype=torch.long)
+  parameter = next(module.parameters())
+  x = to_nchw(init).to(parameter.device, parameter.dtype)
+  targets = torch.as_tensor(targets, dtype=torch.long, device=parameter.device)
   for octave, sizes, octave_draws in zip(recipe.octaves, engine.octave_sizes(recipe), draws):
     o = octave
     if o.canvas is not None and o.canvas != x.shape[-1]:
