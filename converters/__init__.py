@@ -11,7 +11,14 @@ from pathlib import Path
 import classgen_jax
 from converters._mapping import ConversionError, convert_state_dict, flax_path
 from converters.efficientnet_lite import convert_efficientnet_lite
-from converters.torchvision import build_torch, from_torchvision, pretrained_torch, read_state_dict
+from converters.torchvision import (
+    build_torch,
+    from_torchvision,
+    pretrained_torch,
+    random_torch,
+    randomize_batchnorm,
+    read_state_dict,
+)
 
 
 def convert_named(name: str, *, source: str, path: Path | None = None,
@@ -38,4 +45,5 @@ def convert_named(name: str, *, source: str, path: Path | None = None,
 
 
 __all__ = ["ConversionError", "build_torch", "convert_named", "convert_state_dict",
-           "flax_path", "from_torchvision", "pretrained_torch", "read_state_dict"]
+           "flax_path", "from_torchvision", "pretrained_torch", "random_torch",
+           "randomize_batchnorm", "read_state_dict"]

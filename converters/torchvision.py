@@ -155,3 +155,36 @@ def pretrained_torch(name: str, weights: str | None = None) -> torch.nn.Module:
         f"{torch.hub.get_dir()}/checkpoints/") from None
   return build_torch(name, state_dict)
 
+
+
+def randomize_batchnorm(module: torch.nn.Module, size: int, *, seed: int = 0,
+                        batches: int = 2) -> torch.nn.Module:
+  """Random affine BatchNorm parameters and running statistics of real batches.
+
+  torchvision's fresh BatchNorm (mean 0, var 1, identity affine) would hide
+  a swapped mapping; parity checks on random weights need these instead.
+  """
+  generator = torch.Generator().manual_seed(seed)
+  for m in module.modules():
+    if isinstance(m, torch.nn.BatchNorm2d):
+      with torch.no_grad():
+        m.weight.uniform_(0.5, 1.5, generator=generator)
+        m.bias.normal_(0.0, 0.2, generator=generator)
+      m.reset_running_stats()
+      m.momentum = None  # cumulative average over the batches below
+  module.train()
+  with torch.no_grad():
+    for _ in range(batches):
+      module(torch.rand(2, 3, size, size, generator=generator) * 2 - 1)
+  return module.eval()
+
+
+def random_torch(name: str, *, seed: int = 0,
+                 transform_input: bool | None = None) -> torch.nn.Module:
+  """A torchvision model with random weights and randomised BatchNorm, eval mode."""
+  torch.manual_seed(seed)
+  module = build_torch(name, transform_input=transform_input)
+  for m in module.modules():  # init_weights=False leaves torch's default init
+    if isinstance(m, torch.nn.Linear):
+      torch.nn.init.normal_(m.weight, std=0.05)
+  return randomize_batchnorm(module, 299 if name == "inception_v3" else 224, seed=seed)
