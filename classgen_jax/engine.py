@@ -94,12 +94,17 @@ class Generation:
     targets, restarts: ``(N,)`` int arrays.
     target_logit, probability, rank: ``(N,)`` the classifier's main-head
       logit, softmax probability and rank (0 = top-1) of the target for the
-      final image, resized to the classifier's native input size.
+      final image as returned (clipped to [0, 1]), resized to the
+      classifier's native input size: what a reader of the PNG would get.
     trace: per-iteration records (``Trace`` of ``(iterations, N)`` arrays).
     stability: ``{"top1_fraction", "zscore_jitter"}``, each ``(N,)``; see
       ``stability``.
     snapshots: with ``snapshot_every > 0``.
     seconds: wall-clock time, compilation included.
+    rank_as_optimised: ``(N,)`` the target's rank for the final canvas as
+      the optimisation left it: unclipped, at the canvas size, not resized.
+      Adversarial images (the gradient and sign recipes) rank first here and
+      lose it once clipped and resized.
   """
   images: np.ndarray
   targets: np.ndarray
@@ -111,6 +116,7 @@ class Generation:
   stability: dict[str, np.ndarray]
   snapshots: Snapshots | None = None
   seconds: float = 0.0
+  rank_as_optimised: np.ndarray | None = None
 
 
 def stability(trace: Trace) -> dict[str, np.ndarray]:
@@ -514,16 +520,22 @@ def random_draws(recipe: Recipe, targets: Sequence[int], restarts: Sequence[int]
   return result
 
 
-@jax.jit
-def _final_metrics(classifier: Classifier, images, targets):
-  size = classifier.input_size
-  resized = jax.vmap(lambda x: T.resize(x, size, method="bilinear"))(images)
-  logits = classifier(resized.astype(classifier.dtype), heads=("logits",))["logits"]
+def _target_metrics(classifier: Classifier, images, targets):
+  logits = classifier(images.astype(classifier.dtype), heads=("logits",))["logits"]
   logits = logits.astype(jnp.float32)
   target = jnp.take_along_axis(logits, targets[:, None], axis=1)[:, 0]
   probability = jnp.take_along_axis(jax.nn.softmax(logits), targets[:, None], axis=1)[:, 0]
-  rank = jnp.sum(logits > target[:, None], axis=1)
-  return target, probability, rank
+  return target, probability, jnp.sum(logits > target[:, None], axis=1)
+
+
+@jax.jit
+def _final_metrics(classifier: Classifier, images, targets):
+  """Target logit, probability and rank of the clipped images at the native
+  size; and the rank of the raw canvas, as optimised."""
+  size = classifier.input_size
+  resized = jax.vmap(lambda x: T.resize(x, size, method="bilinear"))(T.clip(images))
+  as_optimised = _target_metrics(classifier, images, targets)[2]
+  return (*_target_metrics(classifier, resized, targets), as_optimised)
 
 
 def _check_finite(trace: Trace, plan: _Plan, offset: int, targets, restarts,
@@ -628,7 +640,8 @@ def _generate_batch(classifier, recipe, plans, head, targets, restarts, seed, ph
     images = buffer[:, :side, :side]
     traces.append(trace)
     snaps_per_octave.append(None if snaps is None else (snaps, side))
-  target_logit, probability, rank = _final_metrics(classifier, images, targets_device)
+  target_logit, probability, rank, rank_raw = _final_metrics(classifier, images,
+                                                             targets_device)
   traces, offset = _to_host(traces), 0
   for plan, trace in zip(plans, traces):
     _check_finite(trace, plan, offset, targets, restarts, classifier)
@@ -645,14 +658,15 @@ def _generate_batch(classifier, recipe, plans, head, targets, restarts, seed, ph
       snapshots.logits.append(logits[:, keep].swapaxes(0, 1))
       snapshots.iterations.append(offset + np.arange(frames.shape[0]) * plan.snapshot_every)
     offset += plan.octave.iterations
-  images, target_logit, probability, rank = _to_host(
-      (T.clip(images), target_logit, probability, rank))
+  images, target_logit, probability, rank, rank_raw = _to_host(
+      (T.clip(images), target_logit, probability, rank, rank_raw))
   return Generation(
       images=images[keep], targets=np.asarray(targets),
       restarts=np.asarray(restarts), target_logit=target_logit[keep],
       probability=probability[keep], rank=rank[keep], trace=trace,
       stability=stability(trace),
-      snapshots=snapshots if plans[0].snapshot_every else None)
+      snapshots=snapshots if plans[0].snapshot_every else None,
+      rank_as_optimised=rank_raw[keep])
 
 
 def _concatenate(parts: list[Generation]) -> Generation:
@@ -673,4 +687,4 @@ def _concatenate(parts: list[Generation]) -> Generation:
       probability=cat(*(p.probability for p in parts)),
       rank=cat(*(p.rank for p in parts)), trace=trace,
       stability={k: cat(*(p.stability[k] for p in parts)) for k in parts[0].stability},
-      snapshots=snapshots)
+      snapshots=snapshots, rank_as_optimised=cat(*(p.rank_as_optimised for p in parts)))

@@ -18,6 +18,7 @@ import dataclasses
 import importlib.resources
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -48,20 +49,54 @@ class JudgeScore:
 @dataclasses.dataclass
 class RecipeScore:
   recipe: str
-  self_top1: float
+  self_top1: float  # the generator on the saved image, judged as the judges judge
   judges: dict[str, JudgeScore]
   seconds: float
   generation: engine.Generation
+  self_top1_as_optimised: float | None = None  # the raw canvas, at its own size
 
   def as_json(self) -> dict:
     return {
         "self_top1": self.self_top1,
+        "self_top1_as_optimised": self.self_top1_as_optimised,
         "judges": {name: {"top1": j.top1, "top5": j.top5,
                           "mean_target_prob": j.mean_target_prob,
                           "self_judging": j.self_judging}
                    for name, j in self.judges.items()},
         "seconds": self.seconds,
     }
+
+
+def markdown_table(results: Sequence[dict]) -> str:
+  """A README table of ``evaluate_quality.py --json_out`` files' recipes.
+
+  One row per recipe (and compute dtype, where one is not float32), in the
+  catalogue's order: the generator's top-1 on its raw canvas (as optimised;
+  blank where not recorded) and on the saved image, each judge's top-1 /
+  top-5 and mean target probability, seconds.
+  """
+  judges = list(dict.fromkeys(name for r in results for name in r["judges"]))
+  lines = ["| recipe | self top-1 as optimised | self top-1 | " + " | ".join(
+      f"{name} top-1 / top-5 (mean p)" for name in judges) + " | seconds |",
+           "|---" * (len(judges) + 4) + "|"]
+  order = {name: i for i, name in enumerate(recipes_lib.names())}
+  rows = sorted(((result, recipe, score) for result in results
+                 for recipe, score in result["recipes"].items()),
+                key=lambda row: (order.get(row[1], len(order)),
+                                 row[0].get("dtype", "float32") != "float32"))
+  for result, recipe, score in rows:
+    dtype = result.get("dtype", "float32")
+    label = f"`{recipe}`" + ("" if dtype == "float32" else f" ({dtype})")
+    cells = []
+    for name in judges:
+      j = score["judges"].get(name)
+      cells.append("" if j is None else
+                   f"{j['top1']:.0%} / {j['top5']:.0%} ({j['mean_target_prob']:.2f})")
+    raw = score.get("self_top1_as_optimised")
+    lines.append(f"| {label} | {'' if raw is None else format(raw, '.0%')} | "
+                 f"{score['self_top1']:.0%} | " + " | ".join(cells)
+                 + f" | {score['seconds']:.0f} |")
+  return "\n".join(lines)
 
 
 def judge(classifier: Classifier, images: np.ndarray, targets: Sequence[int], *,
@@ -83,12 +118,16 @@ def judge(classifier: Classifier, images: np.ndarray, targets: Sequence[int], *,
 def evaluate(generator: Classifier, judges: dict[str, Classifier],
              recipes: Sequence[str | recipes_lib.Recipe], classes: Sequence[int | str], *,
              seed: int = 0, steps_scale: float = 1.0, batch_size: int | None = None,
-             photo: str | None = None) -> tuple[list[RecipeScore], dict[str, str]]:
+             photo: str | None = None,
+             compute_dtype: Any = None) -> tuple[list[RecipeScore], dict[str, str]]:
   """Generate ``classes`` with each recipe and score the images with the judges.
 
   Args:
     photo: the start of recipes that begin from a photo (transfiguration);
       default: the bundled photo of a cat.
+    compute_dtype: generate with the generator computing in this dtype
+      (``jnp.bfloat16``: ``engine.mixed_precision``); the images are judged,
+      by the generator too, in float32.
 
   Returns:
     The scores, and ``{recipe: reason}`` for recipes skipped because they
@@ -102,6 +141,7 @@ def evaluate(generator: Classifier, judges: dict[str, Classifier],
     raise ValueError("the class list is empty: pass indices or names")
   if not judges:
     raise ValueError("no judges: pass at least one model name")
+  maker = generator if compute_dtype is None else engine.mixed_precision(generator, compute_dtype)
   scores, skipped = [], {}
   for recipe in recipes:
     recipe = recipes_lib.get(recipe, steps_scale=steps_scale)
@@ -114,7 +154,7 @@ def evaluate(generator: Classifier, judges: dict[str, Classifier],
     if recipe.init == "photo":
       init = photo or str(importlib.resources.files("classgen_jax") / "assets" / "chelsea.jpg")
     start = time.perf_counter()
-    result = engine.generate(generator, targets, recipe, seed=seed, batch_size=batch_size,
+    result = engine.generate(maker, targets, recipe, seed=seed, batch_size=batch_size,
                              init=init)
     self_score = judge(generator, result.images, targets, self_judging=True)
     scores.append(RecipeScore(
@@ -122,7 +162,8 @@ def evaluate(generator: Classifier, judges: dict[str, Classifier],
         {name: judge(clf, result.images, targets, self_judging=clf is generator
                      or name == generator.name)
          for name, clf in judges.items()},
-        time.perf_counter() - start, result))
+        time.perf_counter() - start, result,
+        float(np.mean(result.rank_as_optimised == 0))))
   return scores, skipped
 
 

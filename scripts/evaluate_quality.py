@@ -16,6 +16,8 @@ import json
 import os
 import sys
 
+import jax
+import jax.numpy as jnp
 from absl import app, flags, logging
 
 from classgen_jax import class_indices, load_classifier, quality, recipes
@@ -31,12 +33,16 @@ flags.DEFINE_list("classes", [str(c) for c in quality.DEFAULT_CLASSES],
                   "Class indices or names (default: 32 spread over ImageNet).")
 flags.DEFINE_integer("seed", 0, "Seed.")
 flags.DEFINE_float("steps_scale", 1.0, "Scale every octave's iterations (previews).")
+flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
+                  "Generator's compute dtype (bfloat16: mixed precision; judges stay float32).")
 flags.DEFINE_integer("batch_size", None, "Images optimised at once (default: all).")
 flags.DEFINE_string("json_out", None, "Write the scores as JSON here.")
 flags.DEFINE_string("grid_out", None, "Write labelled contact sheets here (one per recipe: "
                     "NAME.png, or NAME-RECIPE.png for several recipes).")
 flags.DEFINE_string("photo", None, "Start of the photo recipes (transfigure); default: the "
                     "bundled cat photo.")
+flags.DEFINE_list("from_json", [], "Print the markdown table of these --json_out files "
+                  "(e.g. runs of different recipes) instead of generating.")
 flags.DEFINE_bool("adversarial", False, "Measure random-sign vs gradient-sign flip rates "
                   "on scikit-image's photos instead.")
 flags.DEFINE_list("epsilons", ["0.5", "1", "2", "4", "8", "16"],
@@ -49,6 +55,13 @@ def _write_json(path, data):
 
 def main(argv):
   del argv
+  if FLAGS.from_json:
+    try:
+      results = [json.loads(open(path).read()) for path in FLAGS.from_json]
+    except (OSError, ValueError) as error:
+      sys.exit(f"error: cannot read --from_json: {error}")
+    print(quality.markdown_table(results))
+    return
   try:
     if not FLAGS.adversarial:
       if not FLAGS.classes:
@@ -80,7 +93,8 @@ def main(argv):
       judges[name] = generator if name == FLAGS.generator else load_classifier(name)
     scores, skipped = quality.evaluate(
         generator, judges, FLAGS.recipes, FLAGS.classes, seed=FLAGS.seed,
-        steps_scale=FLAGS.steps_scale, batch_size=FLAGS.batch_size, photo=FLAGS.photo)
+        steps_scale=FLAGS.steps_scale, batch_size=FLAGS.batch_size, photo=FLAGS.photo,
+        compute_dtype=None if FLAGS.dtype == "float32" else jnp.bfloat16)
   except (ValueError, RuntimeError) as error:
     sys.exit(f"error: {error}")
   header = f"{'recipe':<18} {'self top1':>9}" + "".join(
@@ -92,12 +106,16 @@ def main(argv):
     print(f"{score.recipe:<18} {score.self_top1:>9.0%}{cells} {score.seconds:>8.0f}")
   for name, reason in skipped.items():
     print(f"{name:<18} skipped: {reason}")
+  result = {
+      "generator": FLAGS.generator, "judges": FLAGS.judges, "classes": FLAGS.classes,
+      "seed": FLAGS.seed, "steps_scale": FLAGS.steps_scale, "dtype": FLAGS.dtype,
+      "device": jax.devices()[0].device_kind,
+      "recipes": {s.recipe: s.as_json() for s in scores},
+      "skipped": skipped}
+  if scores:
+    print(quality.markdown_table([result]))
   if FLAGS.json_out:
-    _write_json(FLAGS.json_out, {
-        "generator": FLAGS.generator, "judges": FLAGS.judges, "classes": FLAGS.classes,
-        "seed": FLAGS.seed, "steps_scale": FLAGS.steps_scale,
-        "recipes": {s.recipe: s.as_json() for s in scores},
-        "skipped": skipped})
+    _write_json(FLAGS.json_out, result)
   if FLAGS.grid_out:
     root, ext = os.path.splitext(FLAGS.grid_out)
     for score in scores:

@@ -226,3 +226,25 @@ def test_parity_with_torch_reference(name, x64):
   diff = np.abs(np.clip(theirs, 0, 1) - ours.images).max()
   print(f"{name}: max abs diff {diff:.1e}")
   assert diff <= 1e-8
+
+
+def test_final_metrics_describe_the_returned_image_and_the_raw_canvas():
+  clf = tiny()  # input_size 224: a 64 px canvas is upsampled for the metrics
+  wild = Recipe("wild", "uniform", 64,
+                (Octave(10, obj.log_probability(), Update("sign"), (0.1, 0.1)),))
+  result = engine.generate(clf, [3, 500, 901], wild, seed=1)
+  assert result.images.min() >= 0 and result.images.max() <= 1
+  from classgen_jax.classify import class_probabilities
+  probabilities = np.asarray(class_probabilities(clf, result.images))
+  np.testing.assert_allclose(result.probability, probabilities[np.arange(3), [3, 500, 901]],
+                             rtol=1e-4, atol=1e-7)
+  # The raw canvas, far outside [0, 1] after ten 0.1 sign steps, at 64 px:
+  # the view the steps optimised, where the targets win; clipped and resized,
+  # the adversarial pattern is gone.
+  np.testing.assert_array_equal(result.rank_as_optimised, [0, 0, 0])
+  assert (result.rank > 0).all()
+  # Clipped at every step and made at the native size, the two views agree.
+  native = Recipe("native", "uniform", 224, (Octave(
+      2, obj.log_probability(), Update("sign"), (0.3, 0.3), clip=True),))
+  result = engine.generate(clf, [3, 500], native, seed=1)
+  np.testing.assert_array_equal(result.rank_as_optimised, result.rank)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -45,10 +46,38 @@ def test_evaluate_and_contact_sheet():
   assert score.recipe == "quick" and score.judges["tiny"].self_judging
   assert score.self_top1 == score.judges["tiny"].top1
   data = score.as_json()
-  assert set(data) == {"self_top1", "judges", "seconds"}
+  assert set(data) == {"self_top1", "self_top1_as_optimised", "judges", "seconds"}
+  assert 0 <= data["self_top1_as_optimised"] <= 1
   assert set(data["judges"]["tiny"]) == {"top1", "top5", "mean_target_prob", "self_judging"}
   sheet = quality.contact_sheet(score, clf.labels, thumb=64, columns=2)
   assert sheet.size == (128, 2 * (64 + 12 * 2 + 6))
+
+
+def test_bfloat16_generation_is_judged_in_float32():
+  clf = tiny()
+  (f32,), _ = quality.evaluate(clf, {"tiny": clf}, [QUICK], [1, 7])
+  (bf16,), _ = quality.evaluate(clf, {"tiny": clf}, [QUICK], [1, 7],
+                                compute_dtype=jnp.bfloat16)
+  assert bf16.generation.images.dtype == np.float32
+  assert not np.array_equal(bf16.generation.images, f32.generation.images)
+  # Three sign steps of 0.02: bf16 may flip a pixel's sign, never more than that.
+  np.testing.assert_allclose(bf16.generation.images, f32.generation.images, atol=0.12 + 1e-6)
+
+
+def test_markdown_table_of_several_runs():
+  def run(recipe, dtype, top1):
+    judges = {"lite1": {"top1": top1, "top5": 1.0, "mean_target_prob": 0.5,
+                        "self_judging": False}}
+    raw = {} if recipe == "sign" else {"self_top1_as_optimised": 0.5}
+    return {"dtype": dtype, "judges": ["lite1"],
+            "recipes": {recipe: {"self_top1": 1.0, "judges": judges, "seconds": 12.4, **raw}}}
+  # Rows come in the catalogue's order, whatever the files' order.
+  table = quality.markdown_table([run("recognisable", "bfloat16", 0.9375),
+                                  run("sign", "float32", 0.0625)])
+  lines = table.splitlines()
+  assert len(lines) == 4 and lines[0].count("|") == lines[1].count("|") == lines[2].count("|")
+  assert lines[2] == "| `sign` |  | 100% | 6% / 100% (0.50) | 12 |"  # no raw rank recorded
+  assert lines[3].startswith("| `recognisable` (bfloat16) | 50% | 100% | 94% / 100%")
 
 
 def test_empty_classes_and_judges():
