@@ -24,6 +24,7 @@ written, so a test can kill the process mid-run at a known point.
 
 from __future__ import annotations
 
+import concurrent.futures
 import csv
 import dataclasses
 import errno
@@ -39,6 +40,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
@@ -158,11 +160,14 @@ def recipe_config(recipe: recipes_lib.Recipe) -> str:
 
 def run_config(*, model: str, weights: str, recipe: recipes_lib.Recipe, seed: int,
                restarts: int, steps_scale: float, head: str | None,
-               photos: Sequence[Path] = ()) -> dict[str, Any]:
+               photos: Sequence[Path] = (), dtype: str = "float32") -> dict[str, Any]:
   """What determines a run's images (``run.json``); batch size does not."""
-  return dict(model=model, weights=weights, recipe=recipe_config(recipe), seed=int(seed),
-              restarts=int(restarts), steps_scale=float(steps_scale), head=head,
-              init=[dict(name=p.name, sha256=_sha256(p)) for p in photos])
+  config = dict(model=model, weights=weights, recipe=recipe_config(recipe), seed=int(seed),
+                restarts=int(restarts), steps_scale=float(steps_scale), head=head,
+                init=[dict(name=p.name, sha256=_sha256(p)) for p in photos])
+  if dtype != "float32":  # float32 runs keep the run.json they always had
+    config["dtype"] = dtype
+  return config
 
 
 def config_id(config: dict[str, Any]) -> str:
@@ -340,7 +345,8 @@ def make_atlas(classifier: Classifier, classes: Sequence[int | str], out: str | 
     recipe = recipe.with_head(head)
   photos = photo_paths(init) if init is not None else []
   config = run_config(model=classifier.name, weights=weights, recipe=recipe, seed=seed,
-                      restarts=restarts, steps_scale=steps_scale, head=head, photos=photos)
+                      restarts=restarts, steps_scale=steps_scale, head=head, photos=photos,
+                      dtype=str(classifier.dtype))
   run_id = config_id(config)
   _prepare_folder(out, config, overwrite)
 
@@ -374,54 +380,69 @@ def make_atlas(classifier: Classifier, classes: Sequence[int | str], out: str | 
   batches = [todo[i:i + per_batch] for i in range(0, len(todo), per_batch)]
   # One generate call per batch, a batch sharing one start photo.
   batches = [b for batch in batches for b in _split_by_photo(batch)]
-  for batch in batches:
-    photo = batch[0][0]
-    result = engine.generate(classifier, [t for _, t in batch], recipe, seed=seed,
-                             restarts=restarts, snapshot_every=snapshot_every,
-                             init=None if photo is None else load_image(photo),
-                             batch_size=batch_size)
-    new_rows = []
-    for j, (target, restart) in enumerate(zip(result.targets, result.restarts)):
-      key = (photo, int(target), int(restart))
-      if key in done:
-        continue
-      row = dict(
-          target=int(target), name=labels[int(target)], restart=int(restart),
-          init=None if photo is None else photo.name,
-          probability=float(result.probability[j]), rank=int(result.rank[j]),
-          target_logit=float(result.target_logit[j]),
-          top1_fraction=float(result.stability["top1_fraction"][j]),
-          zscore_jitter=float(result.stability["zscore_jitter"][j]), seed=int(seed),
-          file=names[key])
-      metadata = dict(model=classifier.name, weights=weights, recipe=config["recipe"],
-                      seed=str(seed), restart=str(int(restart)), target=str(int(target)),
-                      name=labels[int(target)], probability=f"{row['probability']:.6g}",
-                      run_id=run_id, summary=json.dumps(row, sort_keys=True))
-      path = out / names[key]
+  with concurrent.futures.ThreadPoolExecutor(min(16, os.cpu_count() or 1)) as writers:
+    for batch in batches:
+      photo = batch[0][0]
+      result = engine.generate(classifier, [t for _, t in batch], recipe, seed=seed,
+                               restarts=restarts, snapshot_every=snapshot_every,
+                               init=None if photo is None else load_image(photo),
+                               batch_size=batch_size)
+      new_rows, writes = [], []
+      for j, (target, restart) in enumerate(zip(result.targets, result.restarts)):
+        key = (photo, int(target), int(restart))
+        if key in done:
+          continue
+        row = dict(
+            target=int(target), name=labels[int(target)], restart=int(restart),
+            init=None if photo is None else photo.name,
+            probability=float(result.probability[j]), rank=int(result.rank[j]),
+            target_logit=float(result.target_logit[j]),
+            top1_fraction=float(result.stability["top1_fraction"][j]),
+            zscore_jitter=float(result.stability["zscore_jitter"][j]), seed=int(seed),
+            file=names[key])
+        metadata = dict(model=classifier.name, weights=weights, recipe=config["recipe"],
+                        seed=str(seed), restart=str(int(restart)), target=str(int(target)),
+                        name=labels[int(target)], probability=f"{row['probability']:.6g}",
+                        run_id=run_id, summary=json.dumps(row, sort_keys=True))
+        writes.append((out / names[key], j, metadata))
+        done[key] = rows[key] = row
+        new_rows.append(row)
+      # PNG encoding (zlib, outside the GIL) on every core: a 1000-class run
+      # would otherwise spend longer writing than a GPU spends generating.
+      errors = writers.map(_write_image, [w[0] for w in writes], [result] * len(writes),
+                           [w[1] for w in writes], [w[2] for w in writes],
+                           [labels] * len(writes), [snapshot_every] * len(writes))
+      for (path, _, _), error in zip(writes, list(errors)):
+        if error is not None:
+          raise _storage_error(path, error)
       try:
-        save_png(path, result.images[j], metadata)
-        if snapshot_every and result.snapshots is not None:
-          from classgen_jax import video
-          video.write_video(path.with_suffix(".gif"), video.frames(result, j, labels))
+        _fsync_append(out / SUMMARY_JSONL,
+                      "".join(json.dumps(r, sort_keys=True) + "\n" for r in new_rows))
+        _fsync_append(out / SUMMARY_CSV, _csv_text(new_rows, header=False))
       except OSError as error:
-        raise _storage_error(path, error) from None
-      done[key] = rows[key] = row
-      new_rows.append(row)
-    try:
-      _fsync_append(out / SUMMARY_JSONL,
-                    "".join(json.dumps(r, sort_keys=True) + "\n" for r in new_rows))
-      _fsync_append(out / SUMMARY_CSV, _csv_text(new_rows, header=False))
-    except OSError as error:
-      raise _storage_error(out / SUMMARY_JSONL, error) from None
-    made += len(new_rows)
-    rate = made / max(time.perf_counter() - began, 1e-9)
-    eta = (total - made) / rate if rate else float("inf")
-    log(f"atlas: {len(done)}/{len(planned)} images, {rate:.2f} images/s, "
-        f"ETA {_duration(eta)}")
-    if sleep:
-      time.sleep(sleep)
+        raise _storage_error(out / SUMMARY_JSONL, error) from None
+      made += len(new_rows)
+      rate = made / max(time.perf_counter() - began, 1e-9)
+      eta = (total - made) / rate if rate else float("inf")
+      log(f"atlas: {len(done)}/{len(planned)} images, {rate:.2f} images/s, "
+          f"ETA {_duration(eta)}")
+      if sleep:
+        time.sleep(sleep)
   return AtlasResult(out, made, kept, [rows[k] for k in planned],
                      time.perf_counter() - start)
+
+
+def _write_image(path: Path, result: engine.Generation, j: int, metadata: dict[str, str],
+                 labels: Sequence[str], snapshot_every: int) -> OSError | None:
+  """Writes image ``j`` (and its video); the error, if the disk refused."""
+  try:
+    save_png(path, result.images[j], metadata)
+    if snapshot_every and result.snapshots is not None:
+      from classgen_jax import video
+      video.write_video(path.with_suffix(".gif"), video.frames(result, j, labels))
+  except OSError as error:
+    return error
+  return None
 
 
 def _split_by_photo(batch):
@@ -449,10 +470,13 @@ def weights_identity(model: str, weights: str | None) -> str:
 
 
 def run(*, model: str, weights: str | None, classes: str, out: str,
-        recipe: str = recipes_lib.DEFAULT, **kwargs) -> AtlasResult:
-  """``make_atlas`` from flag values: loads the model, parses ``classes``."""
+        recipe: str = recipes_lib.DEFAULT, dtype: str = "float32", **kwargs) -> AtlasResult:
+  """``make_atlas`` from flag values: loads the model (computing in ``dtype``:
+  ``"bfloat16"`` for ``engine.mixed_precision``), parses ``classes``."""
   from classgen_jax.weights import load_classifier
   indices = parse_classes(classes)
   identity = weights_identity(model, weights)
   classifier = load_classifier(model, weights=weights)
+  if dtype != "float32":
+    classifier = engine.mixed_precision(classifier, jnp.dtype(dtype))
   return make_atlas(classifier, indices, out, recipe, weights=identity, **kwargs)

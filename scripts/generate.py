@@ -23,6 +23,8 @@ flags.DEFINE_string("classes", "19", "Names, indices, ranges (0-99), comma-separ
 flags.DEFINE_integer("restarts", 1, "Images per class, each from its own random start.")
 flags.DEFINE_integer("batch_size", 8, "Images optimised together (does not change them).")
 flags.DEFINE_integer("seed", 0, "The run's seed.")
+flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
+                  "Model compute dtype (bfloat16: mixed precision, the image stays float32).")
 flags.DEFINE_string("init_image", None,
                     "A photo, or a folder of photos, to transfigure into every class.")
 flags.DEFINE_string("head", None, "Move the recipe's objectives to this head (e.g. aux1).")
@@ -40,6 +42,7 @@ def main(argv):
         model=FLAGS.model, weights=FLAGS.weights, classes=FLAGS.classes, out=FLAGS.out,
         recipe=FLAGS.recipe, seed=FLAGS.seed, restarts=FLAGS.restarts,
         batch_size=FLAGS.batch_size, init=FLAGS.init_image, steps_scale=FLAGS.steps_scale,
+        dtype=FLAGS.dtype,
         head=FLAGS.head, snapshot_every=FLAGS.snapshot_every, overwrite=FLAGS.overwrite)
   except (ValueError, RuntimeError) as error:  # the library's errors are one line each
     sys.exit(f"error: {error}")

@@ -213,7 +213,8 @@ def test_disk_full_stops_cleanly_and_resume_completes(reference, tmp_path, monke
   assert len(atlas.read_summary(tmp_path)) == 2
   monkeypatch.setattr(atlas, "save_png", real)
   result = atlas.make_atlas(tiny(), CLASSES, tmp_path, QUICK, batch_size=2)
-  assert result.made == 2 and result.kept == 2
+  # The failed write's batch-mate may have been written (in parallel) and is kept.
+  assert result.kept in (2, 3) and result.made + result.kept == 4
   assert images_of(tmp_path).keys() == images_of(reference).keys()
 
 
