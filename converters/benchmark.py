@@ -295,6 +295,24 @@ def flops_per_image_iter(classifier, config: Config) -> float | None:
   return None if flops is None or flops <= 0 else flops / config.batch_size
 
 
+def flops_table(names: list[str], recipe: str = "octaves",
+                batch_size: int = 2) -> dict[str, dict[str, float]]:
+  """FLOPs of one iteration of ``recipe``'s first octave per image, for each
+  model at its native size: ``{name: {"image_size", "gflops_per_image_iter",
+  "forward_gflops"}}`` (lowering only: nothing is compiled or run)."""
+  table = {}
+  for name in names:
+    _, classifier = models(name)
+    size = classifier.input_size
+    config = Config(model=name, recipe=recipe, image_size=size, batch_size=batch_size)
+    images = jnp.zeros((batch_size, size, size, 3), jnp.float32)
+    forward = jax.jit(lambda c, x: c(x, heads=("logits",))).lower(classifier, images)
+    table[name] = {"image_size": size,
+                   "gflops_per_image_iter": flops_per_image_iter(classifier, config) / 1e9,
+                   "forward_gflops": forward.cost_analysis()["flops"] / batch_size / 1e9}
+  return table
+
+
 def threads() -> int:
   """The cores this process may run on: what XLA's CPU client uses."""
   try:
@@ -418,7 +436,7 @@ def report(result: dict[str, Any]) -> str:
   return "\n".join(lines)
 
 
-__all__ = ["Config", "benchmark_recipe", "flops_per_image_iter", "measure_jax",
+__all__ = ["Config", "benchmark_recipe", "flops_per_image_iter", "flops_table", "measure_jax",
            "measure_torch", "models", "report", "run", "sweep", "threads"]
 
 

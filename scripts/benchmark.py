@@ -3,6 +3,7 @@ r"""Throughput of classgen_jax's compiled octave against the torch reference.
   python scripts/benchmark.py --model=googlenet --image_size=224 --batch_size=8
   python scripts/benchmark.py --model=googlenet --dtype=bfloat16 --json_out=bf16.json
   python scripts/benchmark.py --model=resnet18 --sweep --max_batch=32
+  python scripts/benchmark.py --flops=googlenet,inception_v3,resnet50,efficientnet_lite0
 
 See ``converters/benchmark.py`` for what is measured and how.
 """
@@ -28,10 +29,22 @@ flags.DEFINE_bool("sweep", False, "Also sweep JAX's batch size 1, 2, 4, ...")
 flags.DEFINE_integer("max_batch", 64, "Largest batch size of the sweep.")
 flags.DEFINE_bool("torch_sequential", True, "Time the one-image-at-a-time torch loop.")
 flags.DEFINE_bool("torch_batched", True, "Time the batched torch loop.")
+flags.DEFINE_list("flops", [], "Only count FLOPs per image-iteration (and per forward pass) "
+                  "of these models at their native sizes; nothing is timed.")
 
 
 def main(argv):
   del argv
+  if FLAGS.flops:
+    table = benchmark.flops_table(FLAGS.flops, FLAGS.recipe)
+    print(f"{'model':20}{'size':>6}{'GFLOP/image-iteration':>24}{'GFLOP/forward':>15}")
+    for name, row in table.items():
+      print(f"{name:20}{row['image_size']:>6}{row['gflops_per_image_iter']:>24.2f}"
+            f"{row['forward_gflops']:>15.2f}")
+    if FLAGS.json_out:
+      with open(FLAGS.json_out, "w") as f:
+        json.dump(table, f, indent=1)
+    return
   config = benchmark.Config(
       model=FLAGS.model, recipe=FLAGS.recipe, image_size=FLAGS.image_size,
       batch_size=FLAGS.batch_size, steps=FLAGS.steps, repeats=FLAGS.repeats,
