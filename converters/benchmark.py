@@ -313,6 +313,35 @@ def flops_table(names: list[str], recipe: str = "octaves",
   return table
 
 
+def breakdown(classifier, config: Config, step_ms: float | None = None) -> dict[str, float]:
+  """Where one step's time goes: the model's forward pass alone, forward and
+  backward to the input, and (given the step's time) the rest: the view,
+  blur, update and the scan's bookkeeping. Milliseconds per batch, medians
+  of ``config.repeats`` calls after a warm-up, each part compiled on its own;
+  with each part's FLOP/s from XLA's count of its lowered program."""
+  size = config.image_size
+  images = jnp.asarray(np.random.default_rng(0).random((config.batch_size, size, size, 3)),
+                       jnp.float32)
+
+  def forward(c, x):
+    return c(x.astype(c.dtype), heads=("logits",))["logits"][:, 7].astype(jnp.float32).sum()
+
+  parts = {"forward": jax.jit(forward),
+           "forward_backward": jax.jit(jax.grad(forward, argnums=1))}
+  result = {}
+  for name, fn in parts.items():
+    flops = (fn.lower(classifier, images).cost_analysis() or {}).get("flops")
+    _, times = _time(lambda fn=fn: jax.block_until_ready(fn(classifier, images)), tuple,
+                     config.repeats)
+    ms = 1000 * statistics.median(times)
+    result[f"{name}_ms"] = ms
+    result[f"{name}_gflops_per_s"] = None if not flops else flops / ms / 1e6
+  if step_ms is not None:
+    result["step_ms"] = step_ms
+    result["rest_ms"] = step_ms - result["forward_backward_ms"]
+  return result
+
+
 def threads() -> int:
   """The cores this process may run on: what XLA's CPU client uses."""
   try:
@@ -433,10 +462,18 @@ def report(result: dict[str, Any]) -> str:
     points = ", ".join(f"{p['batch_size']}: {p['image_iters_per_s']:.2f}" for p in s["points"])
     lines.append(f"sweep (batch: img-it/s) {points}; best at {s['best_batch_size']}, within "
                  f"{100 - 100 * s['saturation']:.0f}% from {s['saturates_at']} ({s['stopped']})")
+  if "breakdown" in result:
+    b = result["breakdown"]
+    lines.append(f"breakdown (ms per batch): forward {b['forward_ms']:.1f} "
+                 f"({_fmt(b['forward_gflops_per_s'])} GFLOP/s), forward+backward "
+                 f"{b['forward_backward_ms']:.1f} ({_fmt(b['forward_backward_gflops_per_s'])} "
+                 f"GFLOP/s), whole step {b['step_ms']:.1f}, rest (view, blur, update) "
+                 f"{b['rest_ms']:.1f}")
   return "\n".join(lines)
 
 
-__all__ = ["Config", "benchmark_recipe", "flops_per_image_iter", "flops_table", "measure_jax",
+__all__ = ["Config", "benchmark_recipe", "breakdown", "flops_per_image_iter", "flops_table",
+           "measure_jax",
            "measure_torch", "models", "report", "run", "sweep", "threads"]
 
 

@@ -29,6 +29,8 @@ flags.DEFINE_bool("sweep", False, "Also sweep JAX's batch size 1, 2, 4, ...")
 flags.DEFINE_integer("max_batch", 64, "Largest batch size of the sweep.")
 flags.DEFINE_bool("torch_sequential", True, "Time the one-image-at-a-time torch loop.")
 flags.DEFINE_bool("torch_batched", True, "Time the batched torch loop.")
+flags.DEFINE_bool("breakdown", False, "Also time the model's forward pass and forward+backward "
+                  "alone, to show where a step's time goes.")
 flags.DEFINE_list("flops", [], "Only count FLOPs per image-iteration (and per forward pass) "
                   "of these models at their native sizes; nothing is timed.")
 
@@ -51,6 +53,12 @@ def main(argv):
       dtype=FLAGS.dtype, torch_sequential=FLAGS.torch_sequential,
       torch_batched=FLAGS.torch_batched)
   result = benchmark.run(config)
+  if FLAGS.breakdown:
+    _, classifier = benchmark.models(config.model)
+    if config.dtype != "float32":
+      classifier = benchmark.engine.mixed_precision(classifier, benchmark.DTYPES[config.dtype])
+    result["breakdown"] = benchmark.breakdown(classifier, config,
+                                              result["results"]["jax"]["ms_per_step"])
   if FLAGS.sweep:
     result["sweep"] = benchmark.sweep(config, FLAGS.max_batch)
   print(benchmark.report(result))

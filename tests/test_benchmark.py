@@ -18,7 +18,7 @@ def test_script_writes_the_documented_json(tmp_path):
   subprocess.run(
       [sys.executable, "scripts/benchmark.py", "--model=resnet18", "--image_size=32",
        "--batch_size=1", "--steps=2", "--repeats=1", "--sweep", "--max_batch=1",
-       f"--json_out={out}"], cwd=_ROOT, check=True, timeout=600)
+       "--breakdown", f"--json_out={out}"], cwd=_ROOT, check=True, timeout=600)
   result = json.loads(out.read_text())
   assert set(result["results"]) == {"torch_sequential", "torch_batched", "jax"}
   for name, measured in result["results"].items():
@@ -32,6 +32,18 @@ def test_script_writes_the_documented_json(tmp_path):
   sweep = result["sweep"]
   assert [p["batch_size"] for p in sweep["points"]] == [1]
   assert sweep["saturates_at"] == sweep["best_batch_size"] == 1
+  parts = result["breakdown"]
+  assert 0 < parts["forward_ms"] and 0 < parts["forward_backward_ms"]
+  assert parts["rest_ms"] == pytest.approx(parts["step_ms"] - parts["forward_backward_ms"])
+
+
+def test_flops_table_counts_resnet18():
+  from converters import benchmark
+  row = benchmark.flops_table(["resnet18"])["resnet18"]
+  # torchvision's ResNet-18: 1.81 G multiply-adds per 224 px forward pass.
+  assert row["image_size"] == 224 and 3.2 < row["forward_gflops"] < 3.8
+  # The input gradient costs about one more forward pass; the transforms little.
+  assert 1.8 < row["gflops_per_image_iter"] / row["forward_gflops"] < 2.3
 
 
 def test_bfloat16_model_keeps_a_float32_canvas():
