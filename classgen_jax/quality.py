@@ -14,6 +14,7 @@ gradient-sign direction usually does.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import importlib.resources
 import time
@@ -70,10 +71,11 @@ class RecipeScore:
 def markdown_table(results: Sequence[dict]) -> str:
   """A README table of ``evaluate_quality.py --json_out`` files' recipes.
 
-  One row per recipe (and compute dtype, where one is not float32), in the
-  catalogue's order: the generator's top-1 on its raw canvas (as optimised;
-  blank where not recorded) and on the saved image, each judge's top-1 /
-  top-5 and mean target probability, seconds.
+  One row per recipe (and compute dtype, where one is not float32; and
+  device, where a recipe was run more than once), in the catalogue's order:
+  the generator's top-1 on its raw canvas (as optimised; blank where not
+  recorded) and on the saved image, each judge's top-1 / top-5 and mean
+  target probability, seconds.
   """
   judges = list(dict.fromkeys(name for r in results for name in r["judges"]))
   lines = ["| recipe | self top-1 as optimised | self top-1 | " + " | ".join(
@@ -84,9 +86,13 @@ def markdown_table(results: Sequence[dict]) -> str:
                  for recipe, score in result["recipes"].items()),
                 key=lambda row: (order.get(row[1], len(order)),
                                  row[0].get("dtype", "float32") != "float32"))
+  runs = collections.Counter((recipe, r.get("dtype", "float32")) for r, recipe, _ in rows)
   for result, recipe, score in rows:
     dtype = result.get("dtype", "float32")
-    label = f"`{recipe}`" + ("" if dtype == "float32" else f" ({dtype})")
+    notes = [dtype] if dtype != "float32" else []
+    if runs[recipe, dtype] > 1:  # the same recipe run twice: say where
+      notes.append(result.get("device", "?"))
+    label = f"`{recipe}`" + (f" ({', '.join(notes)})" if notes else "")
     cells = []
     for name in judges:
       j = score["judges"].get(name)

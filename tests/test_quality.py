@@ -78,6 +78,9 @@ def test_markdown_table_of_several_runs():
   assert len(lines) == 4 and lines[0].count("|") == lines[1].count("|") == lines[2].count("|")
   assert lines[2] == "| `sign` |  | 100% | 6% / 100% (0.50) | 12 |"  # no raw rank recorded
   assert lines[3].startswith("| `recognisable` (bfloat16) | 50% | 100% | 94% / 100%")
+  again = dict(run("sign", "float32", 0.0), device="cpu")
+  lines = quality.markdown_table([run("sign", "float32", 0.0625), again]).splitlines()
+  assert lines[2].startswith("| `sign` (?) |") and lines[3].startswith("| `sign` (cpu) |")
 
 
 def test_empty_classes_and_judges():
