@@ -386,7 +386,7 @@ def make_atlas(classifier: Classifier, classes: Sequence[int | str], out: str | 
       result = engine.generate(classifier, [t for _, t in batch], recipe, seed=seed,
                                restarts=restarts, snapshot_every=snapshot_every,
                                init=None if photo is None else load_image(photo),
-                               batch_size=batch_size)
+                               batch_size=batch_size, pad_to=per_batch * restarts)
       new_rows, writes = [], []
       for j, (target, restart) in enumerate(zip(result.targets, result.restarts)):
         key = (photo, int(target), int(restart))

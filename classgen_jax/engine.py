@@ -554,7 +554,7 @@ def _check_finite(trace: Trace, plan: _Plan, offset: int, targets, restarts,
 def generate(classifier: Classifier, targets: Sequence[int | str] | int | str,
              recipe: str | Recipe = recipes_lib.DEFAULT, *, seed: int = 0, init: Any = None,
              restarts: int = 1, snapshot_every: int = 0,
-             batch_size: int | None = None) -> Generation:
+             batch_size: int | None = None, pad_to: int = 0) -> Generation:
   """Images that ``classifier`` sees as each target, made together.
 
   Args:
@@ -569,6 +569,9 @@ def generate(classifier: Classifier, targets: Sequence[int | str] | int | str,
     snapshot_every: keep the image and logits every this many iterations.
     batch_size: images optimised at once (default: all), sharded over all
       devices; results do not depend on it nor on the device count.
+    pad_to: run fewer images than this as a batch of this many (copies,
+      dropped afterwards), so that a caller's last, smaller batch reuses the
+      programs compiled for its full ones.
 
   Returns:
     A ``Generation``; images are ordered target-major (all restarts of the
@@ -596,24 +599,29 @@ def generate(classifier: Classifier, targets: Sequence[int | str] | int | str,
     photos = _photos(init, len(indices))
     photos = [p for p in photos for _ in range(restarts)]
   n = len(target_ids)
-  batch_size = batch_size or n
+  # Equal chunks of at most batch_size, the last one padded up to the same
+  # size: every chunk runs the same compiled octaves (padding wastes fewer
+  # images than there are chunks; a recompile costs seconds to a minute).
+  chunk = -(-n // -(-n // (batch_size or n)))
+  size = max(chunk, min(pad_to, batch_size or pad_to))
   parts = []
-  for begin in range(0, n, batch_size):
-    sl = slice(begin, begin + batch_size)
+  for begin in range(0, n, chunk):
+    sl = slice(begin, begin + chunk)
     parts.append(_generate_batch(classifier, recipe, plans, head, target_ids[sl],
                                  restart_ids[sl], seed,
-                                 None if photos is None else photos[sl]))
+                                 None if photos is None else photos[sl], size=size))
   result = _concatenate(parts)
   result.seconds = time.perf_counter() - start
   return result
 
 
-def _generate_batch(classifier, recipe, plans, head, targets, restarts, seed, photos):
+def _generate_batch(classifier, recipe, plans, head, targets, restarts, seed, photos,
+                    size=0):
   n = len(targets)
   mesh = batch_mesh()
-  # Pad to a multiple of the device count with copies of the first image:
-  # they compute what it computes and are dropped at the end.
-  padded = -(-n // mesh.size) * mesh.size
+  # Pad to ``size`` and a multiple of the device count with copies of the
+  # first image: they compute what it computes and are dropped at the end.
+  padded = -(-max(n, size) // mesh.size) * mesh.size
   index = np.concatenate([np.arange(n), np.zeros(padded - n, int)])
   all_targets, all_restarts = np.asarray(targets)[index], np.asarray(restarts)[index]
   batch = NamedSharding(mesh, P("batch"))

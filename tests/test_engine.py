@@ -248,3 +248,21 @@ def test_final_metrics_describe_the_returned_image_and_the_raw_canvas():
       2, obj.log_probability(), Update("sign"), (0.3, 0.3), clip=True),))
   result = engine.generate(clf, [3, 500], native, seed=1)
   np.testing.assert_array_equal(result.rank_as_optimised, result.rank)
+
+
+def test_chunks_share_one_compiled_octave_and_change_no_image():
+  recipe = _quick("sign", 0.02, iterations=2, crop=40, jitter=3)
+  whole = engine.generate(tiny(), [1, 2, 3, 4, 5], recipe, seed=3)
+  plan = engine._plan(tiny(), recipe, 0)[0]
+  compiled = engine._compiled_octave(plan, "logits")
+  before = compiled._cache_size()
+  chunked = engine.generate(tiny(), [1, 2, 3, 4, 5], recipe, seed=3, batch_size=2)
+  # Chunks of 2, 2 and 1 padded to 2: one new program, not two.
+  assert compiled._cache_size() == before + 1
+  np.testing.assert_array_equal(whole.images, chunked.images)
+  assert len(chunked.images) == len(chunked.rank_as_optimised) == 5
+  # A caller's last, smaller batch padded to its full ones: no new program.
+  tail = engine.generate(tiny(), [4, 5], recipe, seed=3, batch_size=3, pad_to=3)
+  engine.generate(tiny(), [1, 2, 3], recipe, seed=3, batch_size=3)
+  assert compiled._cache_size() == before + 2  # batches of 2 (above) and of 3
+  np.testing.assert_array_equal(tail.images, whole.images[3:])
