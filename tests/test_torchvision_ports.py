@@ -141,3 +141,16 @@ def test_parity(name, size, x64):
   assert max(f32.values()) <= tolerance, f32
   for head, (ours, _) in g32.items():
     assert ours <= 3e-2, (head, g32)
+
+
+def test_parity_report_on_this_machine():
+  """``scripts/check_parity.py``'s measurement (on a GPU it also shows TF32's cost)."""
+  from converters import parity
+  result = parity.compare("resnet18", size=64, batch=1)
+  assert result["size"] == 64 and set(result["heads"]) == {"logits"}
+  errors = result["heads"]["logits"]
+  for path in ("torch_fp32", "jax_fp32", "jax_default_precision"):
+    assert 0 < errors[path]["logits_rel_max"] < 1e-5, (path, errors[path])
+    assert 0 < errors[path]["grad_rel_l2"] < 3e-2, (path, errors[path])
+  assert errors["jax_vs_torch_logits_rel_max"] < 1e-5
+  assert parity.report_lines(result)[0].split()[:3] == ["resnet18", "64", "logits:"]
