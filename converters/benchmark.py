@@ -342,6 +342,52 @@ def breakdown(classifier, config: Config, step_ms: float | None = None) -> dict[
   return result
 
 
+def trace_summary(classifier, config: Config, trace_dir: str, top: int = 12) -> dict[str, Any]:
+  """One compiled octave call traced with ``jax.profiler`` into ``trace_dir``
+  (open it in Perfetto or TensorBoard), and the trace summarised: the device
+  (or, on a CPU, XLA thread) events' total time by name, largest first.
+
+  Returns:
+    ``{"trace_dir", "total_ms", "kinds": {op kind: share}, "ops": [{"name",
+    "ms", "share", "count"}]}``.
+  """
+  import collections  # pylint: disable=g-import-not-at-top
+  import glob  # pylint: disable=g-import-not-at-top
+
+  recipe, targets, restarts = _setup(config, config.batch_size)
+  plan = engine._plan(classifier, recipe, 0)[0]  # pylint: disable=protected-access
+  run = engine._compiled_octave(plan, "logits")  # pylint: disable=protected-access
+  keys = engine.image_keys(config.seed, targets, restarts)
+  init = np.asarray(engine.initial_images(recipe, keys))
+  targets_device = jnp.asarray(targets)
+  jax.block_until_ready(run(classifier, jnp.array(init), targets_device, keys))  # compile
+  buffer = jax.block_until_ready(jnp.array(init))
+  with jax.profiler.trace(trace_dir):
+    jax.block_until_ready(run(classifier, buffer, targets_device, keys))
+  files = sorted(glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True))
+  data = jax.profiler.ProfileData.from_file(files[-1])
+  totals, counts = collections.Counter(), collections.Counter()
+  device_planes = [p for p in data.planes if p.name.startswith("/device:")]
+  for plane in device_planes or [p for p in data.planes if p.name == "/host:CPU"]:
+    for line in plane.lines:
+      if line.name == "python" or "Steps" in line.name or "XLA Modules" in line.name:
+        continue  # Python frames and whole-program spans, not the ops
+      for event in line.events:
+        # Loop and call events only contain the ops below them.
+        if event.duration_ns > 0 and not event.name.startswith(
+            ("Thunk", "Threadpool", "while", "conditional", "call")):
+          totals[event.name] += event.duration_ns / 1e6
+          counts[event.name] += 1
+  total = sum(totals.values())
+  kinds = collections.Counter()
+  for name, ms in totals.items():
+    kinds[name.split(".")[0]] += ms  # conv_general_dilated.106 -> conv_general_dilated
+  return {"trace_dir": trace_dir, "total_ms": total,
+          "kinds": {kind: ms / total for kind, ms in kinds.most_common(top)},
+          "ops": [{"name": name, "ms": ms, "share": ms / total if total else 0.0,
+                   "count": counts[name]} for name, ms in totals.most_common(top)]}
+
+
 def threads() -> int:
   """The cores this process may run on: what XLA's CPU client uses."""
   try:
@@ -462,6 +508,13 @@ def report(result: dict[str, Any]) -> str:
     points = ", ".join(f"{p['batch_size']}: {p['image_iters_per_s']:.2f}" for p in s["points"])
     lines.append(f"sweep (batch: img-it/s) {points}; best at {s['best_batch_size']}, within "
                  f"{100 - 100 * s['saturation']:.0f}% from {s['saturates_at']} ({s['stopped']})")
+  if "trace" in result:
+    t = result["trace"]
+    lines.append(f"trace of one octave call in {t['trace_dir']}: {t['total_ms']:.0f} ms of "
+                 "op time, largest:")
+    lines.extend(f"  {op['share']:>6.1%} {op['ms']:>9.1f} ms {op['count']:>5}x  {op['name'][:70]}"
+                 for op in t["ops"])
+    lines.append("by kind: " + ", ".join(f"{k} {v:.0%}" for k, v in t["kinds"].items()))
   if "breakdown" in result:
     b = result["breakdown"]
     lines.append(f"breakdown (ms per batch): forward {b['forward_ms']:.1f} "
@@ -473,8 +526,8 @@ def report(result: dict[str, Any]) -> str:
 
 
 __all__ = ["Config", "benchmark_recipe", "breakdown", "flops_per_image_iter", "flops_table",
-           "measure_jax",
-           "measure_torch", "models", "report", "run", "sweep", "threads"]
+           "measure_jax", "measure_torch", "models", "report", "run", "sweep", "threads",
+           "trace_summary"]
 
 
 def time_recipes(classifier, *, steps_scale: float = 0.05,

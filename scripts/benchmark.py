@@ -31,6 +31,8 @@ flags.DEFINE_bool("torch_sequential", True, "Time the one-image-at-a-time torch 
 flags.DEFINE_bool("torch_batched", True, "Time the batched torch loop.")
 flags.DEFINE_bool("breakdown", False, "Also time the model's forward pass and forward+backward "
                   "alone, to show where a step's time goes.")
+flags.DEFINE_string("trace_dir", None, "Also trace one compiled octave call (jax.profiler) "
+                    "into this folder and print its largest ops.")
 flags.DEFINE_list("flops", [], "Only count FLOPs per image-iteration (and per forward pass) "
                   "of these models at their native sizes; nothing is timed.")
 
@@ -53,12 +55,15 @@ def main(argv):
       dtype=FLAGS.dtype, torch_sequential=FLAGS.torch_sequential,
       torch_batched=FLAGS.torch_batched)
   result = benchmark.run(config)
-  if FLAGS.breakdown:
+  if FLAGS.breakdown or FLAGS.trace_dir:
     _, classifier = benchmark.models(config.model)
     if config.dtype != "float32":
       classifier = benchmark.engine.mixed_precision(classifier, benchmark.DTYPES[config.dtype])
-    result["breakdown"] = benchmark.breakdown(classifier, config,
-                                              result["results"]["jax"]["ms_per_step"])
+    if FLAGS.breakdown:
+      result["breakdown"] = benchmark.breakdown(classifier, config,
+                                                result["results"]["jax"]["ms_per_step"])
+    if FLAGS.trace_dir:
+      result["trace"] = benchmark.trace_summary(classifier, config, FLAGS.trace_dir)
   if FLAGS.sweep:
     result["sweep"] = benchmark.sweep(config, FLAGS.max_batch)
   print(benchmark.report(result))

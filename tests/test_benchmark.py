@@ -90,3 +90,15 @@ def test_time_recipes_reports_every_recipe_asked():
     recipes.RECIPES["sign"] = original
   assert set(results) == {"sign"}
   assert results["sign"]["iterations"] == 3 and results["sign"]["ms_per_iter"] > 0
+
+
+def test_trace_summary_names_the_convolutions(tmp_path):
+  from converters import benchmark
+  from tests.test_engine import tiny
+  config = benchmark.Config(model="tiny", image_size=64, batch_size=2, steps=2)
+  summary = benchmark.trace_summary(tiny(), config, str(tmp_path / "trace"))
+  assert list((tmp_path / "trace").rglob("*.xplane.pb"))
+  assert summary["total_ms"] > 0 and 0 < len(summary["ops"]) <= 12
+  assert sum(op["share"] for op in summary["ops"]) <= 1 + 1e-9
+  # A ResNet's step is mostly convolutions, forward and backward.
+  assert "conv_general_dilated" in summary["kinds"]
