@@ -43,6 +43,7 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import chex
+import dm_pix as pix
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -52,8 +53,6 @@ Size = int | tuple[int, int]
 # fn(key, image) -> image, the signature of every random transform.
 Transform = Callable[[jax.Array, jax.Array], jax.Array]
 
-# torchvision's rgb_to_grayscale weights (0.2989, not ITU-R 601's 0.299).
-GRAYSCALE_WEIGHTS = (0.2989, 0.587, 0.114)
 
 # The article's 'transformation resilience' recipe: before step 76, step i
 # resizes the image to RESILIENCE_SIZES[i % 5].
@@ -515,7 +514,7 @@ def draw_flip(key: jax.Array, *, probability: float = 0.5) -> jax.Array:
 def flip_horizontal(image: jax.Array, flipped: jax.Array) -> jax.Array:
   """Mirrors left-right where ``flipped`` is true (``torch.flip(x, [-1])``)."""
   _check_image(image)
-  return jnp.where(flipped, image[:, ::-1], image)
+  return jnp.where(flipped, pix.flip_left_right(image), image)
 
 
 def flip(probability: float = 0.5) -> Transform:
@@ -593,13 +592,11 @@ class ColorJitterParams(NamedTuple):
 
 
 def grayscale(image: jax.Array) -> jax.Array:
-  """torchvision's ``rgb_to_grayscale``, ``(h, w, 3) -> (h, w, 1)``."""
+  """torchvision's ``rgb_to_grayscale``, ``(h, w, 3) -> (h, w, 1)``: dm-pix's
+  Rec. 601 luma, whose weights are torchvision's (0.2989, 0.587, 0.114)."""
   _check_image(image)
   chex.assert_axis_dimension(image, 2, 3)
-  r, g, b = image[..., 0], image[..., 1], image[..., 2]
-  wr, wg, wb = GRAYSCALE_WEIGHTS
-  # Left-to-right sum in torchvision's order keeps float64 parity exact.
-  return (wr * r + wg * g + wb * b)[..., None]
+  return pix.rgb_to_grayscale(image)
 
 
 def _blend(image: jax.Array, other: jax.Array | float,
