@@ -25,12 +25,33 @@ def flax_random(name: str) -> classgen_jax.Classifier:
   return classgen_jax.Classifier(module, variables, name, spec.input_size)
 
 
+@functools.cache
+def flax_abstract(name: str) -> classgen_jax.Classifier:
+  """A catalogue model whose weights are shapes only: for ``jax.eval_shape``
+  checks of the contract, with nothing compiled or computed."""
+  spec = models.MODELS[name]
+  module = models.build(spec.architecture, spec.config)
+  images = jax.ShapeDtypeStruct((1, spec.input_size, spec.input_size, 3), jnp.float32)
+  variables = jax.eval_shape(lambda x: module.init(jax.random.key(0), x, heads=module.heads),
+                             images)
+  return classgen_jax.Classifier(module, variables, name, spec.input_size)
+
+
+def _shapes(clf, images, **kwargs):
+  """``clf(images, **kwargs)``, traced only: the checks run, nothing computes."""
+  images = jax.ShapeDtypeStruct(images.shape, images.dtype)
+  return jax.eval_shape(lambda c, x: c(x, **kwargs), clf, images)
+
+
 def test_outputs_are_named_heads():
-  clf = flax_random("googlenet")
-  out = clf(np.zeros((2, 224, 224, 3), np.float32))
+  clf = flax_abstract("googlenet")
+  out = _shapes(clf, np.zeros((2, 224, 224, 3), np.float32))
   assert set(out) == {"logits", "aux1", "aux2"}
   assert all(v.shape == (2, 1000) for v in out.values())
-  assert set(clf(np.zeros((1, 224, 224, 3)), heads=["aux2"])) == {"aux2"}
+  assert set(_shapes(clf, np.zeros((1, 224, 224, 3), np.float32), heads=["aux2"])) == {"aux2"}
+  # And with real weights, real numbers.
+  small = flax_random("resnet18")(np.zeros((2, 64, 64, 3), np.float32))["logits"]
+  assert small.shape == (2, 1000) and np.isfinite(np.asarray(small)).all()
 
 
 @pytest.mark.parametrize("images,match", [
@@ -46,27 +67,29 @@ def test_bad_images_give_clear_errors(images, match):
 
 def test_unknown_head():
   with pytest.raises(classgen_jax.InputError, match="heads are logits, aux"):
-    flax_random("inception_v3")(np.zeros((1, 299, 299, 3)), heads=("aux1",))
+    _shapes(flax_abstract("inception_v3"), np.zeros((1, 299, 299, 3), np.float32),
+            heads=("aux1",))
 
 
 def test_aux_head_size_error_names_the_size_it_needs():
-  clf = flax_random("inception_v3")
+  clf = flax_abstract("inception_v3")
   need = clf.min_input_size("aux")
   assert 250 < need <= 299
   with pytest.raises(classgen_jax.InputError, match=f"at least {need}x{need}"):
-    clf(np.zeros((1, 224, 224, 3), np.float32), heads=("aux",))
+    _shapes(clf, np.zeros((1, 224, 224, 3), np.float32), heads=("aux",))
   # The main head is fully convolutional: 224 is fine for it.
-  assert clf(np.zeros((1, 224, 224, 3), np.float32), heads=("logits",))["logits"].shape == (1, 1000)
+  out = _shapes(clf, np.zeros((1, 224, 224, 3), np.float32), heads=("logits",))
+  assert out["logits"].shape == (1, 1000)
   # And the minimum really is the minimum: one pixel less fails in the model itself.
   assert clf.module.spatial_size(need, "aux") >= 1 > clf.module.spatial_size(need - 1, "aux")
 
 
 def test_too_small_for_main_head():
-  clf = flax_random("googlenet")
+  clf = flax_abstract("googlenet")
   need = clf.min_input_size()
-  clf(np.zeros((1, need, need, 3), np.float32), heads=("logits",))
+  _shapes(clf, np.zeros((1, need, need, 3), np.float32), heads=("logits",))
   with pytest.raises(classgen_jax.InputError, match="at least"):
-    clf(np.zeros((1, need - 1, need + 50, 3), np.float32), heads=("logits",))
+    _shapes(clf, np.zeros((1, need - 1, need + 50, 3), np.float32), heads=("logits",))
 
 
 def _count(jaxpr, primitive="conv_general_dilated"):
@@ -74,9 +97,9 @@ def _count(jaxpr, primitive="conv_general_dilated"):
 
 
 def test_heads_not_asked_for_cost_nothing():
-  clf = flax_random("inception_v3")
-  x = jnp.zeros((1, 299, 299, 3))
-  convs = {h: _count(jax.make_jaxpr(lambda x, h=h: clf(x, heads=h))(x))
+  clf = flax_abstract("inception_v3")
+  x = jax.ShapeDtypeStruct((1, 299, 299, 3), jnp.float32)
+  convs = {h: _count(jax.make_jaxpr(lambda c, x, h=h: c(x, heads=h))(clf, x))
            for h in [("aux",), ("logits",), ("logits", "aux")]}
   assert convs[("aux",)] < convs[("logits",)] < convs[("logits", "aux")]
 

@@ -68,8 +68,8 @@ def _runnable(name: str) -> Recipe:
   return recipe
 
 
-# The GoogLeNet-headed and cyclic-resize recipes compile the longest; their
-# parity tests (deepdraw, resilient) run by default, these runs in the slow pass.
+# The GoogLeNet-headed and cyclic-resize recipes compile the longest; these
+# runs are in the slow pass (resilient's parity test runs by default).
 _RUNS_SLOW = ("aux", "deepdraw", "resilient", "transfigure")
 
 
@@ -193,9 +193,9 @@ def test_transfiguration_starts_from_the_photo():
 
 
 # A representative few in the default run (sign steps, the cyclic resize,
-# padding and crops, aux heads with L1 steps, Adam with jitter and flips);
-# every recipe in the slow pass.
-_PARITY_DEFAULT = ("sign", "resilient", "octaves_padded", "deepdraw", "recognisable")
+# padding and crops, Adam with jitter and flips); every recipe, the aux-headed
+# ones with L1 steps (deepdraw, aux) included, in the slow pass.
+_PARITY_DEFAULT = ("sign", "resilient", "octaves_padded", "recognisable")
 
 
 @pytest.mark.parametrize("name", [
