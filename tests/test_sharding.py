@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 _ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,6 +50,7 @@ def _results(process: subprocess.Popen, out: Path) -> dict[str, np.ndarray]:
   return dict(np.load(out))
 
 
+@pytest.mark.slow  # two subprocesses compiling the whole engine: CI's slow pass runs it
 def test_four_devices_match_one(tmp_path):
   """Bit for bit where each device holds the same per-device batch.
 
