@@ -71,8 +71,9 @@ class RecipeScore:
 def markdown_table(results: Sequence[dict]) -> str:
   """A README table of ``evaluate_quality.py --json_out`` files' recipes.
 
-  One row per recipe (and compute dtype, where one is not float32; and
-  device, where a recipe was run more than once), in the catalogue's order:
+  One row per recipe (with its compute dtype where not float32, its steps
+  scale where not 1, and its device where a recipe was run more than once),
+  in the catalogue's order:
   the generator's top-1 on its raw canvas (as optimised; blank where not
   recorded) and on the saved image, each judge's top-1 / top-5 and mean
   target probability, seconds.
@@ -90,6 +91,8 @@ def markdown_table(results: Sequence[dict]) -> str:
   for result, recipe, score in rows:
     dtype = result.get("dtype", "float32")
     notes = [dtype] if dtype != "float32" else []
+    if result.get("steps_scale", 1.0) != 1.0:
+      notes.append(f"{result['steps_scale']:g}x steps")
     if runs[recipe, dtype] > 1:  # the same recipe run twice: say where
       notes.append(result.get("device", "?"))
     label = f"`{recipe}`" + (f" ({', '.join(notes)})" if notes else "")

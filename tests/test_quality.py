@@ -78,9 +78,10 @@ def test_markdown_table_of_several_runs():
   assert len(lines) == 4 and lines[0].count("|") == lines[1].count("|") == lines[2].count("|")
   assert lines[2] == "| `sign` |  | 100% | 6% / 100% (0.50) | 12 |"  # no raw rank recorded
   assert lines[3].startswith("| `recognisable` (bfloat16) | 50% | 100% | 94% / 100%")
-  again = dict(run("sign", "float32", 0.0), device="cpu")
+  again = dict(run("sign", "float32", 0.0), device="cpu", steps_scale=0.2)
   lines = quality.markdown_table([run("sign", "float32", 0.0625), again]).splitlines()
-  assert lines[2].startswith("| `sign` (?) |") and lines[3].startswith("| `sign` (cpu) |")
+  assert lines[2].startswith("| `sign` (?) |")
+  assert lines[3].startswith("| `sign` (0.2x steps, cpu) |")
 
 
 def test_empty_classes_and_judges():
