@@ -373,9 +373,10 @@ def trace_summary(classifier, config: Config, trace_dir: str, top: int = 12) -> 
       if line.name == "python" or "Steps" in line.name or "XLA Modules" in line.name:
         continue  # Python frames and whole-program spans, not the ops
       for event in line.events:
-        # Loop and call events only contain the ops below them.
+        # Loop and call events only contain the ops below them; "$file:line"
+        # events are Python frames.
         if event.duration_ns > 0 and not event.name.startswith(
-            ("Thunk", "Threadpool", "while", "conditional", "call")):
+            ("$", "Thunk", "Threadpool", "while", "conditional", "call")):
           totals[event.name] += event.duration_ns / 1e6
           counts[event.name] += 1
   total = sum(totals.values())

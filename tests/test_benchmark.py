@@ -102,3 +102,4 @@ def test_trace_summary_names_the_convolutions(tmp_path):
   assert sum(op["share"] for op in summary["ops"]) <= 1 + 1e-9
   # A ResNet's step is mostly convolutions, forward and backward.
   assert "conv_general_dilated" in summary["kinds"]
+  assert not any(op["name"].startswith("$") for op in summary["ops"])  # no Python frames
