@@ -14,6 +14,7 @@ import json
 
 from absl import app, flags
 
+from classgen_jax._files import write_text
 from converters import benchmark
 
 FLAGS = flags.FLAGS
@@ -46,8 +47,7 @@ def main(argv):
       print(f"{name:20}{row['image_size']:>6}{row['gflops_per_image_iter']:>24.2f}"
             f"{row['forward_gflops']:>15.2f}")
     if FLAGS.json_out:
-      with open(FLAGS.json_out, "w") as f:
-        json.dump(table, f, indent=1)
+      write_text(FLAGS.json_out, json.dumps(table, indent=1) + "\n")
     return
   config = benchmark.Config(
       model=FLAGS.model, recipe=FLAGS.recipe, image_size=FLAGS.image_size,
@@ -67,9 +67,8 @@ def main(argv):
   if FLAGS.sweep:
     result["sweep"] = benchmark.sweep(config, FLAGS.max_batch)
   print(benchmark.report(result))
-  if FLAGS.json_out:
-    with open(FLAGS.json_out, "w") as f:
-      json.dump(result, f, indent=1)
+  if FLAGS.json_out:  # atomically: never a half-written file
+    write_text(FLAGS.json_out, json.dumps(result, indent=1) + "\n")
 
 
 if __name__ == "__main__":
