@@ -409,11 +409,10 @@ def make_atlas(classifier: Classifier, classes: Sequence[int | str], out: str | 
         new_rows.append(row)
       # PNG encoding (zlib, outside the GIL) on every core: a 1000-class run
       # would otherwise spend longer writing than a GPU spends generating.
-      errors = writers.map(_write_image, [w[0] for w in writes], [result] * len(writes),
-                           [w[1] for w in writes], [w[2] for w in writes],
-                           [labels] * len(writes), [snapshot_every] * len(writes))
-      for (path, _, _), error in zip(writes, list(errors)):
-        if error is not None:
+      pending = [(path, writers.submit(_write_image, path, result, j, metadata, labels,
+                                       snapshot_every)) for path, j, metadata in writes]
+      for path, written in pending:
+        if (error := written.result()) is not None:
           raise _storage_error(path, error)
       try:
         _fsync_append(out / SUMMARY_JSONL,

@@ -22,6 +22,7 @@ Run: ``python scripts/benchmark.py --model=googlenet --image_size=224``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import resource
 import statistics
@@ -89,8 +90,10 @@ def benchmark_recipe(name: str, image_size: int, steps: int) -> Recipe:
   return dataclasses.replace(recipe, init="uniform", size=image_size, octaves=(octave,))
 
 
+@functools.cache
 def models(name: str):
-  """``(torch module, Classifier)`` for a catalogue name, same weights."""
+  """``(torch module, Classifier)`` for a catalogue name, same weights (built
+  once per process: the timing, sweep, breakdown and trace share them)."""
   import torch  # pylint: disable=g-import-not-at-top
 
   import converters  # pylint: disable=g-import-not-at-top
@@ -211,15 +214,19 @@ def _setup(config: Config, batch_size: int):
   return recipe, targets, restarts
 
 
-def measure_jax(classifier, config: Config, batch_size: int | None = None) -> dict[str, Any]:
-  """The compiled octave: one scan of ``config.steps`` iterations."""
-  batch_size = batch_size or config.batch_size
+def _octave(classifier, config: Config, batch_size: int):
+  """``(compiled octave, starting canvas, targets, keys)`` of the benchmark."""
   recipe, targets, restarts = _setup(config, batch_size)
   plan = engine._plan(classifier, recipe, 0)[0]  # pylint: disable=protected-access
   run = engine._compiled_octave(plan, "logits")  # pylint: disable=protected-access
   keys = engine.image_keys(config.seed, targets, restarts)
-  init = np.asarray(engine.initial_images(recipe, keys))
-  targets_device = jnp.asarray(targets)
+  return run, np.asarray(engine.initial_images(recipe, keys)), jnp.asarray(targets), keys
+
+
+def measure_jax(classifier, config: Config, batch_size: int | None = None) -> dict[str, Any]:
+  """The compiled octave: one scan of ``config.steps`` iterations."""
+  batch_size = batch_size or config.batch_size
+  run, init, targets_device, keys = _octave(classifier, config, batch_size)
 
   def prepare():  # the canvas is donated, so each call gets a fresh one
     return (jax.block_until_ready(jnp.array(init)),)
@@ -354,12 +361,7 @@ def trace_summary(classifier, config: Config, trace_dir: str, top: int = 12) -> 
   import collections  # pylint: disable=g-import-not-at-top
   import glob  # pylint: disable=g-import-not-at-top
 
-  recipe, targets, restarts = _setup(config, config.batch_size)
-  plan = engine._plan(classifier, recipe, 0)[0]  # pylint: disable=protected-access
-  run = engine._compiled_octave(plan, "logits")  # pylint: disable=protected-access
-  keys = engine.image_keys(config.seed, targets, restarts)
-  init = np.asarray(engine.initial_images(recipe, keys))
-  targets_device = jnp.asarray(targets)
+  run, init, targets_device, keys = _octave(classifier, config, config.batch_size)
   jax.block_until_ready(run(classifier, jnp.array(init), targets_device, keys))  # compile
   buffer = jax.block_until_ready(jnp.array(init))
   with jax.profiler.trace(trace_dir):
