@@ -4,9 +4,23 @@ Images are NHWC float32 in [0, 1] everywhere in the library; each model
 applies its own input normalisation.
 """
 
-from classgen_jax import engine, imagenet, models, objectives, recipes, transforms, updates
+from classgen_jax import (
+    devices,
+    engine,
+    imagenet,
+    metrics,
+    models,
+    objectives,
+    octave,
+    operations,
+    recipes,
+    step,
+    transforms,
+    updates,
+)
 from classgen_jax._classifier import Classifier, InputError
-from classgen_jax.engine import Generation, GenerationError, generate
+from classgen_jax.devices import mixed_precision
+from classgen_jax.engine import Generation, GenerationError, Progress, generate
 from classgen_jax.imagenet import LABELS, UnknownClassError, class_index, class_indices, class_name
 from classgen_jax.images import ImageError, load_image
 from classgen_jax.weights import (
@@ -24,6 +38,7 @@ __all__ = [
     "Classifier",
     "Generation",
     "GenerationError",
+    "Progress",
     "ImageError",
     "InputError",
     "LABELS",
@@ -34,16 +49,22 @@ __all__ = [
     "class_index",
     "class_indices",
     "class_name",
+    "devices",
     "engine",
     "generate",
     "imagenet",
     "load_classifier",
     "load_image",
+    "metrics",
+    "mixed_precision",
     "models",
     "objectives",
+    "octave",
+    "operations",
     "read_classifier",
     "recipes",
     "save_classifier",
+    "step",
     "transforms",
     "updates",
 ]

@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from classgen_jax import engine, imagenet
+from classgen_jax import devices, engine, imagenet
 from classgen_jax import recipes as recipes_lib
 from classgen_jax._classifier import Classifier
 from classgen_jax._files import write_text
@@ -471,11 +471,11 @@ def weights_identity(model: str, weights: str | None) -> str:
 def run(*, model: str, weights: str | None, classes: str, out: str,
         recipe: str = recipes_lib.DEFAULT, dtype: str = "float32", **kwargs) -> AtlasResult:
   """``make_atlas`` from flag values: loads the model (computing in ``dtype``:
-  ``"bfloat16"`` for ``engine.mixed_precision``), parses ``classes``."""
+  ``"bfloat16"`` for ``devices.mixed_precision``), parses ``classes``."""
   from classgen_jax.weights import load_classifier
   indices = parse_classes(classes)
   identity = weights_identity(model, weights)
   classifier = load_classifier(model, weights=weights)
   if dtype != "float32":
-    classifier = engine.mixed_precision(classifier, jnp.dtype(dtype))
+    classifier = devices.mixed_precision(classifier, jnp.dtype(dtype))
   return make_atlas(classifier, indices, out, recipe, weights=identity, **kwargs)

@@ -1,27 +1,27 @@
-"""The generation engine: a recipe's octaves as compiled, batched scans.
+"""The generation engine: a recipe's octaves, run on a batch of targets.
 
 ``generate`` optimises a batch of images (targets x restarts) together. Each
-octave is one jit-compiled program that runs all its iterations as a
-``lax.scan`` on device: per-image random crop and jitter, the cyclic resize,
-the objective's gradient for the whole batch, the optax update, the blur,
-colour jitter, padding and clipping. No Python loop per iteration, no host
-transfer inside an octave, and a second call with the same shapes reuses the
-compiled program (the classifier's weights are an argument of it).
+octave is one jit-compiled program (``octave.compiled``) that runs its
+iterations as a ``lax.scan`` of ``step.make_step`` on device: per-image
+operations (crop, jitter, blur, colour, padding, clipping), the cyclic
+resize, the objective's gradient for the whole batch and the optax update.
+No Python loop per iteration, no host transfer inside an octave (or inside
+a chunk of one, when progress is reported), and a second call with the same
+shapes reuses the compiled program (the classifier's weights are an argument
+of it).
 
 Randomness: image ``j`` draws everything from
 ``key_j = fold_in(fold_in(key(seed), target_j), restart_j)``; octave ``o``
 uses ``fold_in(key_j, o + 1)`` and its iteration ``i`` ``fold_in(., i)``. No
 draw depends on the batch, so an image is the same whatever batch made it.
 
-Devices: the batch is sharded over every visible device (a 1-D ``Mesh``
-with axis ``"batch"``; images, keys and targets ``P("batch")``, weights
-replicated), on one device as on many, and across hosts after
-``jax.distributed.initialize()``. A batch that does not divide evenly is
-padded with copies of its first image, dropped afterwards; since every draw
-comes from the image's own key, padding and sharding change no image.
+Devices: the batch is sharded over every visible device (``devices``). A
+batch that does not divide evenly is padded with copies of its first image,
+dropped afterwards; since every draw comes from the image's own key,
+padding and sharding change no image.
 
-Mixed precision: ``mixed_precision(classifier)`` runs the model in bfloat16
-while the canvas, its gradient and the update stay float32.
+Mixed precision: ``devices.mixed_precision(classifier)`` runs the model in
+bfloat16 while the canvas, its gradient and the update stay float32.
 
 Data contract: images are NHWC float32 in [0, 1] (during optimisation a
 recipe without clipping may leave that range; results are clipped).
@@ -30,41 +30,29 @@ recipe without clipping may leave that range; results are clipped).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-from jax import lax
-from jax.experimental import multihost_utils
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
 
-from classgen_jax import imagenet
+from classgen_jax import devices, imagenet, metrics
+from classgen_jax import octave as octave_lib
 from classgen_jax import recipes as recipes_lib
+from classgen_jax import step as step_lib
 from classgen_jax import transforms as T
-from classgen_jax._classifier import Classifier, InputError
+from classgen_jax._classifier import Classifier
+from classgen_jax.devices import mixed_precision  # noqa: F401  (generate's companion)
 from classgen_jax.images import load_image
-from classgen_jax.recipes import Octave, Recipe
-from classgen_jax.updates import linear
+from classgen_jax.metrics import Trace, stability
+from classgen_jax.recipes import Recipe
 
 
 class GenerationError(RuntimeError):
   """The optimisation produced NaN or Inf."""
-
-
-class Trace(NamedTuple):
-  """Per-iteration, per-image records (scan outputs), each ``(iterations, N)``."""
-  objective: jax.Array
-  target_logit: jax.Array
-  target_rank: jax.Array
-  target_zscore: jax.Array
-  finite: jax.Array
 
 
 @dataclasses.dataclass
@@ -119,324 +107,20 @@ class Generation:
   rank_as_optimised: np.ndarray | None = None
 
 
-def stability(trace: Trace) -> dict[str, np.ndarray]:
-  """How steady the model's classification of its own image is.
-
-  The article compares how stable each model's output is from one
-  iteration to the next (Inception-v3 less than GoogLeNet). Two numbers per
-  image, over all iterations of the run:
-
-  * ``top1_fraction``: the fraction of iterations in which the target was
-    the model's top-1 class for the view it was shown;
-  * ``zscore_jitter``: the mean absolute change, from one iteration to the
-    next, of the target logit's z-score among all the logits (its distance
-    from the mean logit in standard deviations). It is scale-free, so models
-    with different logit scales compare; lower is steadier.
-  """
-  rank = np.asarray(trace.target_rank)
-  z = np.asarray(trace.target_zscore)
-  jitter = np.abs(np.diff(z, axis=0)).mean(axis=0) if z.shape[0] > 1 else np.zeros(z.shape[1])
-  return {"top1_fraction": (rank == 0).mean(axis=0), "zscore_jitter": jitter}
-
-
-# ----------------------------------------------------------------------------
-# Planning: sizes per octave, checked before anything is compiled.
-
-
-@dataclasses.dataclass(frozen=True)
-class _Plan:
-  """Static facts of one octave: what the compiled program depends on."""
-  octave: Octave
-  index: int
-  sizes: tuple[int, ...]  # canvas sides the image can have; sizes[0] at the start
-  buffer: int
-  snapshot_every: int
-
-
-def octave_sizes(recipe: Recipe) -> list[tuple[int, ...]]:
-  """Per octave, the canvas sides its image can have (``[0]``: at its start)."""
-  all_sizes = []
-  size = recipe.size
-  for index, octave in enumerate(recipe.octaves):
-    if octave.canvas is not None:
-      size = octave.canvas
-    sizes = (size,)
-    if octave.resize_cycle and octave.resize_iterations > 0:
-      if octave.update.rule == "adam":
-        raise ValueError(f"recipe {recipe.name!r} octave {index + 1}: the cyclic resize "
-                         "changes the image's size, which Adam's per-pixel state cannot "
-                         "follow; use the gradient, sign or l1 rule")
-      sizes = (size, *octave.resize_cycle)
-      size = sizes[cycle_index(octave, len(sizes), octave.iterations - 1)[1]]
-    all_sizes.append(sizes)
-  return all_sizes
-
-
-def cycle_index(octave: Octave, num_sizes: int, iteration: int) -> tuple[int, int]:
-  """``(from, to)`` indices into an octave's sizes at ``iteration`` (host ints)."""
-  if num_sizes == 1:
-    return 0, 0
-  from_index, to_index = T.cyclic_size_indices(
-      iteration, num_sizes=num_sizes - 1, stop=min(octave.resize_iterations, octave.iterations))
-  return int(from_index), int(to_index)
-
-
-def _plan(classifier: Classifier, recipe: Recipe, snapshot_every: int) -> list[_Plan]:
-  plans = []
-  for index, (octave, sizes) in enumerate(zip(recipe.octaves, octave_sizes(recipe))):
-    where = f"recipe {recipe.name!r} octave {index + 1}"
-    view_sides = [min(s, octave.crop) if octave.crop else s for s in sizes]
-    if octave.crop is not None and octave.crop > min(sizes):
-      raise ValueError(f"{where}: crop {octave.crop} is larger than the canvas "
-                       f"{min(sizes)}; make the crop smaller or the canvas larger")
-    for head in octave.heads:
-      if head not in classifier.heads:
-        raise InputError(
-            f"{where} uses head {head!r}, which {classifier.name} does not have (its heads: "
-            f"{', '.join(classifier.heads)}); use recipes.get({recipe.name!r}).with_head"
-            f"('logits') or a model with that head")
-      need = classifier.min_input_size(head)
-      if min(view_sides) < need:
-        raise InputError(
-            f"{where} shows {classifier.name}'s {head!r} head {min(view_sides)} px views, "
-            f"but it needs at least {need} px; raise the recipe's size/crop")
-    plans.append(_Plan(octave, index, sizes, max(sizes), snapshot_every))
-  return plans
-
-
-# ----------------------------------------------------------------------------
-# One iteration, on a batch of images of one static size.
-
-
-def _schedule(pair: tuple[float, float] | None, iterations: int):
-  return None if pair is None else linear(pair[0], pair[1], iterations)
-
-
-class Draws(NamedTuple):
-  """One iteration's random draws for a batch (what the torch reference replays).
+class Progress(NamedTuple):
+  """Where a ``generate`` call is, for a progress report.
 
   Attributes:
-    crop: ``(N, 2)`` (top, left) of the view's crop (zeros without a crop).
-    shift: ``(N, 2)`` roll of the view (zeros without jitter).
-    flip: ``(N,)`` whether the view is mirrored.
-    color: colour jitter factors ``(N, 3)`` and orders ``(N, 3)``.
+    octave: the octave running (0-based) and ``octaves`` their number.
+    done: iterations of the whole recipe done for the current batch.
+    total: iterations of the recipe.
+    batch: images in the current batch.
   """
-  crop: jax.Array
-  shift: jax.Array
-  flip: jax.Array
-  color: T.ColorJitterParams
-
-
-def _crop_side(octave: Octave, side: int) -> int | None:
-  return octave.crop if octave.crop is not None and octave.crop < side else None
-
-
-def _draw(octave: Octave, keys: jax.Array, side: int, dtype: Any) -> Draws:
-  """The draws of one iteration from its per-image keys."""
-  o, n = octave, keys.shape[0]
-  split = jax.vmap(lambda k: jax.random.split(k, 5))(keys)
-  crop_side = _crop_side(o, side)
-  crop = (jax.vmap(functools.partial(T.draw_crop_offset, image_size=side, size=crop_side))(
-      split[:, 0]) if crop_side else jnp.zeros((n, 2), jnp.int32))
-  shift = (jax.vmap(functools.partial(T.draw_shift, max_shift=o.jitter))(split[:, 1])
-           if o.jitter else jnp.zeros((n, 2), jnp.int32))
-  flip = jax.vmap(T.draw_flip)(split[:, 2]) if o.flip else jnp.zeros((n,), bool)
-  strengths = dict(brightness=o.brightness, contrast=o.contrast, saturation=o.saturation)
-  color = jax.vmap(functools.partial(T.draw_color_jitter, **strengths, dtype=dtype))(
-      split[:, 3])
-  return Draws(crop, shift, flip, color)
-
-
-def _step(classifier: Classifier, octave: Octave, targets, keys, images, opt_state,
-          iteration, head: str):
-  """One iteration on ``images`` ``(N, s, s, 3)``: returns images, state, records."""
-  side = images.shape[1]
-  o = octave
-  draws = _draw(o, keys, side, images.dtype)
-
-  if o.pad_value is not None:
-    images = jax.vmap(functools.partial(T.fill_border, width=o.pad_width,
-                                        value=o.pad_value))(images)
-  if o.brightness or o.contrast or o.saturation:
-    enabled = (bool(o.brightness), bool(o.contrast), bool(o.saturation))
-    images = jax.vmap(functools.partial(T.adjust_color, enabled=enabled))(images, draws.color)
-
-  sigma_schedule = _schedule(o.blur_sigma, o.iterations)
-  blur_on = (iteration < o.blur_iterations) if o.blur_iterations is not None else True
-  crop_side = _crop_side(o, side)
-  offsets = draws.crop
-
-  def blur(images):
-    sigma = sigma_schedule(iteration)
-    if o.blur_region == "crop" and crop_side:
-      fn = functools.partial(T.gaussian_blur_region, size=crop_side, sigma=sigma,
-                             kernel_size=o.blur_kernel)
-      blurred = jax.vmap(fn)(images, offsets)
-    else:
-      fn = functools.partial(T.gaussian_blur, sigma=sigma, kernel_size=o.blur_kernel)
-      blurred = jax.vmap(fn)(images)
-    return jnp.where(blur_on, blurred, images)
-
-  if sigma_schedule is not None and o.blur_order == "before":
-    images = blur(images)
-
-  def loss(images):
-    view = images
-    if crop_side:
-      view = jax.vmap(functools.partial(T.crop, size=crop_side))(view, offsets)
-    if o.jitter:
-      view = jax.vmap(T.shift)(view, draws.shift)
-    if o.flip:
-      view = jax.vmap(T.flip_horizontal)(view, draws.flip)
-    heads = tuple(dict.fromkeys((*o.heads, head)))
-    outputs = classifier(view.astype(classifier.dtype), heads=heads)
-    # A bfloat16 model's outputs join the objective at the canvas's precision
-    # (a no-op when the dtypes agree, so float32 and float64 runs are untouched).
-    outputs = {name: value.astype(images.dtype) for name, value in outputs.items()}
-    values = o.objective(outputs, view, targets)
-    return -jnp.sum(values), (values, outputs[head].astype(jnp.float32))
-
-  grads, (values, logits) = jax.grad(loss, has_aux=True)(images)
-  count = crop_side * crop_side * images.shape[-1] if crop_side else None
-  update = o.update.transformation(_schedule(o.step_size, o.iterations), count=count)
-  updates, opt_state = update.update(grads, opt_state, images)
-  images = optax.apply_updates(images, updates)
-
-  if sigma_schedule is not None and o.blur_order == "after":
-    images = blur(images)
-  if o.clip:
-    images = T.clip(images)
-
-  target = jnp.take_along_axis(logits, targets[:, None], axis=1)[:, 0]
-  rank = jnp.sum(logits > target[:, None], axis=1)
-  zscore = (target - logits.mean(axis=1)) / (logits.std(axis=1) + 1e-12)
-  finite = jnp.all(jnp.isfinite(images), axis=(1, 2, 3)) & jnp.isfinite(values)
-  record = Trace(values, target, rank, zscore, finite)
-  return images, opt_state, record, logits
-
-
-# ----------------------------------------------------------------------------
-# One octave: a compiled scan.
-
-
-def _run_octave(plan: _Plan, head: str, classifier: Classifier, buffer, targets, keys):
-  """Runs one octave on ``buffer`` ``(N, B, B, 3)`` holding images of ``sizes[0]``."""
-  o, sizes = plan.octave, plan.sizes
-  keys = _fold_in(keys, plan.index + 1)
-  update = o.update.transformation(_schedule(o.step_size, o.iterations))
-  cycle = len(sizes) > 1
-
-  def step_at(side, buffer, opt_state, step_keys, iteration):
-    images = buffer[:, :side, :side]
-    images, opt_state, record, logits = _step(classifier, o, targets, step_keys, images,
-                                              opt_state, iteration, head)
-    return buffer.at[:, :side, :side].set(images), opt_state, record, logits
-
-  def body(carry, iteration):
-    buffer, opt_state = carry
-    step_keys = _fold_in(keys, iteration)
-    if cycle:
-      from_index, to_index = T.cyclic_size_indices(
-          iteration, num_sizes=len(sizes) - 1, stop=min(o.resize_iterations, o.iterations))
-      resize = functools.partial(T.resize_within, sizes=sizes, method=o.interpolation)
-      buffer = jax.vmap(resize, in_axes=(0, None, None))(buffer, from_index, to_index)
-      branches = [functools.partial(step_at, s) for s in sizes]
-      buffer, opt_state, record, logits = lax.switch(
-          to_index, branches, buffer, opt_state, step_keys, iteration)
-    else:
-      buffer, opt_state, record, logits = step_at(sizes[0], buffer, opt_state, step_keys,
-                                                  iteration)
-    return (buffer, opt_state), (record, logits)
-
-  opt_state = update.init(buffer)
-  iterations = jnp.arange(o.iterations, dtype=jnp.int32)
-  every = plan.snapshot_every
-  if not every:
-    def scan_body(carry, iteration):
-      carry, (record, _) = body(carry, iteration)
-      return carry, record
-    (buffer, _), trace = lax.scan(scan_body, (buffer, opt_state), iterations)
-    return buffer, trace, None
-
-  # Snapshots: an outer scan over chunks of `every` iterations; each frame is
-  # the image before the chunk's first step and the logits of that step.
-  frames = o.iterations // every
-  rest = o.iterations - frames * every
-
-  def chunk(carry, first):
-    image_before = carry[0]
-    def inner(carry, i):
-      carry, (record, logits) = body(carry, first + i)
-      return carry, (record, logits)
-    carry, (records, logits) = lax.scan(inner, carry, jnp.arange(every, dtype=jnp.int32))
-    return carry, (records, image_before, logits[0])
-
-  starts = jnp.arange(frames, dtype=jnp.int32) * every
-  (buffer, opt_state), (records, images, logits) = lax.scan(
-      chunk, (buffer, opt_state), starts)
-  trace = jax.tree_util.tree_map(lambda r: r.reshape(frames * every, *r.shape[2:]), records)
-  if rest:
-    def scan_body(carry, iteration):
-      carry, (record, _) = body(carry, iteration)
-      return carry, record
-    (buffer, _), tail = lax.scan(scan_body, (buffer, opt_state),
-                                 jnp.arange(frames * every, o.iterations, dtype=jnp.int32))
-    trace = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), trace, tail)
-  return buffer, trace, (images, logits)
-
-
-@functools.lru_cache(maxsize=64)
-def _compiled_octave(plan: _Plan, head: str):
-  # The canvas buffer is donated: each octave writes its result in place of
-  # its input instead of holding both (the caller never reads it again).
-  return jax.jit(functools.partial(_run_octave, plan, head), donate_argnums=(1,))
-
-
-# ----------------------------------------------------------------------------
-# Precision and devices.
-
-
-def mixed_precision(classifier: Classifier, dtype: Any = jnp.bfloat16) -> Classifier:
-  """The classifier computing in ``dtype`` (bfloat16), for ``generate``.
-
-  Weights are cast and the module's ``dtype`` set, so convolutions, BatchNorm
-  and dense layers run in ``dtype``. ``generate`` keeps the canvas, the
-  objective, the gradient (cast back to float32 where the view enters the
-  model) and the update in float32.
-
-  >>> fast = mixed_precision(load_classifier("googlenet"))  # doctest: +SKIP
-  >>> generate(fast, "tabby", "octaves")  # doctest: +SKIP
-
-  Args:
-    classifier: a float32 ``Classifier``.
-    dtype: the compute dtype, normally ``jnp.bfloat16``.
-
-  Returns:
-    A ``Classifier`` whose ``dtype`` is ``dtype``.
-  """
-  module = classifier.module.clone(dtype=dtype)
-  return dataclasses.replace(classifier.astype(dtype), module=module)
-
-
-def batch_mesh() -> Mesh:
-  """A 1-D mesh over every visible device (all hosts'), axis ``"batch"``."""
-  return Mesh(np.asarray(jax.devices()), ("batch",))
-
-
-def _to_host(tree):
-  """Numpy copies of (possibly sharded, possibly multi-host) arrays."""
-  if jax.process_count() > 1:
-    return multihost_utils.process_allgather(tree, tiled=True)
-  return jax.tree_util.tree_map(np.asarray, tree)
-
-
-# ----------------------------------------------------------------------------
-# Public entry point.
-
-
-def _fold_in(keys: jax.Array, data) -> jax.Array:
-  """``fold_in`` of the same data into each key of a batch."""
-  return jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, data)
+  octave: int
+  octaves: int
+  done: int
+  total: int
+  batch: int
 
 
 def image_keys(seed: int, targets: Sequence[int], restarts: Sequence[int]) -> jax.Array:
@@ -458,7 +142,7 @@ def initial_images(recipe: Recipe, keys: jax.Array, init: Any = None) -> jax.Arr
       every image, or one per image (a sequence or ``(N, H, W, 3)``).
   """
   n, size = keys.shape[0], recipe.size
-  init_keys = _fold_in(keys, 0)
+  init_keys = step_lib.fold_in(keys, 0)
   if init is not None:
     photos = _photos(init, n)
     return jnp.stack([T.resize(jnp.asarray(p), size, method="bilinear") for p in photos])
@@ -501,44 +185,29 @@ def _photos(init: Any, n: int) -> list[np.ndarray]:
 
 
 def random_draws(recipe: Recipe, targets: Sequence[int], restarts: Sequence[int], seed: int,
-                 dtype: Any = jnp.float32) -> list[list[Draws]]:
+                 dtype: Any = jnp.float32) -> list[list[tuple[Any, ...]]]:
   """Every draw ``generate`` makes, per octave and iteration, as numpy.
 
-  The torch reference path replays these, so that both paths see the same
-  crops, shifts, flips and colour jitter (``converters/torch_reference.py``).
+  Each iteration's entry has one item per ``octave.operations``. The torch
+  reference path replays these, so that both paths see the same crops,
+  shifts, flips and colour jitter (``converters/reference/loop.py``).
   """
   keys = image_keys(seed, targets, restarts)
   result = []
-  for index, (octave, sizes) in enumerate(zip(recipe.octaves, octave_sizes(recipe))):
-    octave_keys = _fold_in(keys, index + 1)
+  for index, (octave, sides) in enumerate(zip(recipe.octaves, step_lib.canvas_sides(recipe))):
+    plan = step_lib.Plan(octave, index, sides, max(sides))
+    octave_keys = step_lib.fold_in(keys, index + 1)
     draws = []
     for iteration in range(octave.iterations):
-      step_keys = _fold_in(octave_keys, iteration)
-      side = sizes[cycle_index(octave, len(sizes), iteration)[1]]
-      draws.append(jax.tree_util.tree_map(np.asarray, _draw(octave, step_keys, side, dtype)))
+      step_keys = step_lib.fold_in(octave_keys, iteration)
+      side = sides[plan.size_indices(iteration)[1]]
+      draws.append(jax.tree_util.tree_map(
+          np.asarray, step_lib.draw(octave, step_keys, side, dtype)))
     result.append(draws)
   return result
 
 
-def _target_metrics(classifier: Classifier, images, targets):
-  logits = classifier(images.astype(classifier.dtype), heads=("logits",))["logits"]
-  logits = logits.astype(jnp.float32)
-  target = jnp.take_along_axis(logits, targets[:, None], axis=1)[:, 0]
-  probability = jnp.take_along_axis(jax.nn.softmax(logits), targets[:, None], axis=1)[:, 0]
-  return target, probability, jnp.sum(logits > target[:, None], axis=1)
-
-
-@jax.jit
-def _final_metrics(classifier: Classifier, images, targets):
-  """Target logit, probability and rank of the clipped images at the native
-  size; and the rank of the raw canvas, as optimised."""
-  size = classifier.input_size
-  resized = jax.vmap(lambda x: T.resize(x, size, method="bilinear"))(T.clip(images))
-  as_optimised = _target_metrics(classifier, images, targets)[2]
-  return (*_target_metrics(classifier, resized, targets), as_optimised)
-
-
-def _check_finite(trace: Trace, plan: _Plan, offset: int, targets, restarts,
+def _check_finite(trace: Trace, plan: step_lib.Plan, offset: int, targets, restarts,
                   classifier: Classifier) -> None:
   finite = np.asarray(trace.finite)[:, :len(targets)]
   if finite.all():
@@ -554,7 +223,8 @@ def _check_finite(trace: Trace, plan: _Plan, offset: int, targets, restarts,
 def generate(classifier: Classifier, targets: Sequence[int | str] | int | str,
              recipe: str | Recipe = recipes_lib.DEFAULT, *, seed: int = 0, init: Any = None,
              restarts: int = 1, snapshot_every: int = 0,
-             batch_size: int | None = None, pad_to: int = 0) -> Generation:
+             batch_size: int | None = None, pad_to: int = 0, chunk: int | None = None,
+             progress: Callable[[Progress], None] | None = None) -> Generation:
   """Images that ``classifier`` sees as each target, made together.
 
   Args:
@@ -572,6 +242,10 @@ def generate(classifier: Classifier, targets: Sequence[int | str] | int | str,
     pad_to: run fewer images than this as a batch of this many (copies,
       dropped afterwards), so that a caller's last, smaller batch reuses the
       programs compiled for its full ones.
+    chunk: run each octave this many iterations per compiled call (default:
+      all at once), so that ``progress`` hears between chunks and a
+      KeyboardInterrupt lands within one chunk; images do not change.
+    progress: called with a ``Progress`` after each chunk has run.
 
   Returns:
     A ``Generation``; images are ordered target-major (all restarts of the
@@ -590,8 +264,7 @@ def generate(classifier: Classifier, targets: Sequence[int | str] | int | str,
     raise ValueError("no targets given: pass class indices or names")
   if restarts < 1:
     raise ValueError(f"restarts must be at least 1, got {restarts}")
-  plans = _plan(classifier, recipe, snapshot_every)
-  head = "logits"
+  plans = step_lib.plan(classifier, recipe, snapshot_every)
   target_ids = np.repeat(np.asarray(indices, np.int32), restarts)
   restart_ids = np.tile(np.arange(restarts, dtype=np.int32), len(indices))
   photos = None
@@ -602,55 +275,82 @@ def generate(classifier: Classifier, targets: Sequence[int | str] | int | str,
   # Equal chunks of at most batch_size, the last one padded up to the same
   # size: every chunk runs the same compiled octaves (padding wastes fewer
   # images than there are chunks; a recompile costs seconds to a minute).
-  chunk = -(-n // -(-n // (batch_size or n)))
-  size = max(chunk, min(pad_to, batch_size or pad_to))
+  per_batch = -(-n // -(-n // (batch_size or n)))
+  size = max(per_batch, min(pad_to, batch_size or pad_to))
   parts = []
-  for begin in range(0, n, chunk):
-    sl = slice(begin, begin + chunk)
-    parts.append(_generate_batch(classifier, recipe, plans, head, target_ids[sl],
+  for begin in range(0, n, per_batch):
+    sl = slice(begin, begin + per_batch)
+    parts.append(_generate_batch(classifier, recipe, plans, target_ids[sl],
                                  restart_ids[sl], seed,
-                                 None if photos is None else photos[sl], size=size))
+                                 None if photos is None else photos[sl], size=size,
+                                 chunk=chunk, progress=progress))
   result = _concatenate(parts)
   result.seconds = time.perf_counter() - start
   return result
 
 
-def _generate_batch(classifier, recipe, plans, head, targets, restarts, seed, photos,
-                    size=0):
+def _run_octave(plan: step_lib.Plan, classifier, canvas, targets, keys, *, chunk, report):
+  """One octave on ``canvas`` ``(N, B, B, 3)``, in chunks of ``chunk``
+  iterations when given (``report(done)`` after each, once it has run)."""
+  length = octave_lib.chunk_length(plan, chunk)
+  run = octave_lib.compiled(plan, length)
+  state = step_lib.init_state(plan, canvas)
+  traces, snapshots = [], []
+  n = plan.octave.iterations
+  for begin in range(0, n, length):
+    state, trace, snaps = run(classifier, state, targets, keys)
+    traces.append(trace)
+    snapshots.append(snaps)
+    if report is not None:
+      jax.block_until_ready(state.canvas)
+      report(min(begin + length, n))
+  trace = traces[0] if len(traces) == 1 else jax.tree_util.tree_map(
+      lambda *xs: jnp.concatenate(xs)[:n], *traces)
+  if snapshots[0] is not None:
+    frames = n // plan.snapshot_every
+    snapshots = jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs)[:frames], *snapshots)
+  else:
+    snapshots = None
+  return state.canvas, trace, snapshots
+
+
+def _generate_batch(classifier, recipe, plans, targets, restarts, seed, photos, size=0, *,
+                    chunk=None, progress=None):
   n = len(targets)
-  mesh = batch_mesh()
+  mesh = devices.batch_mesh()
   # Pad to ``size`` and a multiple of the device count with copies of the
   # first image: they compute what it computes and are dropped at the end.
-  padded = -(-max(n, size) // mesh.size) * mesh.size
+  padded = devices.padded_size(n, mesh, size)
   index = np.concatenate([np.arange(n), np.zeros(padded - n, int)])
   all_targets, all_restarts = np.asarray(targets)[index], np.asarray(restarts)[index]
-  batch = NamedSharding(mesh, P("batch"))
   keys = image_keys(seed, all_targets, all_restarts)
   images = initial_images(recipe, keys, None if photos is None else [photos[i] for i in index])
-  keys, images, targets_device = jax.device_put((keys, images, all_targets), batch)
-  classifier = jax.device_put(classifier, NamedSharding(mesh, P()))
+  keys, images, targets_device = jax.device_put((keys, images, all_targets),
+                                                devices.batch_sharding(mesh))
+  classifier = jax.device_put(classifier, devices.replicated(mesh))
   traces, snaps_per_octave = [], []
-  side = recipe.size
-  # Octaves are dispatched back to back; the host reads their traces (for the
-  # NaN check) only once all are queued, so the device never waits on it.
+  side, offset = recipe.size, 0
+  # Octaves are dispatched back to back; without progress reports the host
+  # reads their traces (for the NaN check) only once all are queued, so the
+  # device never waits on it.
   for plan in plans:
     if plan.octave.canvas is not None and plan.octave.canvas != side:
       images = jax.vmap(lambda x, s=plan.octave.canvas: T.resize(x, s, method="bilinear"))(
           images)
-    side = plan.sizes[0]
-    buffer = images
-    if plan.buffer != side:
-      buffer = jnp.pad(images, ((0, 0), (0, plan.buffer - side), (0, plan.buffer - side),
-                                (0, 0)))
-    run = _compiled_octave(plan, head)
-    buffer, trace, snaps = run(classifier, buffer, targets_device, keys)
-    side = plan.sizes[cycle_index(plan.octave, len(plan.sizes), plan.octave.iterations - 1)[1]]
+    report = None
+    if progress is not None:
+      report = lambda done, plan=plan, offset=offset: progress(Progress(  # noqa: E731
+          plan.index, len(plans), offset + done, recipe.iterations, n))
+    buffer, trace, snaps = _run_octave(plan, classifier, step_lib.embed(images, plan.buffer),
+                                       targets_device, keys, chunk=chunk, report=report)
+    side = plan.final_side()
     images = buffer[:, :side, :side]
     traces.append(trace)
     snaps_per_octave.append(None if snaps is None else (snaps, side))
-  target_logit, probability, rank, rank_raw = _final_metrics(classifier, images,
-                                                             targets_device)
-  traces, offset = _to_host(traces), 0
+    offset += plan.octave.iterations
+  target_logit, probability, rank, rank_raw = metrics.final_scores(classifier, images,
+                                                                   targets_device)
+  traces, offset = devices.to_host(traces), 0
   for plan, trace in zip(plans, traces):
     _check_finite(trace, plan, offset, targets, restarts, classifier)
     logging.debug("octave %d done", plan.index + 1)
@@ -661,12 +361,12 @@ def _generate_batch(classifier, recipe, plans, head, targets, restarts, seed, ph
   snapshots, offset = Snapshots([], [], []), 0
   for plan, entry in zip(plans, snaps_per_octave):
     if entry is not None:
-      (frames, logits), side = _to_host(entry[0]), entry[1]
+      (frames, logits), side = devices.to_host(entry[0]), entry[1]
       snapshots.images.append(frames[:, keep, :side, :side].swapaxes(0, 1))
       snapshots.logits.append(logits[:, keep].swapaxes(0, 1))
       snapshots.iterations.append(offset + np.arange(frames.shape[0]) * plan.snapshot_every)
     offset += plan.octave.iterations
-  images, target_logit, probability, rank, rank_raw = _to_host(
+  images, target_logit, probability, rank, rank_raw = devices.to_host(
       (T.clip(images), target_logit, probability, rank, rank_raw))
   return Generation(
       images=images[keep], targets=np.asarray(targets),

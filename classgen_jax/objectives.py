@@ -28,14 +28,6 @@ import jax
 import jax.numpy as jnp
 
 
-@dataclasses.dataclass(frozen=True)
-class Term:
-  """One term: ``kind`` with its parameters, on one head (if it reads one)."""
-  kind: str
-  head: str | None = None
-  constant: float = 0.0
-
-
 def _abs(x):
   """``|x|`` whose derivative at 0 is 0 (``sign(0)``), as torch's ``abs``.
 
@@ -51,25 +43,83 @@ def _target_logit(outputs, head, targets):
   return jnp.take_along_axis(logits, targets[:, None], axis=1)[:, 0]
 
 
-def _evaluate(term: Term, outputs, images, targets):
-  if term.kind == "logit":
-    return _target_logit(outputs, term.head, targets)
-  if term.kind == "log_probability":
-    logits = outputs[term.head]
+class Term:
+  """One term of an objective: a frozen value, ``term(outputs, images,
+  targets) -> (N,)``. Its torch twin is in ``converters/reference/objectives.py``.
+
+  ``head`` is the classifier output it reads (None for image priors).
+  """
+
+  head: str | None = None
+
+  def __call__(self, outputs: Mapping[str, jax.Array], images: jax.Array,
+               targets: jax.Array) -> jax.Array:
+    raise NotImplementedError
+
+  def __str__(self) -> str:
+    fields = [str(getattr(self, f.name)) for f in dataclasses.fields(self)]
+    return f"{_snake(type(self).__name__)}({', '.join(fields)})"
+
+
+def _snake(name: str) -> str:
+  return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
+
+
+@dataclasses.dataclass(frozen=True)
+class Logit(Term):
+  """The target class's logit on ``head``."""
+  head: str = "logits"
+
+  def __call__(self, outputs, images, targets):
+    return _target_logit(outputs, self.head, targets)
+
+
+@dataclasses.dataclass(frozen=True)
+class LogProbability(Term):
+  """log softmax of the target on ``head`` (minus the cross-entropy)."""
+  head: str = "logits"
+
+  def __call__(self, outputs, images, targets):
+    logits = outputs[self.head]
     log_p = jax.nn.log_softmax(logits.astype(jnp.promote_types(logits.dtype, jnp.float32)),
                                axis=-1)
     return jnp.take_along_axis(log_p, targets[:, None], axis=1)[:, 0]
-  if term.kind == "logit_distance":
-    return -_abs(term.constant - _target_logit(outputs, term.head, targets))
-  if term.kind == "l1":
+
+
+@dataclasses.dataclass(frozen=True)
+class LogitDistance(Term):
+  """``-|C - logit|``: the article's pull of the target logit towards ``C``."""
+  constant: float = 200.0
+  head: str = "logits"
+
+  def __call__(self, outputs, images, targets):
+    return -_abs(self.constant - _target_logit(outputs, self.head, targets))
+
+
+@dataclasses.dataclass(frozen=True)
+class L1(Term):
+  """``sum |a|`` over the image."""
+
+  def __call__(self, outputs, images, targets):
     return jnp.sum(_abs(images), axis=(1, 2, 3))
-  if term.kind == "total_variation":
+
+
+@dataclasses.dataclass(frozen=True)
+class TotalVariation(Term):
+  """Anisotropic total variation of the image."""
+
+  def __call__(self, outputs, images, targets):
     dy = _abs(images[:, 1:, :, :] - images[:, :-1, :, :])
     dx = _abs(images[:, :, 1:, :] - images[:, :, :-1, :])
     return jnp.sum(dy, axis=(1, 2, 3)) + jnp.sum(dx, axis=(1, 2, 3))
-  if term.kind == "l2":
+
+
+@dataclasses.dataclass(frozen=True)
+class L2(Term):
+  """``sum (a - 0.5)^2`` over the image."""
+
+  def __call__(self, outputs, images, targets):
     return jnp.sum(jnp.square(images - 0.5), axis=(1, 2, 3))
-  raise ValueError(f"unknown objective term {term.kind!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,7 +146,7 @@ class Objective:
     dtype = jnp.promote_types(images.dtype, jnp.float32)  # float64 stays float64
     total = jnp.zeros(images.shape[0], dtype)
     for weight, term in self.terms:
-      total = total + weight * _evaluate(term, outputs, images, targets).astype(dtype)
+      total = total + weight * term(outputs, images, targets).astype(dtype)
     return total
 
   def __add__(self, other: Objective) -> Objective:
@@ -118,42 +168,42 @@ class Objective:
     return -1.0 * self
 
   def __str__(self) -> str:
-    parts = []
-    for weight, term in self.terms:
-      args = ", ".join(str(a) for a in (
-          term.head, term.constant if term.kind == "logit_distance" else None) if a is not None)
-      parts.append(f"{weight:+g} * {term.kind}({args})")
-    return " ".join(parts)
+    return " ".join(f"{weight:+g} * {term}" for weight, term in self.terms)
+
+  def with_head(self, head: str) -> Objective:
+    """Every term that reads a head moved to ``head``."""
+    return Objective(tuple(
+        (w, dataclasses.replace(t, head=head) if t.head else t) for w, t in self.terms))
 
 
 def class_logit(head: str = "logits") -> Objective:
   """The target class's logit on ``head`` (Simonyan et al. 2013)."""
-  return Objective(((1.0, Term("logit", head)),))
+  return Objective(((1.0, Logit(head)),))
 
 
 def log_probability(head: str = "logits") -> Objective:
   """log softmax of the target: minus the cross-entropy to the target."""
-  return Objective(((1.0, Term("log_probability", head)),))
+  return Objective(((1.0, LogProbability(head)),))
 
 
 def logit_distance(constant: float = 200.0, head: str = "logits") -> Objective:
   """``-|C - logit|``: the article's pull of the target logit towards ``C``."""
-  return Objective(((1.0, Term("logit_distance", head, float(constant))),))
+  return Objective(((1.0, LogitDistance(float(constant), head)),))
 
 
 def l1() -> Objective:
   """``sum |a|`` over the image (subtract it to penalise)."""
-  return Objective(((1.0, Term("l1")),))
+  return Objective(((1.0, L1()),))
 
 
 def total_variation() -> Objective:
   """Anisotropic total variation of the image (subtract it to penalise)."""
-  return Objective(((1.0, Term("total_variation")),))
+  return Objective(((1.0, TotalVariation()),))
 
 
 def l2() -> Objective:
   """``sum (a - 0.5)^2`` over the image (subtract it to penalise)."""
-  return Objective(((1.0, Term("l2")),))
+  return Objective(((1.0, L2()),))
 
 
 def heads_mixture(weights: Mapping[str, float]) -> Objective:

@@ -1,20 +1,22 @@
-"""Recipes: every technique of the article as a frozen, documented config.
+"""Recipes: every technique of the article as a frozen, documented value.
 
 A recipe is a starting image and a list of octaves. An octave is a run of
-iterations at one canvas size; each iteration (in this order):
+iterations at one canvas size; each iteration does, in this order:
 
-1. canvas transforms the article applies to the image itself: the 1-px
-   padding ring, colour jitter, the cyclic resize, and the blur when
-   ``blur_order == "before"``;
-2. the model's *view*: a random crop of the canvas (``crop``), rolled by up
-   to ``jitter`` px and flipped, if asked;
-3. the objective on the view, its gradient back to the canvas, and the
-   update rule's step (step size following ``step_size`` linearly);
-4. the blur (``blur_order == "after"``), of the whole image or only of the
-   crop just updated, with sigma following ``blur_sigma`` linearly;
-5. clipping to [0, 1], if asked.
+1. ``resize``: the cyclic resize of the canvas, if any (the article's
+   resilience recipe);
+2. ``before``: operations on the canvas itself (padding ring, colour
+   jitter, the smoothing blur);
+3. ``view``: the model's view of the canvas (random crop, roll, flip),
+   the objective on it, its gradient back to the canvas, and the update
+   rule's step (step size following ``step_size`` linearly);
+4. ``after``: operations on the canvas after the step (the octaves' blur,
+   clipping).
 
-Copy a recipe and change it field by field::
+The operations are small values of ``classgen_jax.operations`` (``Crop``,
+``Roll``, ``Flip``, ``Blur``, ``ColourJitter``, ``PadRing``, ``Clip``,
+``ResizeCycle``); the engine applies them in order without knowing their
+kinds. Copy a recipe and change it field by field::
 
     import dataclasses
     from classgen_jax import recipes
@@ -23,8 +25,8 @@ Copy a recipe and change it field by field::
         dataclasses.replace(octaves[0], iterations=50),) + octaves[1:])
 
 Run one by name: ``python scripts/generate.py --recipe=octaves --classes=19``.
-The numbers are the article's (``shared/docs/RECIPES.md``) unless a field's
-comment says otherwise.
+The numbers are the article's (``shared/docs/RECIPES.md``) unless a comment
+says otherwise.
 """
 
 from __future__ import annotations
@@ -33,10 +35,20 @@ import dataclasses
 import difflib
 
 from classgen_jax import objectives as obj
-from classgen_jax.updates import Update
+from classgen_jax.operations import (
+    Blur,
+    Clip,
+    ColourJitter,
+    Crop,
+    Flip,
+    Operation,
+    PadRing,
+    ResizeCycle,
+    Roll,
+)
+from classgen_jax.updates import Adam, Gradient, L1Normalised, Rule, Sign
 
 INITS = ("uniform", "scaled_uniform", "normal", "photo")
-INTERPOLATIONS = ("bilinear", "nearest")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,81 +58,50 @@ class Octave:
   Attributes:
     iterations: steps in this octave.
     objective: what the steps raise (``classgen_jax.objectives``).
-    update: the update rule (``classgen_jax.updates.Update``).
+    update: the update rule (``classgen_jax.updates``).
     step_size: (first, last) step size; linear in between.
     canvas: resize the image to this side (bilinear) before the octave;
       None keeps the size it has.
-    crop: side of the random crop the model sees; None: the whole canvas.
-    jitter: roll the view by up to this many px each step (view only).
-    flip: flip the view horizontally at random (view only).
-    blur_sigma: (first, last) Gaussian blur sigma; None: no blur.
-    blur_kernel: blur kernel side.
-    blur_iterations: blur only during the first this-many iterations
-      (None: all of them; the smoothness prior blurs the first 3/4).
-    blur_region: ``"image"`` or ``"crop"`` (only the region just updated,
-      which avoids the washed-out border the article shows).
-    blur_order: ``"before"`` the gradient (the article's smoothness and
-      resilience code) or ``"after"`` the update (its octave code).
-    pad_value: if set, every step paints a ring of ``pad_width`` px of this
-      value around the image (the article's ``Pad([1, 1], fill=0.7)``, kept
-      at a fixed size: see ``transforms.fill_border``).
-    pad_width: the ring's width.
-    resize_cycle: the article's cyclic resize sizes (resilience recipe).
-    resize_iterations: resize cyclically during the first this-many steps.
-    interpolation: ``"nearest"`` (``F.interpolate``'s default, which drifts
-      the image to the bottom-right) or ``"bilinear"``.
-    brightness, contrast, saturation: colour jitter strengths per step
-      (torchvision ``ColorJitter`` semantics), applied to the image itself.
-    clip: clip the image to [0, 1] after every step.
+    resize: the cyclic resize within the octave (``ResizeCycle``), or None.
+    before: operations on the canvas before the gradient, in order.
+    view: operations from the canvas to the model's input, in order.
+    after: operations on the canvas after the update, in order.
   """
   iterations: int
   objective: obj.Objective = obj.class_logit()
-  update: Update = Update("gradient")
+  update: Rule = Gradient()
   step_size: tuple[float, float] = (1.0, 1.0)
   canvas: int | None = None
-  crop: int | None = None
-  jitter: int = 0
-  flip: bool = False
-  blur_sigma: tuple[float, float] | None = None
-  blur_kernel: int = 3
-  blur_iterations: int | None = None
-  blur_region: str = "image"
-  blur_order: str = "after"
-  pad_value: float | None = None
-  pad_width: int = 1
-  resize_cycle: tuple[int, ...] = ()
-  resize_iterations: int = 0
-  interpolation: str = "bilinear"
-  brightness: float = 0.0
-  contrast: float = 0.0
-  saturation: float = 0.0
-  clip: bool = False
+  resize: ResizeCycle | None = None
+  before: tuple[Operation, ...] = ()
+  view: tuple[Operation, ...] = ()
+  after: tuple[Operation, ...] = ()
 
   def __post_init__(self):
     if self.iterations < 1:
       raise ValueError(f"an octave needs at least 1 iteration, got {self.iterations}")
-    if self.interpolation not in INTERPOLATIONS:
-      raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got "
-                       f"{self.interpolation!r}")
-    if self.blur_region not in ("image", "crop"):
-      raise ValueError(f"blur_region must be 'image' or 'crop', got {self.blur_region!r}")
-    if self.blur_order not in ("before", "after"):
-      raise ValueError(f"blur_order must be 'before' or 'after', got {self.blur_order!r}")
-    if self.blur_kernel % 2 != 1:
-      raise ValueError(f"blur_kernel must be odd, got {self.blur_kernel}")
+    for field in ("before", "view", "after"):
+      for op in getattr(self, field):
+        if not isinstance(op, Operation) or isinstance(op, ResizeCycle):
+          raise ValueError(f"Octave.{field} takes operations of classgen_jax.operations "
+                           f"(a ResizeCycle goes in Octave.resize), got {op!r}")
 
   @property
   def heads(self) -> tuple[str, ...]:
     return self.objective.heads
 
+  @property
+  def operations(self) -> tuple[Operation, ...]:
+    """Every per-iteration operation, in the order they are applied."""
+    return (*self.before, *self.view, *self.after)
+
   def scaled(self, factor: float) -> Octave:
     """The octave with every iteration count scaled by ``factor``."""
-    def scale(n):
-      return None if n is None else max(1, round(n * factor)) if n else 0
+    scale = lambda ops: tuple(op.scaled(factor) for op in ops)  # noqa: E731
     return dataclasses.replace(
-        self, iterations=scale(self.iterations),
-        blur_iterations=scale(self.blur_iterations),
-        resize_iterations=scale(self.resize_iterations))
+        self, iterations=max(1, round(self.iterations * factor)),
+        resize=None if self.resize is None else self.resize.scaled(factor),
+        before=scale(self.before), view=scale(self.view), after=scale(self.after))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,18 +152,8 @@ class Recipe:
 
   def with_head(self, head: str) -> Recipe:
     """The recipe with every objective term moved to ``head``."""
-    def move(objective):
-      return obj.Objective(tuple(
-          (w, dataclasses.replace(t, head=head) if t.head else t) for w, t in objective.terms))
     return dataclasses.replace(self, octaves=tuple(
-        dataclasses.replace(o, objective=move(o.objective)) for o in self.octaves))
-
-
-_ARTICLE_L1 = obj.logit_distance(200.0) - 0.001 * obj.l1()
-_SMOOTH = dict(blur_sigma=(0.8, 0.8), blur_kernel=3, blur_order="before")
-_RESILIENT = dict(_SMOOTH, brightness=1e-4, resize_cycle=(256, 198, 160, 180, 200),
-                  resize_iterations=76, interpolation="nearest")
-
+        dataclasses.replace(o, objective=o.objective.with_head(head)) for o in self.octaves))
 
 
 RECIPES: dict[str, Recipe] = {}
@@ -193,52 +164,67 @@ def _register(recipe: Recipe) -> Recipe:
   return recipe
 
 
+# The article's objective for recipes 3-7: raise the target logit towards
+# C = 200, with an L1 penalty on the image.
+_ARTICLE_L1 = obj.logit_distance(200.0) - 0.001 * obj.l1()
+# Its smoothness prior: a 3x3 blur (sigma 0.8) before the step, for the
+# first 3/4 of the iterations.
+_SMOOTHING = Blur((0.8, 0.8), until=75)
+# Its transformation resilience: colour jitter, then the blur, every step,
+# and a cyclic resize during the first 76.
+_JITTER = ColourJitter(brightness=1e-4)
+_CYCLE = (256, 198, 160, 180, 200)
+
 _register(Recipe(
     "gradient", "uniform", 256,
-    (Octave(1000, obj.log_probability(), Update("gradient"), (10000.0, 10000.0)),),
+    (Octave(1000, obj.log_probability(), Gradient(), (10000.0, 10000.0)),),
     description="Recipe 1: plain gradient descent on the cross-entropy from U(0,1) noise. "
                 "Fools the model; looks like noise."))
 _register(Recipe(
     "sign", "uniform", 256,
-    (Octave(100, obj.log_probability(), Update("sign"), (0.01, 0.01)),),
+    (Octave(100, obj.log_probability(), Sign(), (0.01, 0.01)),),
     description="Recipe 2: the gradient sign step (Goodfellow et al. 2014), from noise or a "
                 "photo (init=)."))
 _register(Recipe(
     "logit_l1", "scaled_uniform", 256,
-    (Octave(100, _ARTICLE_L1, Update("gradient"), (0.15, 0.15)),),
+    (Octave(100, _ARTICLE_L1, Gradient(), (0.15, 0.15)),),
     description="Recipe 3: raise the target logit towards C=200 with an L1 penalty on the "
                 "image, from U(0,1)/25 + 0.5."))
 _register(Recipe(
     "smooth", "scaled_uniform", 256,
-    (Octave(100, _ARTICLE_L1, Update("gradient"), (0.15, 0.15), blur_iterations=75,
-            **_SMOOTH),),
+    (Octave(100, _ARTICLE_L1, Gradient(), (0.15, 0.15), before=(_SMOOTHING,)),),
     description="Recipe 4: recipe 3 plus a 3x3 Gaussian blur (sigma 0.8) before every step "
                 "of the first 3/4."))
 _register(Recipe(
     "resilient", "scaled_uniform", 256,
-    (Octave(100, _ARTICLE_L1, Update("gradient"), (0.15, 0.15), blur_iterations=75,
-            **_RESILIENT),),
+    (Octave(100, _ARTICLE_L1, Gradient(), (0.15, 0.15),
+            resize=ResizeCycle(_CYCLE, until=76, interpolation="nearest"),
+            before=(_JITTER, _SMOOTHING)),),
     description="Recipe 5: recipe 4 plus colour jitter (brightness 1e-4) every step and a "
                 "cyclic nearest-neighbour resize (256, 198, 160, 180, 200) for 76 steps."))
 _register(Recipe(
     "transfigure", "photo", 256,
-    (Octave(100, _ARTICLE_L1, Update("gradient"), (0.15, 0.15), blur_iterations=75,
-            **dict(_RESILIENT, interpolation="bilinear")),),
+    (Octave(100, _ARTICLE_L1, Gradient(), (0.15, 0.15),
+            resize=ResizeCycle(_CYCLE, until=76, interpolation="bilinear"),
+            before=(_JITTER, _SMOOTHING)),),
     description="Recipe 6: recipe 5 from a real photo (init=), with bilinear resizing so the "
                 "photo does not drift."))
 _register(Recipe(
     "aux", "scaled_uniform", 299,
-    (Octave(100, obj.logit_distance(200.0, "aux") - 0.001 * obj.l1(), Update("gradient"),
-            (0.3, 0.3), blur_iterations=75, brightness=1e-4, **_SMOOTH),),
+    (Octave(100, obj.logit_distance(200.0, "aux") - 0.001 * obj.l1(), Gradient(), (0.3, 0.3),
+            before=(_JITTER, _SMOOTHING)),),
     description="Recipe 7: recipes 3-5 on Inception-v3's auxiliary head at 299 px. The aux "
                 "head needs >= 299 px, so the cyclic resize is left out; its gradients are "
                 "smaller, so the step is doubled (0.3; the article gives no number)."))
-_OCTAVE_1 = Octave(100, obj.class_logit(), Update("gradient"), (1.5, 1.0),
-                   blur_sigma=(2.4, 0.8))
-_OCTAVE_2 = Octave(100, obj.class_logit(), Update("gradient"), (1.3, 0.45), canvas=340,
-                   crop=320, blur_sigma=(1.5, 0.4))
-_OCTAVE_3 = Octave(100, obj.class_logit(), Update("gradient"), (1.3, 0.45), canvas=390,
-                   blur_sigma=(1.5, 0.4))
+
+# The article's octaves: a step, then a blur of the whole canvas; sigma and
+# step size decay within each octave.
+_OCTAVE_1 = Octave(100, obj.class_logit(), Gradient(), (1.5, 1.0),
+                   after=(Blur((2.4, 0.8)),))
+_OCTAVE_2 = Octave(100, obj.class_logit(), Gradient(), (1.3, 0.45), canvas=340,
+                   view=(Crop(320),), after=(Blur((1.5, 0.4)),))
+_OCTAVE_3 = Octave(100, obj.class_logit(), Gradient(), (1.3, 0.45), canvas=390,
+                   after=(Blur((1.5, 0.4)),))
 _register(Recipe(
     "octaves", "uniform", 299, (_OCTAVE_1, _OCTAVE_2, _OCTAVE_3),
     description="Recipe 8: three octaves 299 -> 340 (random 320 crops) -> 390 px on the "
@@ -246,39 +232,42 @@ _register(Recipe(
                 "2015, Deep Dream)."))
 _register(Recipe(
     "octaves_coherent", "uniform", 299,
-    (Octave(220, obj.class_logit(), Update("gradient"), (6.0, 5.0), blur_sigma=(2.4, 0.8)),
-     Octave(500, obj.class_logit(), Update("gradient"), (1.3, 0.45), canvas=490, crop=470,
-            blur_sigma=(1.5, 0.4))),
+    (Octave(220, obj.class_logit(), Gradient(), (6.0, 5.0), after=(Blur((2.4, 0.8)),)),
+     Octave(500, obj.class_logit(), Gradient(), (1.3, 0.45), canvas=490,
+            view=(Crop(470),), after=(Blur((1.5, 0.4)),))),
     description="Recipe 9: two octaves, 220 steps at 299 px then 500 at 490 px with 470 "
                 "crops, for more coherent images."))
 _register(Recipe(
     "octaves_padded", "uniform", 299,
-    (dataclasses.replace(_OCTAVE_1, pad_value=0.7), _OCTAVE_2, _OCTAVE_3),
+    (dataclasses.replace(_OCTAVE_1, before=(PadRing(0.7),)), _OCTAVE_2, _OCTAVE_3),
     description="Recipe 10: recipe 8 with a 1-px ring of 0.7 painted every step of the first "
                 "octave, so features stop collecting at the border."))
-_DD = dict(update=Update("l1"), crop=224, clip=True)
+
+
+def _deepdraw(iterations, head, step, sigma, canvas=None):
+  """DeepDraw's octave: L1-normalised steps on 224 px crops, then blur, then clip."""
+  return Octave(iterations, obj.class_logit(head), L1Normalised(), step, canvas=canvas,
+                view=(Crop(224),), after=(Blur(sigma), Clip()))
+
+
 _register(Recipe(
     "deepdraw", "normal", 250,
-    (Octave(190, obj.class_logit("logits"), step_size=(11 / 255, 11 / 255),
-            blur_sigma=(2.5, 0.78), **_DD),
-     Octave(150, obj.class_logit("logits"), step_size=(6 / 255, 6 / 255), canvas=300,
-            blur_sigma=(0.936, 0.78), **_DD),
-     Octave(150, obj.class_logit("aux2"), step_size=(6 / 255, 3 / 255), canvas=360,
-            blur_sigma=(0.936, 0.44), **_DD),
-     Octave(10, obj.class_logit("aux1"), step_size=(3 / 255, 3 / 255),
-            blur_sigma=(0.44, 0.304), **_DD)),
+    (_deepdraw(190, "logits", (11 / 255, 11 / 255), (2.5, 0.78)),
+     _deepdraw(150, "logits", (6 / 255, 6 / 255), (0.936, 0.78), canvas=300),
+     _deepdraw(150, "aux2", (6 / 255, 3 / 255), (0.936, 0.44), canvas=360),
+     _deepdraw(10, "aux1", (3 / 255, 3 / 255), (0.44, 0.304))),
     init_mean=200 / 255, init_std=8 / 255,
     description="DeepDraw (Øygard 2015): L1-normalised steps on 224 crops of a growing canvas, "
-                "clip then blur, four octaves ending on GoogLeNet's aux heads (steps and "
+                "blur then clip, four octaves ending on GoogLeNet's aux heads (steps and "
                 "noise converted from Caffe's 0-255 scale). Other models: "
                 "recipes.get('deepdraw').with_head('logits')."))
 
 _register(Recipe(
     "recognisable", "normal", 160,
-    (Octave(200, obj.class_logit(), Update("adam"), (0.08, 0.02), crop=144, jitter=6,
-            flip=True, blur_sigma=(1.2, 0.6), clip=True),
-     Octave(312, obj.class_logit(), Update("adam"), (0.04, 0.005), canvas=256, crop=224,
-            jitter=8, flip=True, blur_sigma=(0.8, 0.3), clip=True)),
+    (Octave(200, obj.class_logit(), Adam(), (0.08, 0.02),
+            view=(Crop(144), Roll(6), Flip()), after=(Blur((1.2, 0.6)), Clip())),
+     Octave(312, obj.class_logit(), Adam(), (0.04, 0.005), canvas=256,
+            view=(Crop(224), Roll(8), Flip()), after=(Blur((0.8, 0.3)), Clip()))),
     init_mean=0.5, init_std=0.05,
     description="This project's default, tuned for images that other models (and people) "
                 "recognise within 512 steps: Adam on the pixels (DeepInversion, Lucid) with "

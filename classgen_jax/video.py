@@ -23,8 +23,9 @@ from PIL import Image, ImageDraw, ImageFont
 
 from classgen_jax import imagenet
 from classgen_jax._files import atomic_path
-from classgen_jax.engine import Generation, Trace
+from classgen_jax.engine import Generation
 from classgen_jax.images import to_uint8
+from classgen_jax.metrics import Trace
 
 _BACKGROUND = (255, 255, 255)
 _AXIS = (90, 90, 90)

@@ -5,7 +5,7 @@ r"""Throughput of classgen_jax's compiled octave against the torch reference.
   python scripts/benchmark.py --model=resnet18 --sweep --max_batch=32
   python scripts/benchmark.py --flops=googlenet,inception_v3,resnet50,efficientnet_lite0
 
-See ``converters/benchmark.py`` for what is measured and how.
+See ``converters/reference/benchmark.py`` for what is measured and how.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import json
 from absl import app, flags
 
 from classgen_jax._files import write_text
-from converters import benchmark
+from converters.reference import benchmark
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "googlenet", "Catalogue model name.")
@@ -58,7 +58,7 @@ def main(argv):
   if FLAGS.breakdown or FLAGS.trace_dir:
     _, classifier = benchmark.models(config.model)
     if config.dtype != "float32":
-      classifier = benchmark.engine.mixed_precision(classifier, benchmark.DTYPES[config.dtype])
+      classifier = benchmark.devices.mixed_precision(classifier, benchmark.DTYPES[config.dtype])
     if FLAGS.breakdown:
       result["breakdown"] = benchmark.breakdown(classifier, config,
                                                 result["results"]["jax"]["ms_per_step"])

@@ -6,7 +6,7 @@ Random torchvision weights with randomised BatchNorm; each head's logits
 (max abs error / max |truth|) and the input gradient of one logit (relative
 L2) against torch float64 on the CPU, for torch float32 and JAX float32 with
 TF32 off on both, and JAX at its default precision (TF32 on a recent GPU).
-See ``converters/parity.py``.
+See ``converters/reference/parity.py``.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def main(argv):
                          "real weights in tests/test_efficientnet_lite.py")
   except ValueError as error:
     sys.exit(f"error: {error}")
-  from converters import parity  # pylint: disable=g-import-not-at-top
+  from converters.reference import parity  # pylint: disable=g-import-not-at-top
 
   print("logits error / gradient error against torch float64 on the CPU")
   results = []

@@ -11,7 +11,7 @@ import sys
 from absl import app, flags
 
 from classgen_jax import load_classifier
-from converters import benchmark
+from converters.reference import benchmark
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "efficientnet_lite0", "Model name.")

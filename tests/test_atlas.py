@@ -16,17 +16,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from classgen_jax import atlas, imagenet, recipes
-from classgen_jax import objectives as obj
+from classgen_jax import atlas, imagenet
 from classgen_jax.images import read_png_metadata
-from classgen_jax.updates import Update
-from tests.test_engine import tiny
+from tests.conftest import CLASSES, QUICK, tiny
 
 ROOT = Path(__file__).resolve().parents[1]
-QUICK = recipes.Recipe("quick", "uniform", 32, (
-    recipes.Octave(3, obj.class_logit(), Update("gradient"), (0.5, 0.5),
-                   blur_sigma=(0.8, 0.8)),))
-CLASSES = [0, 1, 2, 3]
 
 
 def pixels(path) -> np.ndarray:
@@ -126,8 +120,8 @@ def test_rerun_does_nothing_and_other_batches_make_the_same_images(reference, tm
 
 def test_resume_after_kill_matches_uninterrupted_run(reference, tmp_path):
   out = tmp_path / "killed"
-  script = ("import sys\nfrom classgen_jax import atlas\nfrom tests.test_atlas import QUICK, "
-            "CLASSES\nfrom tests.test_engine import tiny\n"
+  script = ("import sys\nfrom classgen_jax import atlas\nfrom tests.conftest import QUICK, "
+            "CLASSES, tiny\n"
             "atlas.make_atlas(tiny(), CLASSES, sys.argv[1], QUICK, batch_size=1)\n")
   env = dict(os.environ, CLASSGEN_JAX_ATLAS_SLEEP="120", JAX_PLATFORMS="cpu")
   child = subprocess.Popen([sys.executable, "-c", script, str(out)], cwd=ROOT, env=env,

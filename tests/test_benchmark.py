@@ -38,7 +38,7 @@ def test_script_writes_the_documented_json(tmp_path):
 
 
 def test_flops_table_counts_resnet18():
-  from converters import benchmark
+  from converters.reference import benchmark
   row = benchmark.flops_table(["resnet18"])["resnet18"]
   # torchvision's ResNet-18: 1.81 G multiply-adds per 224 px forward pass.
   assert row["image_size"] == 224 and 3.2 < row["forward_gflops"] < 3.8
@@ -47,26 +47,27 @@ def test_flops_table_counts_resnet18():
 
 
 def test_bfloat16_model_keeps_a_float32_canvas():
-  """``engine.mixed_precision``, the benchmark's ``--dtype=bfloat16``."""
+  """``devices.mixed_precision``, the benchmark's ``--dtype=bfloat16``."""
   import jax
   import jax.numpy as jnp
   import numpy as np
 
-  from classgen_jax import engine
-  from tests.test_engine import _quick, tiny
+  from classgen_jax import devices, engine, octave, step
+  from classgen_jax.operations import Blur, Crop, Roll
+  from tests.conftest import quick, tiny
 
-  fast = engine.mixed_precision(tiny())
+  fast = devices.mixed_precision(tiny())
   assert fast.dtype == jnp.bfloat16 and fast.module.dtype == jnp.bfloat16
-  recipe = _quick("gradient", 0.05, crop=40, jitter=3, blur_sigma=(1.0, 0.5))
+  recipe = quick("gradient", 0.05, view=(Crop(40), Roll(3)), after=(Blur((1.0, 0.5)),))
   images = engine.initial_images(recipe, engine.image_keys(0, [1, 2], [0, 0]))
   assert fast(images, heads=("logits",))["logits"].dtype == jnp.bfloat16
   # The gradient reaches the canvas as float32, and the octave's canvas stays so.
   grad = jax.grad(lambda x: fast(x.astype(fast.dtype))["logits"][:, 1].sum())(images)
   assert grad.dtype == jnp.float32
-  plan = engine._plan(fast, recipe, 0)[0]
-  buffer, trace, _ = jax.eval_shape(engine._compiled_octave(plan, "logits"), fast, images,
-                                    jnp.asarray([1, 2]), engine.image_keys(0, [1, 2], [0, 0]))
-  assert buffer.dtype == jnp.float32 and trace.objective.dtype == jnp.float32
+  plan = step.plan(fast, recipe)[0]
+  state, trace, _ = jax.eval_shape(octave.compiled(plan), fast, step.init_state(plan, images),
+                                   jnp.asarray([1, 2]), engine.image_keys(0, [1, 2], [0, 0]))
+  assert state.canvas.dtype == jnp.float32 and trace.objective.dtype == jnp.float32
   result = engine.generate(fast, [1, 2], recipe)
   full = engine.generate(tiny(), [1, 2], recipe)
   assert result.images.dtype == np.float32 and np.isfinite(result.images).all()
@@ -79,8 +80,8 @@ def test_time_recipes_reports_every_recipe_asked():
   import dataclasses
 
   from classgen_jax import recipes
-  from converters import benchmark
-  from tests.test_engine import small, tiny
+  from converters.reference import benchmark
+  from tests.conftest import small, tiny
   quick = dataclasses.replace(small(recipes.get("sign")), name="sign")
   original = recipes.RECIPES["sign"]
   recipes.RECIPES["sign"] = quick
@@ -93,8 +94,8 @@ def test_time_recipes_reports_every_recipe_asked():
 
 
 def test_trace_summary_names_the_convolutions(tmp_path):
-  from converters import benchmark
-  from tests.test_engine import tiny
+  from converters.reference import benchmark
+  from tests.conftest import tiny
   config = benchmark.Config(model="tiny", image_size=64, batch_size=2, steps=2)
   summary = benchmark.trace_summary(tiny(), config, str(tmp_path / "trace"))
   assert list((tmp_path / "trace").rglob("*.xplane.pb"))

@@ -4,69 +4,19 @@ snapshots, errors, and parity with the torch reference path."""
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
-import torchvision
 
 import classgen_jax
 import converters
-from classgen_jax import engine, recipes
+from classgen_jax import engine, octave, recipes, step, updates
 from classgen_jax import objectives as obj
+from classgen_jax.operations import Blur, Clip, ColourJitter, Crop, Flip, Roll
 from classgen_jax.recipes import Octave, Recipe
-from classgen_jax.updates import Update
-from converters.torch_reference import torch_generate
-from tests.conftest import random_torch_model, randomize_batchnorm
-
-
-@functools.cache
-def tiny_torch() -> torch.nn.Module:
-  """A one-block-per-stage random ResNet: every mechanism, little compute."""
-  torch.manual_seed(0)
-  module = torchvision.models.ResNet(torchvision.models.resnet.BasicBlock, [1, 1, 1, 1])
-  torch.nn.init.normal_(module.fc.weight, std=0.05)
-  return randomize_batchnorm(module, 64)
-
-
-@functools.cache
-def tiny() -> classgen_jax.Classifier:
-  return converters.from_torchvision(tiny_torch())
-
-
-def small(recipe: Recipe, iterations: int = 3) -> Recipe:
-  """The recipe at a tenth of its sizes and a few iterations per octave."""
-  def side(n):
-    return None if n is None else max(24, n // 5)
-
-  octaves = []
-  for o in recipe.octaves:
-    fraction = iterations / o.iterations
-    octaves.append(dataclasses.replace(
-        o, iterations=iterations, canvas=side(o.canvas),
-        crop=None if o.crop is None else side(o.crop) - 4,
-        resize_cycle=tuple(side(s) for s in o.resize_cycle),
-        resize_iterations=round(o.resize_iterations * fraction) if o.resize_iterations else 0,
-        blur_iterations=(None if o.blur_iterations is None
-                         else max(1, round(o.blur_iterations * fraction)))))
-  return dataclasses.replace(recipe, size=side(recipe.size), octaves=tuple(octaves))
-
-
-def _model_for(recipe: Recipe):
-  """GoogLeNet (with its aux heads) where a recipe reads an aux head."""
-  if any(h != "logits" for h in recipe.heads):
-    return random_torch_model("googlenet")
-  return tiny_torch()
-
-
-def _runnable(name: str) -> Recipe:
-  recipe = small(recipes.get(name))
-  if "aux" in recipe.heads:  # Inception's aux head needs 299 px: use GoogLeNet's
-    recipe = recipe.with_head("aux1")
-  return recipe
-
+from converters.reference.loop import torch_generate
+from tests.conftest import model_for, quick, runnable, small, tiny
 
 # The GoogLeNet-headed and cyclic-resize recipes compile the longest; these
 # runs are in the slow pass (resilient's parity test runs by default).
@@ -77,8 +27,8 @@ _RUNS_SLOW = ("aux", "deepdraw", "resilient", "transfigure")
     pytest.param(n, marks=[pytest.mark.slow] if n in _RUNS_SLOW else [])
     for n in recipes.names()])
 def test_every_recipe_runs(name):
-  recipe = _runnable(name)
-  module = _model_for(recipe)
+  recipe = runnable(name)
+  module = model_for(recipe)
   clf = converters.from_torchvision(module)
   init = np.random.default_rng(0).random((40, 50, 3)) if recipe.init == "photo" else None
   result = engine.generate(clf, [1, "tabby"], recipe, seed=3, restarts=2, init=init)
@@ -96,20 +46,15 @@ def test_every_recipe_runs(name):
 def test_steps_scale_shortens_every_octave():
   recipe = recipes.get("octaves", steps_scale=0.1)
   assert [o.iterations for o in recipe.octaves] == [10, 10, 10]
-  assert recipes.get("smooth", steps_scale=0.5).octaves[0].blur_iterations == 38
-  assert recipes.get("resilient", steps_scale=2).octaves[0].resize_iterations == 152
+  assert recipes.get("smooth", steps_scale=0.5).octaves[0].before[0].until == 38
+  assert recipes.get("resilient", steps_scale=2).octaves[0].resize.until == 152
   with pytest.raises(ValueError, match="did you mean octaves"):
     recipes.get("octave")
 
 
-def _quick(rule="gradient", lr=0.05, iterations=4, **octave):
-  return Recipe("quick", "uniform", 48,
-                (Octave(iterations, obj.class_logit(), Update(rule), (lr, lr), **octave),))
-
-
 def test_reproducible_and_independent_of_the_batch():
-  recipe = _quick("sign", 0.02, crop=40, jitter=3, flip=True, brightness=0.05,
-                  blur_sigma=(1.0, 0.5))
+  recipe = quick("sign", 0.02, before=(ColourJitter(brightness=0.05),),
+                 view=(Crop(40), Roll(3), Flip()), after=(Blur((1.0, 0.5)),))
   alone = engine.generate(tiny(), [5], recipe, seed=11)
   again = engine.generate(tiny(), [5], recipe, seed=11)
   batch = engine.generate(tiny(), [9, 5, 2], recipe, seed=11, restarts=2)
@@ -122,17 +67,23 @@ def test_reproducible_and_independent_of_the_batch():
 
 
 def test_second_call_reuses_the_compiled_octave():
-  recipe = _quick(iterations=2)
+  recipe = quick(iterations=2, after=(Blur((1.0, 0.5)),))
   engine.generate(tiny(), [1, 2], recipe)
-  plan = engine._plan(tiny(), recipe, 0)[0]
-  compiled = engine._compiled_octave(plan, "logits")
+  plan = step.plan(tiny(), recipe)[0]
+  compiled = octave.compiled(plan)
   before = compiled._cache_size()
-  engine.generate(tiny(), [3, 4], recipe, seed=5)
+  # An equal recipe built anew (equal objectives, rules and operations hash
+  # equal) runs the same program.
+  again = quick(iterations=2, after=(Blur((1.0, 0.5)),))
+  assert octave.compiled(step.plan(tiny(), again)[0]) is compiled
+  engine.generate(tiny(), [3, 4], again, seed=5)
   assert compiled._cache_size() == before == 1
+  other = quick(iterations=2, after=(Blur((1.0, 0.4)),))
+  assert octave.compiled(step.plan(tiny(), other)[0]) is not compiled
 
 
 def test_snapshots_and_stability():
-  recipe = _quick(iterations=7)
+  recipe = quick(iterations=7)
   result = engine.generate(tiny(), [1, 2], recipe, snapshot_every=3)
   snaps = result.snapshots
   assert snaps.images[0].shape == (2, 2, 48, 48, 3)
@@ -143,9 +94,16 @@ def test_snapshots_and_stability():
   np.testing.assert_allclose(snaps.images[0][:, 0], start, rtol=0, atol=0)
   np.testing.assert_allclose(snaps.logits[0][:, 0, :][np.arange(2), [1, 2]],
                              result.trace.target_logit[0], rtol=1e-6)
-  # Snapshots do not change the run.
+  # Snapshots do not change the run, nor does running it in chunks (with a
+  # scheduled blur, whose iteration must not be folded into constants).
   plain = engine.generate(tiny(), [1, 2], recipe)
   np.testing.assert_array_equal(plain.images, result.images)
+  blurred = quick(iterations=7, after=(Blur((1.5, 0.5)),))
+  plain = engine.generate(tiny(), [1, 2], blurred)
+  for kwargs in (dict(snapshot_every=3), dict(chunk=3), dict(chunk=2, snapshot_every=2)):
+    other = engine.generate(tiny(), [1, 2], blurred, **kwargs)
+    np.testing.assert_array_equal(plain.images, other.images, err_msg=str(kwargs))
+    np.testing.assert_array_equal(plain.trace.objective, other.trace.objective)
   s = result.stability
   top1 = s["top1_fraction"]
   assert top1.shape == (2,) and np.all((top1 >= 0) & (top1 <= 1))
@@ -154,7 +112,7 @@ def test_snapshots_and_stability():
 
 
 def test_nan_stops_with_the_class_and_iteration():
-  recipe = _quick("gradient", 1e38, iterations=6)
+  recipe = quick("gradient", 1e38, iterations=6)
   with pytest.raises(engine.GenerationError, match=r"class 7 \('cock'\).*iteration \d"):
     engine.generate(tiny(), [7], recipe)
 
@@ -164,19 +122,19 @@ def test_bad_inputs_give_clear_errors(tmp_path):
   with pytest.raises(ValueError, match="did you mean"):
     engine.generate(clf, [1], "octavs")
   with pytest.raises(classgen_jax.UnknownClassError, match="did you mean 'chickadee'"):
-    engine.generate(clf, ["chikadee"], _quick())
+    engine.generate(clf, ["chikadee"], quick())
   with pytest.raises(classgen_jax.InputError, match="head 'aux'.*does not have"):
     engine.generate(clf, [1], "aux")
   with pytest.raises(ValueError, match="crop 60 is larger than the canvas 48"):
-    engine.generate(clf, [1], _quick(crop=60))
+    engine.generate(clf, [1], quick(view=(Crop(60),)))
   with pytest.raises(ValueError, match="starts from a photo"):
     engine.generate(clf, [1], small(recipes.get("transfigure")))
   bad = tmp_path / "broken.jpg"
   bad.write_bytes(b"not an image")
   with pytest.raises(classgen_jax.images.ImageError, match="cannot read"):
-    engine.generate(clf, [1], _quick(), init=bad)
+    engine.generate(clf, [1], quick(), init=bad)
   with pytest.raises(ValueError, match="no targets"):
-    engine.generate(clf, [], _quick())
+    engine.generate(clf, [], quick())
   inception = classgen_jax.Classifier(
       classgen_jax.models.Inception3(), None, "inception_v3", 299)
   with pytest.raises(classgen_jax.InputError, match="needs at least 299 px"):
@@ -208,8 +166,8 @@ def test_parity_with_torch_reference(name, x64):
   is within ~1e-13 of zero, and the entries that are exactly zero (outside a
   crop) are zero on both sides.
   """
-  recipe = _runnable(name)
-  module = _model_for(recipe).double()
+  recipe = runnable(name)
+  module = model_for(recipe).double()
   try:
     clf = converters.from_torchvision(module, dtype=jnp.float64)
     targets, restarts = [1, 281], [0, 0]
@@ -218,8 +176,7 @@ def test_parity_with_torch_reference(name, x64):
                                             if recipe.init == "photo" else None))
     init = init.astype(np.float64)
     draws = engine.random_draws(recipe, targets, restarts, seed=0, dtype=jnp.float64)
-    ours = engine._generate_batch(clf, recipe, engine._plan(clf, recipe, 0), "logits",
-                                  np.asarray(targets), np.asarray(restarts), 0, list(init))
+    ours = engine.generate(clf, targets, recipe, seed=0, init=list(init))
     theirs = torch_generate(module, targets, recipe, init, draws).detach().numpy()
   finally:
     module.float()
@@ -231,7 +188,7 @@ def test_parity_with_torch_reference(name, x64):
 def test_final_metrics_describe_the_returned_image_and_the_raw_canvas():
   clf = tiny()  # input_size 224: a 64 px canvas is upsampled for the metrics
   wild = Recipe("wild", "uniform", 64,
-                (Octave(10, obj.log_probability(), Update("sign"), (0.1, 0.1)),))
+                (Octave(10, obj.log_probability(), updates.Sign(), (0.1, 0.1)),))
   result = engine.generate(clf, [3, 500, 901], wild, seed=1)
   assert result.images.min() >= 0 and result.images.max() <= 1
   from classgen_jax.classify import class_probabilities
@@ -245,16 +202,16 @@ def test_final_metrics_describe_the_returned_image_and_the_raw_canvas():
   assert (result.rank > 0).all()
   # Clipped at every step and made at the native size, the two views agree.
   native = Recipe("native", "uniform", 224, (Octave(
-      2, obj.log_probability(), Update("sign"), (0.3, 0.3), clip=True),))
+      2, obj.log_probability(), updates.Sign(), (0.3, 0.3), after=(Clip(),)),))
   result = engine.generate(clf, [3, 500], native, seed=1)
   np.testing.assert_array_equal(result.rank_as_optimised, result.rank)
 
 
 def test_chunks_share_one_compiled_octave_and_change_no_image():
-  recipe = _quick("sign", 0.02, iterations=2, crop=40, jitter=3)
+  recipe = quick("sign", 0.02, iterations=2, view=(Crop(40), Roll(3)))
   whole = engine.generate(tiny(), [1, 2, 3, 4, 5], recipe, seed=3)
-  plan = engine._plan(tiny(), recipe, 0)[0]
-  compiled = engine._compiled_octave(plan, "logits")
+  plan = step.plan(tiny(), recipe)[0]
+  compiled = octave.compiled(plan)
   before = compiled._cache_size()
   chunked = engine.generate(tiny(), [1, 2, 3, 4, 5], recipe, seed=3, batch_size=2)
   # Chunks of 2, 2 and 1 padded to 2: one new program, not two.

@@ -11,8 +11,7 @@ import pytest
 from PIL import Image
 
 from classgen_jax import atlas, classify, gallery
-from tests.test_atlas import QUICK
-from tests.test_engine import tiny
+from tests.conftest import QUICK, tiny
 
 
 class _Links(html.parser.HTMLParser):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from classgen_jax import objectives as obj
-from tests.test_engine import tiny
+from tests.conftest import tiny
 
 TARGETS = jnp.array([3, 250])
 

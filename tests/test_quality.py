@@ -12,10 +12,10 @@ import pytest
 from classgen_jax import quality
 from classgen_jax.classify import class_probabilities
 from classgen_jax.recipes import Octave, Recipe
-from classgen_jax.updates import Update
-from tests.test_engine import tiny
+from classgen_jax.updates import Sign
+from tests.conftest import tiny
 
-QUICK = Recipe("quick", "uniform", 48, (Octave(3, update=Update("sign"), step_size=(0.02, 0.02)),))
+QUICK = Recipe("quick", "uniform", 48, (Octave(3, update=Sign(), step_size=(0.02, 0.02)),))
 
 
 def test_default_classes_are_32_spread_over_imagenet():

@@ -23,10 +23,11 @@ import sys
 import jax
 import numpy as np
 from classgen_jax import engine
-from tests.test_engine import _quick, tiny
+from classgen_jax.operations import Blur, ColourJitter, Crop, Flip, Roll
+from tests.conftest import quick, tiny
 
-recipe = _quick("sign", 0.02, crop=40, jitter=3, flip=True, brightness=0.05,
-                blur_sigma=(1.0, 0.5))
+recipe = quick("sign", 0.02, before=(ColourJitter(brightness=0.05),),
+               view=(Crop(40), Roll(3), Flip()), after=(Blur((1.0, 0.5)),))
 out = {"devices": len(jax.devices()), "mesh": engine.batch_mesh().size}
 six = engine.generate(tiny(), [9, 5, 2], recipe, seed=11, restarts=2, snapshot_every=2)
 by2 = engine.generate(tiny(), [9, 5, 2], recipe, seed=11, restarts=2, batch_size=2)

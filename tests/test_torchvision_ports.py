@@ -20,7 +20,7 @@ import pytest
 import torch
 
 import converters
-from converters.torch_reference import torch_outputs
+from converters.reference.loop import torch_outputs
 from tests.conftest import random_torch_model
 
 TARGET = 7  # the logit whose input gradient is compared
@@ -145,7 +145,7 @@ def test_parity(name, size, x64):
 
 def test_parity_report_on_this_machine():
   """``scripts/check_parity.py``'s measurement (on a GPU it also shows TF32's cost)."""
-  from converters import parity
+  from converters.reference import parity
   result = parity.compare("resnet18", size=64, batch=1)
   assert result["size"] == 64 and set(result["heads"]) == {"logits"}
   errors = result["heads"]["logits"]

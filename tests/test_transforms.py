@@ -10,7 +10,7 @@ import torch
 import torchvision.transforms as tv_transforms
 
 from classgen_jax import transforms as T
-from converters import torch_transforms as TT
+from converters.reference import transforms as TT
 
 # Small sizes keep the suite fast; the article's own sizes are checked where
 # only index arithmetic is involved.

@@ -8,7 +8,8 @@ import numpy as np
 import optax
 import pytest
 
-from classgen_jax.updates import Update, linear
+from classgen_jax import updates
+from classgen_jax.updates import linear
 
 
 def _grads():
@@ -17,11 +18,11 @@ def _grads():
 
 
 def _step(rule, grads, lr=0.5, count=None, steps=1):
-  tx = Update(rule).transformation(linear(lr, lr, 10), count=count)
+  tx = updates.get(rule).transformation(linear(lr, lr, 10), count=count)
   state = tx.init(grads)
   for _ in range(steps):
-    updates, state = tx.update(grads, state, grads)
-  return updates
+    deltas, state = tx.update(grads, state, grads)
+  return deltas
 
 
 def test_gradient_and_sign():
@@ -62,4 +63,4 @@ def test_linear_schedule_is_the_articles():
 
 def test_unknown_rule():
   with pytest.raises(ValueError, match="choose one of gradient, sign, l1, adam"):
-    Update("sgd")
+    updates.get("sgd")

@@ -9,8 +9,7 @@ from PIL import Image
 
 from classgen_jax import engine, video
 from classgen_jax.engine import Trace
-from tests.test_atlas import QUICK
-from tests.test_engine import tiny
+from tests.conftest import QUICK, tiny
 
 
 @pytest.fixture(scope="module")

@@ -71,7 +71,7 @@ def test_pth_to_cache_to_torch_free_reload(googlenet_pth, cache, tmp_path):
 def test_outputs_match_torch_through_the_file(googlenet_pth, cache):
   clf = classgen_jax.load_classifier("googlenet", weights=googlenet_pth)
   module = converters.build_torch("googlenet", converters.read_state_dict(googlenet_pth))
-  from converters.torch_reference import torch_outputs
+  from converters.reference.loop import torch_outputs
   images = _images(n=1)
   with torch.no_grad():
     want = torch_outputs(module, torch.from_numpy(images).permute(0, 3, 1, 2))["logits"]

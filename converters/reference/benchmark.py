@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from classgen_jax import engine
+from classgen_jax import devices, engine, octave, operations, step
 from classgen_jax import recipes as recipes_lib
 from classgen_jax.recipes import Recipe
 
@@ -74,19 +74,16 @@ class Config:
 def benchmark_recipe(name: str, image_size: int, steps: int) -> Recipe:
   """The recipe's first octave, ``steps`` long, at ``image_size``.
 
-  The octave keeps its objective, update, blur, jitter and crop (a crop not
-  smaller than the canvas is dropped); its cyclic resize is left out, since
-  the torch and JAX loops would both spend their time resizing.
+  The octave keeps its objective, update and operations (a crop not smaller
+  than the canvas is dropped); its cyclic resize is left out, since the
+  torch and JAX loops would both spend their time resizing.
   """
   recipe = recipes_lib.get(name)
   first = recipe.octaves[0]
-  fraction = steps / first.iterations
-  octave = dataclasses.replace(
-      first, iterations=steps, canvas=None,
-      crop=first.crop if first.crop is not None and first.crop < image_size else None,
-      resize_cycle=(), resize_iterations=0,
-      blur_iterations=(None if first.blur_iterations is None
-                       else max(1, round(first.blur_iterations * fraction))))
+  first = first.scaled(steps / first.iterations)
+  view = tuple(op for op in first.view
+               if not (isinstance(op, operations.Crop) and op.size >= image_size))
+  octave = dataclasses.replace(first, iterations=steps, canvas=None, resize=None, view=view)
   return dataclasses.replace(recipe, init="uniform", size=image_size, octaves=(octave,))
 
 
@@ -123,7 +120,7 @@ def _behind_imagenet_normalisation(model):
   """``model`` wrapped so that ``torch_outputs`` feeds it what it expects."""
   import torch  # pylint: disable=g-import-not-at-top
 
-  from converters import torch_reference  # pylint: disable=g-import-not-at-top
+  from converters.reference import loop  # pylint: disable=g-import-not-at-top
 
   class EfficientNetLiteInput(torch.nn.Module):
     """EfficientNet-Lite behind ``torch_outputs``'s ImageNet normalisation.
@@ -136,8 +133,8 @@ def _behind_imagenet_normalisation(model):
     def __init__(self, model):
       super().__init__()
       self.model = model
-      self.register_buffer("mean", torch.tensor(torch_reference._MEAN).view(1, 3, 1, 1))
-      self.register_buffer("std", torch.tensor(torch_reference._STD).view(1, 3, 1, 1))
+      self.register_buffer("mean", torch.tensor(loop.IMAGENET_MEAN).view(1, 3, 1, 1))
+      self.register_buffer("std", torch.tensor(loop.IMAGENET_STD).view(1, 3, 1, 1))
 
     def forward(self, x):
       x = x * self.std + self.mean
@@ -215,24 +212,24 @@ def _setup(config: Config, batch_size: int):
 
 
 def _octave(classifier, config: Config, batch_size: int):
-  """``(compiled octave, starting canvas, targets, keys)`` of the benchmark."""
+  """``(plan, compiled octave, starting canvas, targets, keys)`` of the benchmark."""
   recipe, targets, restarts = _setup(config, batch_size)
-  plan = engine._plan(classifier, recipe, 0)[0]  # pylint: disable=protected-access
-  run = engine._compiled_octave(plan, "logits")  # pylint: disable=protected-access
+  plan = step.plan(classifier, recipe)[0]
   keys = engine.image_keys(config.seed, targets, restarts)
-  return run, np.asarray(engine.initial_images(recipe, keys)), jnp.asarray(targets), keys
+  init = np.asarray(engine.initial_images(recipe, keys))
+  return plan, octave.compiled(plan), init, jnp.asarray(targets), keys
 
 
 def measure_jax(classifier, config: Config, batch_size: int | None = None) -> dict[str, Any]:
   """The compiled octave: one scan of ``config.steps`` iterations."""
   batch_size = batch_size or config.batch_size
-  run, init, targets_device, keys = _octave(classifier, config, batch_size)
+  plan, run, init, targets_device, keys = _octave(classifier, config, batch_size)
 
-  def prepare():  # the canvas is donated, so each call gets a fresh one
-    return (jax.block_until_ready(jnp.array(init)),)
+  def prepare():  # the state is donated, so each call gets a fresh one
+    return (jax.block_until_ready(step.init_state(plan, jnp.array(init))),)
 
-  def call(buffer):
-    jax.block_until_ready(run(classifier, buffer, targets_device, keys))
+  def call(state):
+    jax.block_until_ready(run(classifier, state, targets_device, keys))
 
   _reset_peak_rss()
   first, times = _time(call, prepare, config.repeats)
@@ -244,7 +241,7 @@ def measure_torch(module, config: Config, *, sequential: bool) -> dict[str, Any]
   """The torch reference loop, batched or one image at a time."""
   import torch  # pylint: disable=g-import-not-at-top
 
-  from converters.torch_reference import torch_generate  # pylint: disable=g-import-not-at-top
+  from converters.reference.loop import torch_generate  # pylint: disable=g-import-not-at-top
 
   recipe, targets, restarts = _setup(config, config.batch_size)
   keys = engine.image_keys(config.seed, targets, restarts)
@@ -281,21 +278,18 @@ def flops_per_image_iter(classifier, config: Config) -> float | None:
   whatever its length), with the iteration index traced as in the scan.
   """
   recipe, targets, restarts = _setup(config, config.batch_size)
-  octave = recipe.octaves[0]
+  plan = step.plan(classifier, recipe)[0]
   keys = engine.image_keys(config.seed, targets, restarts)
-  images = engine.initial_images(recipe, keys)
-  opt_state = octave.update.transformation(engine._schedule(  # pylint: disable=protected-access
-      octave.step_size, octave.iterations)).init(images)
+  state = step.init_state(plan, engine.initial_images(recipe, keys))
 
-  def step(classifier, images, opt_state, targets, keys, iteration):
-    return engine._step(classifier, octave, targets, keys, images, opt_state,  # pylint: disable=protected-access
-                        iteration, "logits")[:2]
+  def one_step(classifier, state, targets, keys):
+    return step.make_step(plan, classifier, targets, keys)(state)[0]
 
   # The lowered program, before the backend's passes: on a GPU the compiled
   # one hides its convolutions in cuDNN calls that XLA does not count (the
   # H200 reported 0.18 of GoogLeNet's 5.9 GFLOP).
-  cost = jax.jit(step).lower(classifier, images, opt_state, jnp.asarray(targets), keys,
-                             jnp.int32(0)).cost_analysis()
+  cost = jax.jit(one_step).lower(classifier, state, jnp.asarray(targets),
+                                 keys).cost_analysis()
   if isinstance(cost, (list, tuple)):
     cost = cost[0] if cost else None
   flops = (cost or {}).get("flops")
@@ -361,11 +355,12 @@ def trace_summary(classifier, config: Config, trace_dir: str, top: int = 12) -> 
   import collections  # pylint: disable=g-import-not-at-top
   import glob  # pylint: disable=g-import-not-at-top
 
-  run, init, targets_device, keys = _octave(classifier, config, config.batch_size)
-  jax.block_until_ready(run(classifier, jnp.array(init), targets_device, keys))  # compile
-  buffer = jax.block_until_ready(jnp.array(init))
+  plan, run, init, targets_device, keys = _octave(classifier, config, config.batch_size)
+  fresh = lambda: jax.block_until_ready(step.init_state(plan, jnp.array(init)))  # noqa: E731
+  jax.block_until_ready(run(classifier, fresh(), targets_device, keys))  # compile
+  state = fresh()
   with jax.profiler.trace(trace_dir):
-    jax.block_until_ready(run(classifier, buffer, targets_device, keys))
+    jax.block_until_ready(run(classifier, state, targets_device, keys))
   files = sorted(glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True))
   data = jax.profiler.ProfileData.from_file(files[-1])
   totals, counts = collections.Counter(), collections.Counter()
@@ -414,7 +409,7 @@ def run(config: Config) -> dict[str, Any]:
   torch.set_num_threads(threads())
   module, classifier = models(config.model)
   if config.dtype != "float32":
-    classifier = engine.mixed_precision(classifier, DTYPES[config.dtype])
+    classifier = devices.mixed_precision(classifier, DTYPES[config.dtype])
   results = {}
   results["jax"] = measure_jax(classifier, config)
   flops = flops_per_image_iter(classifier, config)
@@ -459,7 +454,7 @@ def sweep(config: Config, max_batch: int = 64, saturation: float = 0.95) -> dict
   """
   _, classifier = models(config.model)
   if config.dtype != "float32":
-    classifier = engine.mixed_precision(classifier, DTYPES[config.dtype])
+    classifier = devices.mixed_precision(classifier, DTYPES[config.dtype])
   points, batch_size, stopped = [], 1, "max_batch"
   while batch_size <= max_batch:
     try:

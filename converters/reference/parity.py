@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from converters.torch_reference import to_nchw, torch_outputs
+from converters.reference.loop import to_nchw, torch_outputs
 from converters.torchvision import from_torchvision, random_torch
 
 

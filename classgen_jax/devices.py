@@ -1,0 +1,71 @@
+"""Where a batch computes: the device mesh, gathering to the host, precision.
+
+The batch is sharded over every visible device (a 1-D ``Mesh`` with axis
+``"batch"``; images, keys and targets ``P("batch")``, weights replicated),
+on one device as on many, and across hosts after
+``jax.distributed.initialize()``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from classgen_jax._classifier import Classifier
+
+
+def batch_mesh() -> Mesh:
+  """A 1-D mesh over every visible device (all hosts'), axis ``"batch"``."""
+  return Mesh(np.asarray(jax.devices()), ("batch",))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Arrays split along their first axis over ``mesh``."""
+  return NamedSharding(mesh, P("batch"))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  """Arrays copied to every device of ``mesh``."""
+  return NamedSharding(mesh, P())
+
+
+def padded_size(n: int, mesh: Mesh, at_least: int = 0) -> int:
+  """The batch size to run ``n`` images at: ``max(n, at_least)`` rounded up to
+  a multiple of the device count."""
+  return -(-max(n, at_least) // mesh.size) * mesh.size
+
+
+def to_host(tree):
+  """Numpy copies of (possibly sharded, possibly multi-host) arrays."""
+  if jax.process_count() > 1:
+    return multihost_utils.process_allgather(tree, tiled=True)
+  return jax.tree_util.tree_map(np.asarray, tree)
+
+
+def mixed_precision(classifier: Classifier, dtype: Any = jnp.bfloat16) -> Classifier:
+  """The classifier computing in ``dtype`` (bfloat16), for ``generate``.
+
+  Weights are cast and the module's ``dtype`` set, so convolutions, BatchNorm
+  and dense layers run in ``dtype``. ``generate`` keeps the canvas, the
+  objective, the gradient (cast back to float32 where the view enters the
+  model) and the update in float32.
+
+  >>> fast = mixed_precision(load_classifier("googlenet"))  # doctest: +SKIP
+  >>> generate(fast, "tabby", "octaves")  # doctest: +SKIP
+
+  Args:
+    classifier: a float32 ``Classifier``.
+    dtype: the compute dtype, normally ``jnp.bfloat16``.
+
+  Returns:
+    A ``Classifier`` whose ``dtype`` is ``dtype``.
+  """
+  module = classifier.module.clone(dtype=dtype)
+  return dataclasses.replace(classifier.astype(dtype), module=module)

@@ -1,0 +1,78 @@
+"""What a run measures: per-iteration records, final scores and stability.
+
+The target's logit and rank are computed here and nowhere else: during the
+optimisation (for each view the model saw), and at the end (for the image
+as returned, and for the raw canvas as optimised).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from classgen_jax import transforms as T
+from classgen_jax._classifier import Classifier
+
+
+class Trace(NamedTuple):
+  """Per-iteration, per-image records: ``(N,)`` from a step, ``(iterations, N)``
+  over a run."""
+  objective: jax.Array
+  target_logit: jax.Array
+  target_rank: jax.Array
+  target_zscore: jax.Array
+  finite: jax.Array
+
+
+def target_logit_and_rank(logits: jax.Array, targets: jax.Array):
+  """``(N,)`` the target's logit and its rank (0 = top-1) among ``(N, C)`` logits."""
+  target = jnp.take_along_axis(logits, targets[:, None], axis=1)[:, 0]
+  return target, jnp.sum(logits > target[:, None], axis=1)
+
+
+def trace(values, logits, targets, finite) -> Trace:
+  """One step's record from its objective values and the view's logits."""
+  target, rank = target_logit_and_rank(logits, targets)
+  zscore = (target - logits.mean(axis=1)) / (logits.std(axis=1) + 1e-12)
+  return Trace(values, target, rank, zscore, finite)
+
+
+def _scores(classifier: Classifier, images, targets):
+  logits = classifier(images.astype(classifier.dtype), heads=("logits",))["logits"]
+  logits = logits.astype(jnp.float32)
+  target, rank = target_logit_and_rank(logits, targets)
+  probability = jnp.take_along_axis(jax.nn.softmax(logits), targets[:, None], axis=1)[:, 0]
+  return target, probability, rank
+
+
+@jax.jit
+def final_scores(classifier: Classifier, images, targets):
+  """Target logit, probability and rank of the clipped images at the
+  classifier's native size; and the rank of the raw canvas, as optimised."""
+  size = classifier.input_size
+  resized = jax.vmap(lambda x: T.resize(x, size, method="bilinear"))(T.clip(images))
+  as_optimised = _scores(classifier, images, targets)[2]
+  return (*_scores(classifier, resized, targets), as_optimised)
+
+
+def stability(trace: Trace) -> dict[str, np.ndarray]:
+  """How steady the model's classification of its own image is.
+
+  The article compares how stable each model's output is from one
+  iteration to the next (Inception-v3 less than GoogLeNet). Two numbers per
+  image, over all iterations of the run:
+
+  * ``top1_fraction``: the fraction of iterations in which the target was
+    the model's top-1 class for the view it was shown;
+  * ``zscore_jitter``: the mean absolute change, from one iteration to the
+    next, of the target logit's z-score among all the logits (its distance
+    from the mean logit in standard deviations). It is scale-free, so models
+    with different logit scales compare; lower is steadier.
+  """
+  rank = np.asarray(trace.target_rank)
+  z = np.asarray(trace.target_zscore)
+  jitter = np.abs(np.diff(z, axis=0)).mean(axis=0) if z.shape[0] > 1 else np.zeros(z.shape[1])
+  return {"top1_fraction": (rank == 0).mean(axis=0), "zscore_jitter": jitter}

@@ -1,0 +1,304 @@
+"""One iteration of an octave on a batch: ``step(state) -> (state, record)``.
+
+``plan`` checks a recipe against a classifier and fixes each octave's static
+facts (canvas sides, buffer size); ``make_step`` closes over an octave, the
+classifier, the targets and the per-image keys, and returns the pure step
+that ``octave.run`` scans. Inside one step, in order:
+
+1. the cyclic resize, if the octave has one (the canvas lives in the
+   top-left corner of a fixed buffer, and the rest of the step runs at the
+   static side it was resized to, one ``lax.switch`` branch per side);
+2. every operation's draw, from the image's own key (``operations``);
+3. the ``before`` operations on the canvas; the ``view`` operations, the
+   classifier and the objective, differentiated back to the canvas; the
+   update rule's step; the ``after`` operations.
+
+Data contract: the canvas is ``(N, B, B, 3)`` float (float32, or float64 in
+parity tests); the classifier sees its own dtype (bfloat16 with
+``devices.mixed_precision``) and its outputs join the objective at the
+canvas's precision.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax import lax
+
+from classgen_jax import metrics
+from classgen_jax._classifier import Classifier, InputError
+from classgen_jax.operations import Context, Operation
+from classgen_jax.recipes import Octave, Recipe
+from classgen_jax.updates import linear
+
+# Every iteration's key is split into at least this many streams, one per
+# random operation (see ``operations``).
+_MIN_STREAMS = 5
+_FIRST_FREE_STREAM = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """Static facts of one octave: what its compiled program depends on.
+
+  Attributes:
+    octave: the octave.
+    index: its position in the recipe (keys fold in ``index + 1``).
+    sides: canvas sides the image can take (``[0]`` at the start).
+    buffer: side of the buffer that holds the canvas (the largest side).
+    snapshot_every: keep the image and logits every this many iterations.
+  """
+  octave: Octave
+  index: int
+  sides: tuple[int, ...]
+  buffer: int
+  snapshot_every: int = 0
+
+  def final_side(self) -> int:
+    """The canvas side after the octave's last iteration."""
+    return self.sides[self.size_indices(self.octave.iterations - 1)[1]]
+
+  def size_indices(self, iteration) -> tuple[int, int]:
+    """``(from, to)`` indices into ``sides`` at ``iteration`` (host ints)."""
+    if len(self.sides) == 1:
+      return 0, 0
+    from_index, to_index = self.octave.resize.indices(iteration, self.octave.iterations)
+    return int(from_index), int(to_index)
+
+
+def canvas_sides(recipe: Recipe) -> list[tuple[int, ...]]:
+  """Per octave, the canvas sides its image can take (``[0]``: at its start)."""
+  all_sides, side = [], recipe.size
+  for octave in recipe.octaves:
+    side = octave.canvas or side
+    sides = (side,) if octave.resize is None else octave.resize.canvas_sides(side)
+    all_sides.append(sides)
+    if len(sides) > 1:
+      plan = Plan(octave, 0, sides, max(sides))
+      side = plan.final_side()
+  return all_sides
+
+
+def view_side(octave: Octave, side: int) -> int:
+  """The side of the model's view of a ``side`` px canvas."""
+  for op in octave.view:
+    side = op.output_side(side)
+  return side
+
+
+def plan(classifier: Classifier, recipe: Recipe, snapshot_every: int = 0) -> list[Plan]:
+  """Checks ``recipe`` against ``classifier`` and plans its octaves.
+
+  Raises:
+    ValueError: an operation that does not fit the canvas; a per-pixel
+      update state with a cyclic resize.
+    InputError: a head the classifier lacks, or views too small for it.
+  """
+  plans = []
+  for index, (octave, sides) in enumerate(zip(recipe.octaves, canvas_sides(recipe))):
+    where = f"recipe {recipe.name!r} octave {index + 1}"
+    if len(sides) > 1 and octave.update.per_pixel_state:
+      raise ValueError(f"{where}: the cyclic resize changes the image's size, which "
+                       f"{type(octave.update).__name__}'s per-pixel state cannot follow; use "
+                       "the Gradient, Sign or L1Normalised rule")
+    for op in octave.operations:
+      op.check(where, sides)
+    smallest_view = min(view_side(octave, s) for s in sides)
+    for head in octave.heads:
+      if head not in classifier.heads:
+        raise InputError(
+            f"{where} uses head {head!r}, which {classifier.name} does not have (its heads: "
+            f"{', '.join(classifier.heads)}); use recipes.get({recipe.name!r}).with_head"
+            f"('logits') or a model with that head")
+      need = classifier.min_input_size(head)
+      if smallest_view < need:
+        raise InputError(
+            f"{where} shows {classifier.name}'s {head!r} head {smallest_view} px views, "
+            f"but it needs at least {need} px; raise the recipe's size/crop")
+    plans.append(Plan(octave, index, sides, max(sides), snapshot_every))
+  return plans
+
+
+# ----------------------------------------------------------------------------
+# Draws.
+
+
+def streams(operations: tuple[Operation, ...]) -> tuple[int, ...]:
+  """The key stream of each operation (see ``operations``' module doc)."""
+  taken, free, result = set(), _FIRST_FREE_STREAM, []
+  for op in operations:
+    fixed = type(op).stream
+    if fixed is not None and fixed not in taken:
+      taken.add(fixed)
+      result.append(fixed)
+    else:
+      result.append(free)
+      free += 1
+  return tuple(result)
+
+
+def fold_in(keys: jax.Array, data) -> jax.Array:
+  """``fold_in`` of the same data into each key of a batch."""
+  return jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, data)
+
+
+def draw(octave: Octave, keys: jax.Array, side: int, dtype: Any) -> tuple[Any, ...]:
+  """Every operation's draw for one iteration, from the per-image step keys.
+
+  Returns:
+    One entry per ``octave.operations``: its parameters batched over the
+    images (``None`` for operations that draw nothing).
+  """
+  ops = octave.operations
+  ids = streams(ops)
+  count = max(_MIN_STREAMS, max(ids, default=0) + 1)
+  split = jax.vmap(lambda k: jax.random.split(k, count))(keys)
+  return tuple(jax.vmap(lambda k, op=op: op.draw(k, side, dtype))(split[:, i])
+               for op, i in zip(ops, ids))
+
+
+# ----------------------------------------------------------------------------
+# The step.
+
+
+class State(NamedTuple):
+  """The loop state of an octave.
+
+  Attributes:
+    canvas: ``(N, B, B, 3)``: each image in the top-left corner of its buffer.
+    opt_state: the update rule's optax state.
+    iteration: int32 scalar, the next iteration within the octave.
+  """
+  canvas: jax.Array
+  opt_state: Any
+  iteration: jax.Array
+
+
+class Record(NamedTuple):
+  """What one step reports, per image.
+
+  Attributes:
+    trace: ``metrics.Trace`` of ``(N,)`` arrays.
+    logits: ``(N, classes)`` the main head's logits for the view the model saw.
+  """
+  trace: metrics.Trace
+  logits: jax.Array
+
+
+def _apply(op: Operation, images, params, iteration, iterations: int, region):
+  """``op`` on each image of a batch, with its draw and its context."""
+  offsets = None if region is None else region[0]
+
+  def one(image, p, offset):
+    where = None if region is None else (offset, region[1])
+    return op(image, p, Context(iteration, iterations, where))
+
+  return jax.vmap(one)(images, params, offsets)
+
+
+def _transformations(octave: Octave, sides: tuple[int, ...]):
+  """The update rule's optax transformation for each canvas side (the L1 rule
+  averages over the view's region, whose size can depend on the side)."""
+  schedule = linear(*octave.step_size, octave.iterations)
+  result = {}
+  for side in sides:
+    region = view_side(octave, side)
+    count = region * region * 3 if region < side else None
+    result[side] = octave.update.transformation(schedule, count=count)
+  return result
+
+
+def init_state(plan_: Plan, canvas: jax.Array) -> State:
+  """The state at the start of an octave, for ``canvas`` ``(N, B, B, 3)``."""
+  update = _transformations(plan_.octave, plan_.sides[:1])[plan_.sides[0]]
+  return State(canvas, update.init(canvas), jnp.zeros((), jnp.int32))
+
+
+def make_step(plan_: Plan, classifier: Classifier, targets: jax.Array,
+              keys: jax.Array) -> Callable[[State], tuple[State, Record]]:
+  """The pure step of one octave.
+
+  Args:
+    plan_: the octave's plan.
+    classifier: the model (a pytree; trace it as an argument to reuse
+      compiled programs across weights).
+    targets: ``(N,)`` class indices.
+    keys: ``(N,)`` per-image base keys (``engine.image_keys``).
+
+  Returns:
+    ``step(state) -> (state, record)``.
+  """
+  octave, sides = plan_.octave, plan_.sides
+  keys = fold_in(keys, plan_.index + 1)
+  updates = _transformations(octave, sides)
+  groups = (len(octave.before), len(octave.view), len(octave.after))
+  heads = tuple(dict.fromkeys((*octave.heads, "logits")))
+
+  def iterate(images, opt_state, step_keys, iteration):
+    side = images.shape[1]
+    params = draw(octave, step_keys, side, images.dtype)
+    p_before = params[:groups[0]]
+    p_view = params[groups[0]:groups[0] + groups[1]]
+    p_after = params[groups[0] + groups[1]:]
+    region = None
+    for op, p in zip(octave.view, p_view):
+      region = region or op.region(p, side)
+
+    def apply(ops, images, params):
+      for op, p in zip(ops, params):
+        images = _apply(op, images, p, iteration, octave.iterations, region)
+      return images
+
+    images = apply(octave.before, images, p_before)
+
+    def loss(images):
+      view = apply(octave.view, images, p_view)
+      outputs = classifier(view.astype(classifier.dtype), heads=heads)
+      # A bfloat16 model's outputs join the objective at the canvas's
+      # precision (a no-op when the dtypes agree).
+      outputs = {name: value.astype(images.dtype) for name, value in outputs.items()}
+      values = octave.objective(outputs, view, targets)
+      return -jnp.sum(values), (values, outputs["logits"].astype(jnp.float32))
+
+    grads, (values, logits) = jax.grad(loss, has_aux=True)(images)
+    step_updates, opt_state = updates[side].update(grads, opt_state, images)
+    images = optax.apply_updates(images, step_updates)
+    images = apply(octave.after, images, p_after)
+    finite = jnp.all(jnp.isfinite(images), axis=(1, 2, 3)) & jnp.isfinite(values)
+    return images, opt_state, Record(metrics.trace(values, logits, targets, finite), logits)
+
+  def at_side(side, buffer, opt_state, step_keys, iteration):
+    images, opt_state, record = iterate(buffer[:, :side, :side], opt_state, step_keys,
+                                        iteration)
+    return buffer.at[:, :side, :side].set(images), opt_state, record
+
+  def step(state: State) -> tuple[State, Record]:
+    buffer, opt_state, iteration = state
+    step_keys = fold_in(keys, iteration)
+    if len(sides) > 1:
+      from_index, to_index = octave.resize.indices(iteration, octave.iterations)
+      params = (from_index, to_index, sides)
+      buffer = jax.vmap(lambda b: octave.resize(b, params, None))(buffer)
+      branches = [lambda *a, s=s: at_side(s, *a) for s in sides]
+      buffer, opt_state, record = lax.switch(to_index, branches, buffer, opt_state,
+                                             step_keys, iteration)
+    else:
+      buffer, opt_state, record = at_side(sides[0], buffer, opt_state, step_keys, iteration)
+    return State(buffer, opt_state, iteration + 1), record
+
+  return step
+
+
+def embed(images: jax.Array, buffer: int) -> jax.Array:
+  """``(N, s, s, 3)`` images in the top-left corner of ``(N, buffer, buffer, 3)``."""
+  pad = buffer - images.shape[1]
+  return images if pad == 0 else jnp.pad(images, ((0, 0), (0, pad), (0, pad), (0, 0)))
+
+
+__all__ = ["Plan", "Record", "State", "canvas_sides", "draw", "embed", "fold_in",
+           "init_state", "make_step", "plan", "streams", "view_side"]

@@ -1,0 +1,144 @@
+"""The torch reference path: what the article's PyTorch code computes, batched.
+
+``torch_outputs`` runs a torchvision module on NHWC images in [0, 1] and
+returns the same named outputs as ``classgen_jax.Classifier`` (aux heads in
+inference mode, which torchvision never runs: the article does the same by
+calling the submodules one by one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torchvision
+
+from converters.reference import transforms as TT
+from converters.reference.objectives import objective
+from converters.reference.operations import OPERATIONS, Context, linear
+from converters.reference.updates import stepper
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def to_nchw(images) -> torch.Tensor:
+  """NHWC (numpy, jax or torch) to a torch NCHW tensor, dtype kept."""
+  if not isinstance(images, torch.Tensor):
+    import numpy as np
+    images = torch.from_numpy(np.array(images))
+  return images.permute(0, 3, 1, 2)
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+  mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+  std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+  return (x - mean) / std
+
+
+def torch_outputs(module: torch.nn.Module, x: torch.Tensor,
+                  heads: Sequence[str] = ("logits",)) -> dict[str, torch.Tensor]:
+  """Named outputs of an eval-mode torchvision classifier.
+
+  Args:
+    module: torchvision ``GoogLeNet``, ``Inception3`` or ``ResNet``, in eval
+      mode.
+    x: NCHW images in [0, 1] (normalised here, as torchvision's transforms do).
+    heads: outputs to compute.
+  """
+  x = normalize(x)
+  out: dict[str, torch.Tensor] = {}
+  m = module
+  if isinstance(m, torchvision.models.GoogLeNet):
+    x = m._transform_input(x)
+    x = m.maxpool1(m.conv1(x))
+    x = m.maxpool2(m.conv3(m.conv2(x)))
+    x = m.maxpool3(m.inception3b(m.inception3a(x)))
+    x = m.inception4a(x)
+    if "aux1" in heads:
+      out["aux1"] = m.aux1(x)
+    x = m.inception4d(m.inception4c(m.inception4b(x)))
+    if "aux2" in heads:
+      out["aux2"] = m.aux2(x)
+    if "logits" in heads:
+      x = m.maxpool4(m.inception4e(x))
+      x = m.inception5b(m.inception5a(x))
+      out["logits"] = m.fc(torch.flatten(m.avgpool(x), 1))
+    return out
+  if isinstance(m, torchvision.models.Inception3):
+    x = m._transform_input(x)
+    for name in ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1",
+                 "Conv2d_3b_1x1", "Conv2d_4a_3x3", "maxpool2", "Mixed_5b",
+                 "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c",
+                 "Mixed_6d", "Mixed_6e"):
+      x = getattr(m, name)(x)
+    if "aux" in heads:
+      out["aux"] = m.AuxLogits(x)
+    if "logits" in heads:
+      x = m.Mixed_7c(m.Mixed_7b(m.Mixed_7a(x)))
+      out["logits"] = m.fc(torch.flatten(m.avgpool(x), 1))
+    return out
+  out["logits"] = m(x)
+  return out
+
+
+# ----------------------------------------------------------------------------
+# The recipes in torch: the article's loop, batched, with injected randomness.
+
+
+def torch_generate(module: torch.nn.Module, targets, recipe, init, draws) -> torch.Tensor:
+  """A recipe run in torch, one iteration at a time, as the article's code.
+
+  Every operation, objective term and update rule runs as its torch twin
+  (``operations``, ``objectives``, ``updates`` of this package), with the
+  engine's own draws.
+
+  Args:
+    module: an eval-mode torchvision classifier (its dtype and device set
+      the run's: move it to CUDA to run the reference on a GPU).
+    targets: ``(N,)`` class indices.
+    recipe: a ``classgen_jax.recipes.Recipe``.
+    init: ``(N, size, size, 3)`` starting images (NHWC, as the engine's).
+    draws: ``classgen_jax.engine.random_draws(...)`` for the same images.
+
+  Returns:
+    The final images, NHWC, on the module's device, unclipped unless the
+    recipe clips.
+  """
+  from classgen_jax import step as step_lib  # the sizes' bookkeeping is shared, not copied
+
+  parameter = next(module.parameters())
+  x = to_nchw(init).to(parameter.device, parameter.dtype)
+  targets = torch.as_tensor(targets, dtype=torch.long, device=parameter.device)
+  for index, (octave, sides, octave_draws) in enumerate(
+      zip(recipe.octaves, step_lib.canvas_sides(recipe), draws)):
+    plan = step_lib.Plan(octave, index, sides, max(sides))
+    if octave.canvas is not None and octave.canvas != x.shape[-1]:
+      x = TT.resize(x, octave.canvas, method="bilinear")
+    count = [None]
+    step = stepper(octave.update, lambda count=count: count[0])
+    first_view, first_after = len(octave.before), len(octave.before) + len(octave.view)
+    for i, params in enumerate(octave_draws):
+      side = sides[plan.size_indices(i)[1]]
+      if octave.resize is not None:
+        x = OPERATIONS(octave.resize, x, side, None)
+      region = None
+      for op, p in zip(octave.view, params[first_view:first_after]):
+        region = region or op.region(p, side)
+      count[0] = region[1] * region[1] * 3 if region else None
+      context = Context(i, octave.iterations, region)
+
+      def apply(ops, params, x, context=context):
+        for op, p in zip(ops, params):
+          x = OPERATIONS(op, x, p, context)
+        return x
+
+      x = apply(octave.before, params[:first_view], x)
+      x = x.detach().requires_grad_(True)
+      view = apply(octave.view, params[first_view:first_after], x)
+      outputs = torch_outputs(module, view, octave.heads)
+      loss = -objective(octave.objective, outputs, view, targets).sum()
+      (grad,) = torch.autograd.grad(loss, x)
+      x = (x + step(grad, linear(octave.step_size, i, octave.iterations))).detach()
+      x = apply(octave.after, params[first_after:], x)
+  return x.permute(0, 2, 3, 1)

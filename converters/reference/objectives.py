@@ -1,0 +1,57 @@
+"""Torch twins of ``classgen_jax.objectives``' terms, found by type.
+
+Each twin takes the term, the named outputs (torch), the NCHW view and the
+``(N,)`` targets, and returns ``(N,)`` values, higher is better.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from classgen_jax import objectives as obj
+from converters.reference._registry import Twins
+
+TERMS = Twins("term")
+
+
+def _target(outputs, head, targets):
+  return outputs[head].gather(1, targets[:, None])[:, 0]
+
+
+@TERMS.register(obj.Logit)
+def _logit(term, outputs, images, targets):
+  return _target(outputs, term.head, targets)
+
+
+@TERMS.register(obj.LogProbability)
+def _log_probability(term, outputs, images, targets):
+  return torch.log_softmax(outputs[term.head], dim=1).gather(1, targets[:, None])[:, 0]
+
+
+@TERMS.register(obj.LogitDistance)
+def _logit_distance(term, outputs, images, targets):
+  return -(term.constant - _target(outputs, term.head, targets)).abs()
+
+
+@TERMS.register(obj.L1)
+def _l1(term, outputs, images, targets):
+  return images.abs().sum(dim=(1, 2, 3))
+
+
+@TERMS.register(obj.TotalVariation)
+def _total_variation(term, outputs, images, targets):
+  return ((images[:, :, 1:] - images[:, :, :-1]).abs().sum(dim=(1, 2, 3))
+          + (images[:, :, :, 1:] - images[:, :, :, :-1]).abs().sum(dim=(1, 2, 3)))
+
+
+@TERMS.register(obj.L2)
+def _l2(term, outputs, images, targets):
+  return (images - 0.5).square().sum(dim=(1, 2, 3))
+
+
+def objective(objective: obj.Objective, outputs, images, targets) -> torch.Tensor:
+  """``Objective`` evaluated on torch tensors: its weighted sum of twins."""
+  total = torch.zeros(images.shape[0], dtype=images.dtype, device=images.device)
+  for weight, term in objective.terms:
+    total = total + weight * TERMS(term, outputs, images, targets)
+  return total

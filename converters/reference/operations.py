@@ -1,0 +1,87 @@
+"""Torch twins of ``classgen_jax.operations``, found by type.
+
+Each twin takes the operation, an NCHW batch, the operation's draws for the
+batch (numpy, as ``engine.random_draws`` returns them) and a ``Context``
+whose region, when the view is a crop, holds the batch's ``(N, 2)`` offsets.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import torch
+
+from classgen_jax import operations as ops
+from converters.reference import transforms as TT
+from converters.reference._registry import Twins
+
+OPERATIONS = Twins("operation")
+
+
+def linear(pair: tuple[float, float], iteration: int, iterations: int) -> float:
+  """``updates.linear`` in Python floats (the torch loop's schedules)."""
+  start, end = pair
+  n = max(iterations, 1)
+  return start + (end - start) * min(iteration, n) / n
+
+
+class Context(NamedTuple):
+  """``operations.Context`` for a torch batch (host ints, numpy offsets)."""
+  iteration: int
+  iterations: int
+  region: tuple[Any, int] | None = None
+
+
+@OPERATIONS.register(ops.Crop)
+def _crop(op: ops.Crop, x: torch.Tensor, params, context) -> torch.Tensor:
+  del context
+  return x if params is None else TT.crop(x, params, size=op.size)
+
+
+@OPERATIONS.register(ops.Roll)
+def _roll(op, x, params, context):
+  del op, context
+  return TT.shift(x, params)
+
+
+@OPERATIONS.register(ops.Flip)
+def _flip(op, x, params, context):
+  del op, context
+  return TT.flip_horizontal(x, params)
+
+
+@OPERATIONS.register(ops.ColourJitter)
+def _colour(op, x, params, context):
+  del context
+  return TT.adjust_color(x, params.factors, params.order, enabled=op.enabled)
+
+
+@OPERATIONS.register(ops.PadRing)
+def _pad_ring(op, x, params, context):
+  del params, context
+  return TT.fill_border(x, width=op.width, value=op.value)
+
+
+@OPERATIONS.register(ops.Blur)
+def _blur(op, x, params, context):
+  del params
+  if op.until is not None and context.iteration >= op.until:
+    return x
+  sigma = linear(op.sigma, context.iteration, context.iterations)
+  if op.region == "crop" and context.region is not None:
+    offsets, size = context.region
+    return TT.gaussian_blur_region(x, offsets, size=size, sigma=sigma, kernel_size=op.kernel)
+  return TT.gaussian_blur(x, sigma=sigma, kernel_size=op.kernel)
+
+
+@OPERATIONS.register(ops.Clip)
+def _clip(op, x, params, context):
+  del op, params, context
+  return TT.clip(x)
+
+
+@OPERATIONS.register(ops.ResizeCycle)
+def _resize(op, x, params, context):
+  """``params``: the side to resize to."""
+  del context
+  return x if params == x.shape[-1] else TT.resize(x, params, method=op.interpolation)
