@@ -24,14 +24,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
-from classgen_jax import engine, imagenet
+from classgen_jax import engine, gallery, imagenet
 from classgen_jax import recipes as recipes_lib
 from classgen_jax import transforms as T
 from classgen_jax._classifier import Classifier
 from classgen_jax.classify import class_probabilities
-from classgen_jax.images import to_uint8
 
 # 32 classes spread evenly over the 1000 (every 31.25th, from class 15):
 # birds, dogs, insects, tools, vehicles, foods... fixed so runs compare.
@@ -180,23 +179,15 @@ def contact_sheet(score: RecipeScore, labels: Sequence[str], *, thumb: int = 160
                   columns: int = 8) -> Image.Image:
   """A labelled grid: each image with its target and every judge's top-1."""
   result = score.generation
-  lines = 1 + len(score.judges)
-  cell_h = thumb + 12 * lines + 6
-  rows = -(-len(result.images) // columns)
-  sheet = Image.new("RGB", (columns * thumb, rows * cell_h), "white")
-  draw = ImageDraw.Draw(sheet)
-  for i, image in enumerate(result.images):
-    x, y = (i % columns) * thumb, (i // columns) * cell_h
-    tile = Image.fromarray(to_uint8(image)).resize((thumb - 4, thumb - 4), Image.BILINEAR)
-    sheet.paste(tile, (x + 2, y + 2))
-    target = int(result.targets[i])
-    draw.text((x + 3, y + thumb), f"{target} {labels[target]}"[:26], fill="black")
-    for j, (name, verdict) in enumerate(score.judges.items()):
+  captions = []
+  for i, target in enumerate(result.targets):
+    lines = [(f"{target} {labels[target]}", "black")]
+    for name, verdict in score.judges.items():
       cls, prob = verdict.predictions[i]
-      colour = (0, 120, 0) if cls == target else (170, 0, 0)
-      text = f"{name[-5:]}: {labels[cls]} {prob:.0%}"
-      draw.text((x + 3, y + thumb + 12 * (j + 1)), text[:26], fill=colour)
-  return sheet
+      lines.append((f"{name[-5:]}: {labels[cls]} {prob:.0%}",
+                    (0, 120, 0) if cls == target else (170, 0, 0)))
+    captions.append(lines)
+  return gallery.sheet(result.images, captions, thumbnail=thumb, columns=columns, padding=2)
 
 
 # ----------------------------------------------------------------------------

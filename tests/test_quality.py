@@ -13,7 +13,7 @@ from classgen_jax import quality
 from classgen_jax.classify import class_probabilities
 from classgen_jax.recipes import Octave, Recipe
 from classgen_jax.updates import Update
-from tests.test_engine import tiny
+from tests.conftest import tiny
 
 QUICK = Recipe("quick", "uniform", 48, (Octave(3, update=Update("sign"), step_size=(0.02, 0.02)),))
 
@@ -50,7 +50,7 @@ def test_evaluate_and_contact_sheet():
   assert 0 <= data["self_top1_as_optimised"] <= 1
   assert set(data["judges"]["tiny"]) == {"top1", "top5", "mean_target_prob", "self_judging"}
   sheet = quality.contact_sheet(score, clf.labels, thumb=64, columns=2)
-  assert sheet.size == (128, 2 * (64 + 12 * 2 + 6))
+  assert sheet.size == (128, 2 * (64 + 12 * 2 + 2))
 
 
 def test_bfloat16_generation_is_judged_in_float32():
