@@ -1,10 +1,11 @@
 """The quality benchmark: generate with one model, judge with others, report.
 
 ``run`` is what ``scripts/evaluate_quality.py`` does: ``judging.evaluate``
-each recipe and report it as a text table, a JSON record (``record``), a
-markdown table (``markdown_table``) and labelled contact sheets
-(``recipe_sheet``). ``table_from_files`` makes the markdown table of saved
-records.
+each recipe, measure its images' ``naturalness`` beside the bundled photos',
+and report it all as a text table, a JSON record (``record``), a markdown
+table (``markdown_table``) and labelled contact sheets (``recipe_sheet``).
+``table_from_files`` makes the markdown table of saved records, older ones
+(without naturalness) included.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import jax.numpy as jnp
 from absl import logging
 from PIL import Image
 
-from classgen_jax import gallery, imagenet, judging
+from classgen_jax import gallery, imagenet, judging, naturalness
 from classgen_jax import recipes as recipes_lib
 from classgen_jax._classifier import Classifier
 from classgen_jax._files import write_text
@@ -31,10 +32,12 @@ from classgen_jax.weights import load_classifier, model_spec
 DEFAULT_CLASSES: tuple[int, ...] = tuple(int(15 + 31.25 * i) for i in range(32))
 
 _DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
+_NATURALNESS = (("colourfulness", "colourfulness", ".0f"),
+                ("spectral_slope", "spectral slope", ".2f"))
 
 
 def recipe_record(score: judging.RecipeScore) -> dict[str, Any]:
-  """One recipe's entry in ``record``: the judges' scores."""
+  """One recipe's entry in ``record``: the judges' scores and its images' naturalness."""
   return {
       "self_top1": score.self_top1,
       "self_top1_as_optimised": score.self_top1_as_optimised,
@@ -43,19 +46,25 @@ def recipe_record(score: judging.RecipeScore) -> dict[str, Any]:
                         "self_judging": j.self_judging}
                  for name, j in score.judges.items()},
       "seconds": score.seconds,
+      **naturalness.measure(score.generation.images),
   }
 
 
 def record(scores: Sequence[judging.RecipeScore], skipped: Mapping[str, str], *,
            generator: str, judges: Sequence[str], classes: Sequence[int | str], seed: int,
            steps_scale: float, dtype: str) -> dict[str, Any]:
-  """The JSON record of a run (``--json_out``), which ``markdown_table`` reads."""
+  """The JSON record of a run (``--json_out``), which ``markdown_table`` reads.
+
+  ``naturalness_reference`` holds ``naturalness.reference()``: the bundled
+  photos' medians, to read each recipe's against.
+  """
   return {
       "generator": generator, "judges": list(judges), "classes": list(classes),
       "seed": seed, "steps_scale": steps_scale, "dtype": dtype,
       "device": jax.devices()[0].device_kind,
       "recipes": {s.recipe: recipe_record(s) for s in scores},
       "skipped": dict(skipped),
+      "naturalness_reference": naturalness.reference(),
   }
 
 
@@ -80,11 +89,16 @@ def markdown_table(results: Sequence[Mapping[str, Any]]) -> str:
   in the catalogue's order:
   the generator's top-1 on its raw canvas (as optimised; blank where not
   recorded) and on the saved image, each judge's top-1 / top-5 and mean
-  target probability, seconds.
+  target probability, then, where any record has them, the median
+  colourfulness and spectral slope of the images, each beside the bundled
+  photos' (blank where a record has none), and the seconds.
   """
   judges = list(dict.fromkeys(name for r in results for name in r["judges"]))
+  metrics = [m for m in _NATURALNESS
+             if any(m[0] in score for r in results for score in r["recipes"].values())]
   header = (["recipe", "self top-1 as optimised", "self top-1"]
             + [f"{name} top-1 / top-5 (mean p)" for name in judges]
+            + [title for _, name, _ in metrics for title in (name, f"photos' {name}")]
             + ["seconds"])
   lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
   order = {name: i for i, name in enumerate(recipes_lib.names())}
@@ -107,6 +121,9 @@ def markdown_table(results: Sequence[Mapping[str, Any]]) -> str:
       j = score["judges"].get(name)
       cells.append("" if j is None else
                    f"{j['top1']:.0%} / {j['top5']:.0%} ({j['mean_target_prob']:.2f})")
+    reference = result.get("naturalness_reference", {})
+    for key, _, spec in metrics:
+      cells += [_cell(score.get(key), spec), _cell(reference.get(key), spec)]
     cells.append(f"{score['seconds']:.0f}")
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from classgen_jax import quality
+from classgen_jax import naturalness, quality
 from classgen_jax.recipes import Octave, Recipe
 from classgen_jax.updates import Update
 from tests.conftest import tiny
@@ -38,10 +38,15 @@ def test_run_writes_record_table_and_sheet(tmp_path):
   assert result["generator"] == "resnet" and result["judges"] == ["resnet"]
   assert result["classes"] == [1, "tabby", 7] and result["dtype"] == "float32"
   score = result["recipes"]["quick"]
-  assert set(score) == {"self_top1", "self_top1_as_optimised", "judges", "seconds"}
+  assert set(score) == {"self_top1", "self_top1_as_optimised", "judges", "seconds",
+                        "colourfulness", "spectral_slope"}
   assert score["judges"]["resnet"]["self_judging"]
   assert score["self_top1"] == score["judges"]["resnet"]["top1"]
   assert 0 <= score["self_top1_as_optimised"] <= 1
+  # Three sign steps from uniform noise: colourful noise, flatter than the photos.
+  assert score["colourfulness"] > 0
+  assert score["spectral_slope"] < result["naturalness_reference"]["spectral_slope"]
+  assert result["naturalness_reference"] == naturalness.reference()
   assert quality.markdown_table([result]) in report
   with Image.open(grid_out) as sheet:
     assert sheet.size == (3 * 160, 160 + 12 * 2 + 2)  # 3 images; target and one judge
@@ -70,10 +75,22 @@ def test_markdown_table_of_several_runs():
   assert lines[3].startswith("| `sign` (0.2x steps, cpu) |")
 
 
+def test_markdown_table_naturalness_beside_the_photos():
+  new = dict(_record("octaves", "float32", 1.0, colourfulness=41.26, spectral_slope=2.345),
+             naturalness_reference={"colourfulness": 56.2, "spectral_slope": 3.19})
+  lines = quality.markdown_table([_record("sign", "float32", 0.0), new]).splitlines()
+  assert lines[0].endswith("| colourfulness | photos' colourfulness | spectral slope "
+                           "| photos' spectral slope | seconds |")
+  assert len({line.count("|") for line in lines}) == 1
+  assert lines[2].endswith("| 0% / 100% (0.50) |  |  |  |  | 12 |")  # an older record
+  assert lines[3].endswith("| 100% / 100% (0.50) | 41 | 56 | 2.35 | 3.19 | 12 |")
+
+
 def test_saved_records_still_make_the_readme_table():
   paths = sorted(RESULTS.glob("quality_*.json"))
   assert len(paths) >= 2
   lines = quality.table_from_files(paths).splitlines()
+  # No record before naturalness has it: the table keeps the README's columns.
   assert lines[0] == ("| recipe | self top-1 as optimised | self top-1 | efficientnet_lite1 "
                       "top-1 / top-5 (mean p) | efficientnet_lite2 top-1 / top-5 (mean p) "
                       "| seconds |")
