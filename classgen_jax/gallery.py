@@ -1,6 +1,7 @@
-"""Galleries of an atlas folder: a contact sheet and a static ``index.html``.
+"""Contact sheets, and the galleries of an atlas folder: a sheet and a static ``index.html``.
 
-Both read the folder's ``summary.jsonl`` (``classgen_jax.atlas``). The HTML
+``sheet`` is the library's one labelled grid of thumbnails. ``make_gallery``
+reads the folder's ``summary.jsonl`` (``classgen_jax.atlas``). The HTML
 page uses relative links only, so it works opened straight from disk; a text
 box filters the thumbnails by class name or index with a few lines of inline
 JavaScript.
@@ -10,17 +11,23 @@ from __future__ import annotations
 
 import html
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from classgen_jax import atlas
+from classgen_jax.images import to_uint8
 
 SHEET = "contact_sheet.png"
 INDEX = "index.html"
 THUMBNAILS = "thumbnails"
+
+Caption = Sequence[tuple[str, Any]]  # the lines under one thumbnail: (text, Pillow colour)
+_LINE = 12  # pixels per caption line: Pillow's default font is 10 px tall
 
 
 class GalleryError(ValueError):
@@ -35,29 +42,67 @@ def _rows(out: Path) -> list[dict[str, Any]]:
   return sorted(rows, key=lambda r: (r["target"], str(r.get("init")), r["restart"]))
 
 
+def sheet(images: Iterable[np.ndarray | Image.Image], captions: Sequence[Caption], *,
+          thumbnail: int = 128, columns: int = 10, padding: int = 0) -> Image.Image:
+  """A grid of thumbnails, each with its lines of caption below it.
+
+  The one contact sheet of the library: an atlas folder's (``contact_sheet``)
+  and the quality benchmark's (``quality.recipe_sheet``) are both this grid.
+
+  Args:
+    images: one per caption, PIL images or ``(H, W, 3)`` arrays in [0, 1];
+      read one at a time, so a generator keeps a large folder out of memory.
+    captions: per image, its lines as ``(text, colour)``; a line too wide for
+      the thumbnail is cut short.
+    thumbnail: side of each cell's image area, in pixels.
+    columns: thumbnails per row (fewer where there are fewer images).
+    padding: white margin around each thumbnail within its cell.
+
+  Raises:
+    ValueError: no captions, or not one image per caption.
+  """
+  if not captions:
+    raise ValueError("a contact sheet needs at least one image")
+  font = ImageFont.load_default()
+  height = thumbnail + _LINE * max(len(lines) for lines in captions) + 2
+  columns = max(1, min(columns, len(captions)))
+  rows = -(-len(captions) // columns)
+  grid = Image.new("RGB", (columns * thumbnail, rows * height), "white")
+  draw = ImageDraw.Draw(grid)
+  side = thumbnail - 2 * padding
+  count = 0
+  for k, (image, lines) in enumerate(zip(images, captions)):
+    count += 1
+    x, y = k % columns * thumbnail, k // columns * height
+    if not isinstance(image, Image.Image):
+      image = Image.fromarray(to_uint8(image))
+    grid.paste(image.convert("RGB").resize((side, side), Image.BILINEAR),
+               (x + padding, y + padding))
+    for j, (text, colour) in enumerate(lines):
+      while len(text) > 3 and draw.textlength(text, font=font) > thumbnail - 4:
+        text = text[:-1]
+      draw.text((x + 2, y + thumbnail + 1 + _LINE * j), text, fill=colour, font=font)
+  if count != len(captions):
+    raise ValueError(f"{count} images for {len(captions)} captions")
+  return grid
+
+
 def contact_sheet(out: str | os.PathLike, rows: list[dict[str, Any]] | None = None, *,
                   thumbnail: int = 128, columns: int = 10) -> Path:
-  """A grid of thumbnails, each captioned with its class and target probability."""
+  """An atlas folder's ``sheet``: each image captioned with its class and probability."""
   out = Path(out)
   rows = _rows(out) if rows is None else rows
-  font = ImageFont.load_default()
-  caption = 26
-  columns = max(1, min(columns, len(rows)))
-  lines = -(-len(rows) // columns)
-  sheet = Image.new("RGB", (columns * thumbnail, lines * (thumbnail + caption)), "white")
-  draw = ImageDraw.Draw(sheet)
-  for k, row in enumerate(rows):
-    x, y = k % columns * thumbnail, k // columns * (thumbnail + caption)
-    with Image.open(out / row["file"]) as image:
-      sheet.paste(image.convert("RGB").resize((thumbnail, thumbnail), Image.BILINEAR), (x, y))
-    name = f"{row['target']} {row['name']}"
-    while len(name) > 3 and draw.textlength(name, font=font) > thumbnail - 4:
-      name = name[:-1]
-    draw.text((x + 2, y + thumbnail + 1), name, fill="black", font=font)
-    draw.text((x + 2, y + thumbnail + 13), f"p={row['probability']:.2f} r{row['restart']}",
-              fill=(90, 90, 90), font=font)
+
+  def images():
+    for row in rows:
+      with Image.open(out / row["file"]) as image:
+        yield image.convert("RGB")
+
+  captions = [[(f"{row['target']} {row['name']}", "black"),
+               (f"p={row['probability']:.2f} r{row['restart']}", (90, 90, 90))]
+              for row in rows]
   path = out / SHEET
-  sheet.save(path)
+  sheet(images(), captions, thumbnail=thumbnail, columns=columns).save(path)
   return path
 
 

@@ -6,6 +6,7 @@ Any size and mode that Pillow reads (RGB, RGBA, grayscale, palette, CMYK,
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 from pathlib import Path
 
@@ -68,6 +69,18 @@ def load_image(path: str | os.PathLike, size: int | tuple[int, int] | None = Non
     else:
       image = image.resize((width, height), Image.BILINEAR)
   return np.asarray(image, dtype=np.float32) / 255.0
+
+
+def bundled_photos() -> dict[str, np.ndarray]:
+  """The photos that ship in ``classgen_jax/assets``, by file stem, each ``(H, W, 3)``.
+
+  >>> sorted(bundled_photos())
+  ['chelsea', 'coffee']
+  """
+  assets = importlib.resources.files("classgen_jax") / "assets"
+  return {path.name.rsplit(".", 1)[0]: load_image(path)
+          for path in sorted(assets.iterdir(), key=lambda p: p.name)
+          if path.name.lower().endswith((".jpg", ".jpeg", ".png"))}
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:

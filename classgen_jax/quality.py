@@ -1,87 +1,106 @@
-"""Does the image look like the class, or only fool the model that made it?
+"""The quality benchmark: generate with one model, judge with others, report.
 
-``evaluate`` generates a set of classes with a *generator* model and classifies
-every image with *judge* models that did not make it, each at its native
-resolution: a recipe whose images only fool their generator scores high
-``self_top1`` and low judge accuracy; a recipe whose priors make real class
-features scores high on both.
-
-``adversarial_flip_rates`` measures the article's claim about adversarial
-examples: a perturbation of L-infinity size epsilon in a random sign
-direction rarely changes a real photo's top-1 class; the same size in the
-gradient-sign direction usually does.
+``run`` is what ``scripts/evaluate_quality.py`` does: ``judging.evaluate``
+each recipe, measure its images' ``naturalness`` beside the bundled photos',
+and report it all as a text table, a JSON record (``record``), a markdown
+table (``markdown_table``) and labelled contact sheets (``recipe_sheet``).
+``table_from_files`` makes the markdown table of saved records, older ones
+(without naturalness) included.
 """
 
 from __future__ import annotations
 
 import collections
-import dataclasses
-import importlib.resources
-import time
-from collections.abc import Sequence
+import json
+import os
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-from PIL import Image, ImageDraw
+from absl import logging
+from PIL import Image
 
-from classgen_jax import engine, imagenet
+from classgen_jax import gallery, imagenet, judging, naturalness
 from classgen_jax import recipes as recipes_lib
-from classgen_jax import transforms as T
 from classgen_jax._classifier import Classifier
-from classgen_jax.classify import class_probabilities
-from classgen_jax.images import to_uint8
+from classgen_jax._files import write_text
+from classgen_jax.weights import load_classifier, model_spec
 
 # 32 classes spread evenly over the 1000 (every 31.25th, from class 15):
 # birds, dogs, insects, tools, vehicles, foods... fixed so runs compare.
 DEFAULT_CLASSES: tuple[int, ...] = tuple(int(15 + 31.25 * i) for i in range(32))
 
-
-@dataclasses.dataclass
-class JudgeScore:
-  top1: float
-  top5: float
-  mean_target_prob: float
-  self_judging: bool
-  predictions: list[tuple[int, float]]  # per image: (top-1 class, its probability)
+_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
+_NATURALNESS = (("colourfulness", "colourfulness", ".0f"),
+                ("spectral_slope", "spectral slope", ".2f"))
 
 
-@dataclasses.dataclass
-class RecipeScore:
-  recipe: str
-  self_top1: float  # the generator on the saved image, judged as the judges judge
-  judges: dict[str, JudgeScore]
-  seconds: float
-  generation: engine.Generation
-  self_top1_as_optimised: float | None = None  # the raw canvas, at its own size
-
-  def as_json(self) -> dict:
-    return {
-        "self_top1": self.self_top1,
-        "self_top1_as_optimised": self.self_top1_as_optimised,
-        "judges": {name: {"top1": j.top1, "top5": j.top5,
-                          "mean_target_prob": j.mean_target_prob,
-                          "self_judging": j.self_judging}
-                   for name, j in self.judges.items()},
-        "seconds": self.seconds,
-    }
+def recipe_record(score: judging.RecipeScore) -> dict[str, Any]:
+  """One recipe's entry in ``record``: the judges' scores and its images' naturalness."""
+  return {
+      "self_top1": score.self_top1,
+      "self_top1_as_optimised": score.self_top1_as_optimised,
+      "judges": {name: {"top1": j.top1, "top5": j.top5,
+                        "mean_target_prob": j.mean_target_prob,
+                        "self_judging": j.self_judging}
+                 for name, j in score.judges.items()},
+      "seconds": score.seconds,
+      **naturalness.measure(score.generation.images),
+  }
 
 
-def markdown_table(results: Sequence[dict]) -> str:
-  """A README table of ``evaluate_quality.py --json_out`` files' recipes.
+def record(scores: Sequence[judging.RecipeScore], skipped: Mapping[str, str], *,
+           generator: str, judges: Sequence[str], classes: Sequence[int | str], seed: int,
+           steps_scale: float, dtype: str) -> dict[str, Any]:
+  """The JSON record of a run (``--json_out``), which ``markdown_table`` reads.
+
+  ``naturalness_reference`` holds ``naturalness.reference()``: the bundled
+  photos' medians, to read each recipe's against.
+  """
+  return {
+      "generator": generator, "judges": list(judges), "classes": list(classes),
+      "seed": seed, "steps_scale": steps_scale, "dtype": dtype,
+      "device": jax.devices()[0].device_kind,
+      "recipes": {s.recipe: recipe_record(s) for s in scores},
+      "skipped": dict(skipped),
+      "naturalness_reference": naturalness.reference(),
+  }
+
+
+def console_table(scores: Sequence[judging.RecipeScore], skipped: Mapping[str, str]) -> str:
+  """Self and judge top-1 / top-5 and seconds per recipe, then the skipped recipes."""
+  names = list(scores[0].judges) if scores else []
+  lines = [f"{'recipe':<18} {'self top1':>9}" + "".join(
+      f" {name[-12:] + ' top1/top5':>24}" for name in names) + f" {'seconds':>8}"]
+  for score in scores:
+    cells = "".join(f" {j.top1:>11.0%} / {j.top5:>4.0%}{' (self)' if j.self_judging else '':>7}"
+                    for j in score.judges.values())
+    lines.append(f"{score.recipe:<18} {score.self_top1:>9.0%}{cells} {score.seconds:>8.0f}")
+  lines += [f"{name:<18} skipped: {reason}" for name, reason in skipped.items()]
+  return "\n".join(lines)
+
+
+def markdown_table(results: Sequence[Mapping[str, Any]]) -> str:
+  """A README table of ``record``s' recipes.
 
   One row per recipe (with its compute dtype where not float32, its steps
   scale where not 1, and its device where a recipe was run more than once),
   in the catalogue's order:
   the generator's top-1 on its raw canvas (as optimised; blank where not
   recorded) and on the saved image, each judge's top-1 / top-5 and mean
-  target probability, seconds.
+  target probability, then, where any record has them, the median
+  colourfulness and spectral slope of the images, each beside the bundled
+  photos' (blank where a record has none), and the seconds.
   """
   judges = list(dict.fromkeys(name for r in results for name in r["judges"]))
-  lines = ["| recipe | self top-1 as optimised | self top-1 | " + " | ".join(
-      f"{name} top-1 / top-5 (mean p)" for name in judges) + " | seconds |",
-           "|---" * (len(judges) + 4) + "|"]
+  metrics = [m for m in _NATURALNESS
+             if any(m[0] in score for r in results for score in r["recipes"].values())]
+  header = (["recipe", "self top-1 as optimised", "self top-1"]
+            + [f"{name} top-1 / top-5 (mean p)" for name in judges]
+            + [title for _, name, _ in metrics for title in (name, f"photos' {name}")]
+            + ["seconds"])
+  lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
   order = {name: i for i, name in enumerate(recipes_lib.names())}
   rows = sorted(((result, recipe, score) for result in results
                  for recipe, score in result["recipes"].items()),
@@ -95,178 +114,132 @@ def markdown_table(results: Sequence[dict]) -> str:
       notes.append(f"{result['steps_scale']:g}x steps")
     if runs[recipe, dtype] > 1:  # the same recipe run twice: say where
       notes.append(result.get("device", "?"))
-    label = f"`{recipe}`" + (f" ({', '.join(notes)})" if notes else "")
-    cells = []
+    cells = [f"`{recipe}`" + (f" ({', '.join(notes)})" if notes else ""),
+             _cell(score.get("self_top1_as_optimised"), ".0%"),
+             _cell(score["self_top1"], ".0%")]
     for name in judges:
       j = score["judges"].get(name)
       cells.append("" if j is None else
                    f"{j['top1']:.0%} / {j['top5']:.0%} ({j['mean_target_prob']:.2f})")
-    raw = score.get("self_top1_as_optimised")
-    lines.append(f"| {label} | {'' if raw is None else format(raw, '.0%')} | "
-                 f"{score['self_top1']:.0%} | " + " | ".join(cells)
-                 + f" | {score['seconds']:.0f} |")
+    reference = result.get("naturalness_reference", {})
+    for key, _, spec in metrics:
+      cells += [_cell(score.get(key), spec), _cell(reference.get(key), spec)]
+    cells.append(f"{score['seconds']:.0f}")
+    lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
 
-def judge(classifier: Classifier, images: np.ndarray, targets: Sequence[int], *,
-          self_judging: bool = False, batch_size: int = 32) -> JudgeScore:
-  """Top-1/top-5 accuracy and mean target probability of ``images``."""
-  probabilities = np.concatenate([
-      np.asarray(class_probabilities(classifier, jnp.asarray(images[i:i + batch_size])))
-      for i in range(0, len(images), batch_size)])
-  targets = np.asarray(targets)
-  order = np.argsort(-probabilities, axis=1)
-  top1 = order[:, 0] == targets
-  top5 = np.any(order[:, :5] == targets[:, None], axis=1)
-  target_prob = probabilities[np.arange(len(targets)), targets]
-  predictions = [(int(c), float(probabilities[i, c])) for i, c in enumerate(order[:, 0])]
-  return JudgeScore(float(top1.mean()), float(top5.mean()), float(target_prob.mean()),
-                    self_judging, predictions)
-
-
-def evaluate(generator: Classifier, judges: dict[str, Classifier],
-             recipes: Sequence[str | recipes_lib.Recipe], classes: Sequence[int | str], *,
-             seed: int = 0, steps_scale: float = 1.0, batch_size: int | None = None,
-             photo: str | None = None,
-             compute_dtype: Any = None) -> tuple[list[RecipeScore], dict[str, str]]:
-  """Generate ``classes`` with each recipe and score the images with the judges.
-
-  Args:
-    photo: the start of recipes that begin from a photo (transfiguration);
-      default: the bundled photo of a cat.
-    compute_dtype: generate with the generator computing in this dtype
-      (``jnp.bfloat16``: ``engine.mixed_precision``); the images are judged,
-      by the generator too, in float32.
-
-  Returns:
-    The scores, and ``{recipe: reason}`` for recipes skipped because they
-    read a head the generator does not have.
+def load_records(paths: Sequence[str | os.PathLike]) -> list[dict[str, Any]]:
+  """``record``s saved as JSON (``--json_out`` files).
 
   Raises:
-    ValueError: no classes, no judges, or an unknown recipe or class.
+    ValueError: a file that cannot be read, or is not a record.
   """
-  targets = imagenet.class_indices(classes, generator.labels)
-  if not targets:
-    raise ValueError("the class list is empty: pass indices or names")
-  if not judges:
-    raise ValueError("no judges: pass at least one model name")
-  maker = generator if compute_dtype is None else engine.mixed_precision(generator, compute_dtype)
-  scores, skipped = [], {}
-  for recipe in recipes:
-    recipe = recipes_lib.get(recipe, steps_scale=steps_scale)
-    missing = [h for h in recipe.heads if h not in generator.heads]
-    if missing:
-      skipped[recipe.name] = (f"{generator.name} has no head {', '.join(missing)} (its heads: "
-                              f"{', '.join(generator.heads)})")
-      continue
-    init = None
-    if recipe.init == "photo":
-      init = photo or str(importlib.resources.files("classgen_jax") / "assets" / "chelsea.jpg")
-    start = time.perf_counter()
-    result = engine.generate(maker, targets, recipe, seed=seed, batch_size=batch_size,
-                             init=init)
-    self_score = judge(generator, result.images, targets, self_judging=True)
-    scores.append(RecipeScore(
-        recipe.name, self_score.top1,
-        {name: judge(clf, result.images, targets, self_judging=clf is generator
-                     or name == generator.name)
-         for name, clf in judges.items()},
-        time.perf_counter() - start, result,
-        float(np.mean(result.rank_as_optimised == 0))))
-  return scores, skipped
+  results = []
+  for path in paths:
+    try:
+      with open(path, encoding="utf-8") as f:
+        result = json.load(f)
+    except (OSError, ValueError) as error:
+      raise ValueError(f"cannot read quality results {path}: {error}") from None
+    if not isinstance(result, dict) or not isinstance(result.get("recipes"), dict):
+      raise ValueError(f"{path} is not a quality record (no 'recipes'): was it written by "
+                       "--json_out without --adversarial?")
+    results.append(result)
+  return results
 
 
-def contact_sheet(score: RecipeScore, labels: Sequence[str], *, thumb: int = 160,
-                  columns: int = 8) -> Image.Image:
-  """A labelled grid: each image with its target and every judge's top-1."""
+def table_from_files(paths: Sequence[str | os.PathLike]) -> str:
+  """``markdown_table`` of saved records (``--from_json``)."""
+  return markdown_table(load_records(paths))
+
+
+def recipe_sheet(score: judging.RecipeScore, labels: Sequence[str], *, thumbnail: int = 160,
+                 columns: int = 8) -> Image.Image:
+  """A ``gallery.sheet`` of a recipe's images: target, then each judge's top-1.
+
+  A judge's line is green where its top-1 is the target, red where not.
+  """
   result = score.generation
-  lines = 1 + len(score.judges)
-  cell_h = thumb + 12 * lines + 6
-  rows = -(-len(result.images) // columns)
-  sheet = Image.new("RGB", (columns * thumb, rows * cell_h), "white")
-  draw = ImageDraw.Draw(sheet)
-  for i, image in enumerate(result.images):
-    x, y = (i % columns) * thumb, (i // columns) * cell_h
-    tile = Image.fromarray(to_uint8(image)).resize((thumb - 4, thumb - 4), Image.BILINEAR)
-    sheet.paste(tile, (x + 2, y + 2))
-    target = int(result.targets[i])
-    draw.text((x + 3, y + thumb), f"{target} {labels[target]}"[:26], fill="black")
-    for j, (name, verdict) in enumerate(score.judges.items()):
+  captions = []
+  for i, target in enumerate(result.targets):
+    lines = [(f"{target} {labels[target]}", "black")]
+    for name, verdict in score.judges.items():
       cls, prob = verdict.predictions[i]
-      colour = (0, 120, 0) if cls == target else (170, 0, 0)
-      text = f"{name[-5:]}: {labels[cls]} {prob:.0%}"
-      draw.text((x + 3, y + thumb + 12 * (j + 1)), text[:26], fill=colour)
-  return sheet
+      lines.append((f"{name[-5:]}: {labels[cls]} {prob:.0%}",
+                    (0, 120, 0) if cls == target else (170, 0, 0)))
+    captions.append(lines)
+  return gallery.sheet(result.images, captions, thumbnail=thumbnail, columns=columns, padding=2)
 
 
-# ----------------------------------------------------------------------------
-# The article's claim about adversarial examples.
+def run(generator: str | Classifier, judges: Sequence[str | Classifier],
+        recipes: Sequence[str | recipes_lib.Recipe], classes: Sequence[int | str], *,
+        seed: int = 0, steps_scale: float = 1.0, dtype: str = "float32",
+        batch_size: int | None = None, photo: str | None = None,
+        json_out: str | os.PathLike | None = None,
+        grid_out: str | os.PathLike | None = None) -> str:
+  """Evaluate recipes, write the record and contact sheets, return the report.
 
+  Names are checked before any model loads, so a typo fails in a second.
 
-def sample_photos() -> dict[str, np.ndarray]:
-  """The photos that ship with scikit-image, as RGB floats in [0, 1]."""
-  try:
-    import skimage.data
-  except ImportError:
-    raise ValueError("the photos come from scikit-image: pip install scikit-image") from None
-  names = ("astronaut", "chelsea", "coffee", "rocket", "camera", "coins", "horse",
-           "hubble_deep_field", "immunohistochemistry", "logo", "moon", "page", "text",
-           "retina", "brick", "grass", "gravel", "colorwheel", "cell", "clock")
-  photos = {}
-  for name in names:
-    image = np.asarray(getattr(skimage.data, name)())
-    if image.dtype == bool:
-      image = image.astype(np.uint8) * 255
-    if image.ndim == 2:
-      image = np.repeat(image[..., None], 3, axis=-1)
-    photos[name] = image[..., :3].astype(np.float32) / 255.0
-  return photos
-
-
-def adversarial_flip_rates(classifier: Classifier, photos: dict[str, np.ndarray],
-                           epsilons: Sequence[float], *, random_draws: int = 5,
-                           seed: int = 0, confident: float = 0.5) -> dict[str, list[float]]:
-  """Fraction of photos whose top-1 class changes, per epsilon.
+  Args:
+    generator: the model that makes the images: a name (``load_classifier``)
+      or a classifier.
+    judges: the models that classify them, names or classifiers; a judge
+      named like the generator is the generator (its scores self-judging).
+    recipes, classes, seed, steps_scale, batch_size, photo: as for
+      ``judging.evaluate``.
+    dtype: the generator's compute dtype, ``"float32"`` or ``"bfloat16"``
+      (mixed precision; the judging stays float32).
+    json_out: write ``record`` here.
+    grid_out: write each recipe's ``recipe_sheet`` here (``NAME.png``, or
+      ``NAME-RECIPE.png`` for several recipes).
 
   Returns:
-    ``{"random_sign": [...], "gradient_sign": [...]}``, one rate per epsilon:
-    for random sign directions, averaged over ``random_draws`` draws; for the
-    gradient sign, the direction that raises the loss of the photo's own
-    top-1 class (FGSM, Goodfellow et al. 2014). The same two again over the
-    photos the model classifies with probability >= ``confident``
-    (``confident_random_sign``, ``confident_gradient_sign``; there are
-    ``confident_photos`` of them): the article's claim is about images the
-    model recognises, and a photo of text or gravel, whose top-1 is a guess
-    at 5-20%, flips under almost any noise.
+    The text report: ``console_table``, then ``markdown_table`` where a recipe
+    ran, then the files written.
+
+  Raises:
+    ValueError: no or unknown classes, judges, models, recipes or dtype.
   """
-  size = classifier.input_size
-  images = jnp.stack([T.resize(jnp.asarray(p), size, method="bilinear")
-                      for p in photos.values()])
+  if not imagenet.class_indices(classes):
+    raise ValueError("the class list is empty: give class indices or names")
+  if not judges:
+    raise ValueError("no judges: give at least one model name")
+  if dtype not in _DTYPES:
+    raise ValueError(f"unknown dtype {dtype!r}; one of {', '.join(_DTYPES)}")
+  for model in [generator, *judges]:
+    if isinstance(model, str):
+      model_spec(model)
+  for recipe in recipes:
+    recipes_lib.get(recipe)
+  maker = load_classifier(generator) if isinstance(generator, str) else generator
+  generator_name = generator if isinstance(generator, str) else generator.name
+  classifiers = {}
+  for judge in judges:
+    name = judge if isinstance(judge, str) else judge.name
+    if name == generator_name:
+      logging.warning("judge %s is the generator: its scores are self-judging", name)
+      judge = maker
+    classifiers[name] = load_classifier(judge) if isinstance(judge, str) else judge
+  scores, skipped = judging.evaluate(
+      maker, classifiers, recipes, classes, seed=seed, steps_scale=steps_scale,
+      batch_size=batch_size, photo=photo, compute_dtype=_DTYPES[dtype])
+  report = [console_table(scores, skipped)]
+  result = record(scores, skipped, generator=generator_name, judges=list(classifiers),
+                  classes=classes, seed=seed, steps_scale=steps_scale, dtype=dtype)
+  if scores:
+    report.append(markdown_table([result]))
+  if json_out:
+    write_text(json_out, json.dumps(result, indent=2) + "\n")
+  if grid_out:
+    root, ext = os.path.splitext(os.fspath(grid_out))
+    for score in scores:
+      path = os.fspath(grid_out) if len(scores) == 1 else f"{root}-{score.recipe}{ext or '.png'}"
+      recipe_sheet(score, maker.labels).save(path)
+      report.append(f"wrote {path}")
+  return "\n".join(report)
 
-  @jax.jit
-  def top1(clf, x):
-    return jnp.argmax(clf(jnp.clip(x, 0, 1), heads=("logits",))["logits"], axis=-1)
 
-  @jax.jit
-  def loss_sign(clf, x, labels):
-    def loss(x):
-      logits = clf(x, heads=("logits",))["logits"]
-      return -jnp.sum(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], 1))
-    return jnp.sign(jax.grad(loss)(x))
-
-  clean = top1(classifier, images)
-  sure = np.asarray(class_probabilities(classifier, images)).max(axis=1) >= confident
-  direction = loss_sign(classifier, images, clean)
-  keys = jax.random.split(jax.random.key(seed), random_draws)
-  rates = {"photos": list(photos), "confident_photos": int(sure.sum()), "random_sign": [],
-           "gradient_sign": [], "confident_random_sign": [], "confident_gradient_sign": []}
-  for eps in epsilons:
-    random_flips = np.mean([np.asarray(top1(classifier, images + eps * jnp.sign(
-        jax.random.normal(k, images.shape))) != clean) for k in keys], axis=0)
-    gradient_flips = np.asarray(top1(classifier, images + eps * direction) != clean)
-    rates["random_sign"].append(float(random_flips.mean()))
-    rates["gradient_sign"].append(float(gradient_flips.mean()))
-    for key, flips in (("confident_random_sign", random_flips),
-                       ("confident_gradient_sign", gradient_flips)):
-      rates[key].append(float(flips[sure].mean()) if sure.any() else float("nan"))
-  return rates
+def _cell(value: float | None, spec: str) -> str:
+  return "" if value is None else format(value, spec)

@@ -1,4 +1,4 @@
-"""Galleries: the contact sheet's size and an index.html that parses, links
+"""Galleries: the contact sheet's layout and an index.html that parses, links
 every image and escapes names."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ import html.parser
 import json
 from urllib.parse import unquote
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -37,6 +38,30 @@ def folder(tmp_path_factory):
   out = tmp_path_factory.mktemp("atlas")
   atlas.make_atlas(tiny(), [0, 1, 2], out, QUICK, restarts=2, batch_size=6)
   return out
+
+
+def test_sheet_layout_padding_and_captions():
+  red = np.zeros((10, 20, 3), np.float32)
+  red[..., 0] = 1.0
+  captions = [[("a", "black"), ("W" * 200, (170, 0, 0))], [("b", "black")], [("c", "black")]]
+  grid = gallery.sheet([red, Image.new("RGB", (5, 5), "blue"), red], captions,
+                       thumbnail=40, columns=2, padding=3)
+  cell = 40 + 12 * 2 + 2  # the longest caption sets every row's height
+  assert grid.size == (2 * 40, 2 * cell)
+  pixels = np.asarray(grid)
+  assert tuple(pixels[1, 1]) == (255, 255, 255)  # the padding
+  assert tuple(pixels[3, 3]) == (255, 0, 0) and tuple(pixels[20, 60]) == (0, 0, 255)
+  assert tuple(pixels[cell + 20, 20]) == (255, 0, 0) and tuple(pixels[cell + 20, 60]) == (255,) * 3
+  # The over-long line is cut to its thumbnail's width: none of it in the next column.
+  line = pixels[40 + 12:40 + 26]
+  assert np.any(line[:, :38] != 255) and np.all(line[:, 38:] == 255)
+
+
+def test_sheet_needs_one_image_per_caption():
+  with pytest.raises(ValueError, match="2 images for 3 captions"):
+    gallery.sheet([np.zeros((4, 4, 3))] * 2, [[("x", "black")]] * 3)
+  with pytest.raises(ValueError, match="at least one"):
+    gallery.sheet([], [])
 
 
 def test_gallery_sheet_and_index_link_every_image(folder):

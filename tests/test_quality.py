@@ -1,21 +1,24 @@
-"""The quality benchmark: judges, scores, contact sheet, adversarial rates, errors."""
+"""The quality report: a run's record, tables and sheet, saved records old and
+new, names checked before models load, and the script's one-line errors."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
-import jax.numpy as jnp
 import numpy as np
 import pytest
+from PIL import Image
 
-from classgen_jax import quality
-from classgen_jax.classify import class_probabilities
+from classgen_jax import naturalness, quality
 from classgen_jax.recipes import Octave, Recipe
 from classgen_jax.updates import Sign
 from tests.conftest import tiny
 
 QUICK = Recipe("quick", "uniform", 48, (Octave(3, update=Sign(), step_size=(0.02, 0.02)),))
+RESULTS = Path(__file__).parent.parent / "docs" / "results"
 
 
 def test_default_classes_are_32_spread_over_imagenet():
@@ -24,89 +27,118 @@ def test_default_classes_are_32_spread_over_imagenet():
   assert np.all(np.diff(classes) >= 31)
 
 
-def test_judge_scores():
+def test_run_writes_record_table_and_sheet(tmp_path):
   clf = tiny()
-  images = np.random.default_rng(0).random((4, 48, 48, 3)).astype(np.float32)
-  probabilities = np.asarray(class_probabilities(clf, images))
-  top = probabilities.argmax(1)
-  targets = [int(top[0]), int(top[1]), (int(top[2]) + 1) % 1000, int(top[3])]
-  score = quality.judge(clf, images, targets, batch_size=3)
-  assert score.top1 == pytest.approx(0.75)
-  assert score.top5 >= score.top1
-  assert score.predictions[2][0] == top[2]
-  expected = probabilities[np.arange(4), targets].mean()
-  assert score.mean_target_prob == pytest.approx(expected, rel=1e-5)
+  json_out, grid_out = tmp_path / "q.json", tmp_path / "q.png"
+  report = quality.run(clf, [clf], [QUICK, "deepdraw"], [1, "tabby", 7],
+                       json_out=json_out, grid_out=grid_out)
+  assert "deepdraw" in report and "has no head aux2" in report
+  assert report.splitlines()[-1] == f"wrote {grid_out}"
+  (result,) = quality.load_records([json_out])
+  assert result["generator"] == "resnet" and result["judges"] == ["resnet"]
+  assert result["classes"] == [1, "tabby", 7] and result["dtype"] == "float32"
+  score = result["recipes"]["quick"]
+  assert set(score) == {"self_top1", "self_top1_as_optimised", "judges", "seconds",
+                        "colourfulness", "spectral_slope"}
+  assert score["judges"]["resnet"]["self_judging"]
+  assert score["self_top1"] == score["judges"]["resnet"]["top1"]
+  assert 0 <= score["self_top1_as_optimised"] <= 1
+  # Three sign steps from uniform noise: colourful noise, flatter than the photos.
+  assert score["colourfulness"] > 0
+  assert score["spectral_slope"] < result["naturalness_reference"]["spectral_slope"]
+  assert result["naturalness_reference"] == naturalness.reference()
+  assert quality.markdown_table([result]) in report
+  with Image.open(grid_out) as sheet:
+    assert sheet.size == (3 * 160, 160 + 12 * 2 + 2)  # 3 images; target and one judge
 
 
-def test_evaluate_and_contact_sheet():
-  clf = tiny()
-  scores, skipped = quality.evaluate(clf, {"tiny": clf}, [QUICK, "deepdraw"], [1, "tabby", 7])
-  (score,) = scores
-  assert "has no head aux2" in skipped["deepdraw"]
-  assert score.recipe == "quick" and score.judges["tiny"].self_judging
-  assert score.self_top1 == score.judges["tiny"].top1
-  data = score.as_json()
-  assert set(data) == {"self_top1", "self_top1_as_optimised", "judges", "seconds"}
-  assert 0 <= data["self_top1_as_optimised"] <= 1
-  assert set(data["judges"]["tiny"]) == {"top1", "top5", "mean_target_prob", "self_judging"}
-  sheet = quality.contact_sheet(score, clf.labels, thumb=64, columns=2)
-  assert sheet.size == (128, 2 * (64 + 12 * 2 + 6))
-
-
-def test_bfloat16_generation_is_judged_in_float32():
-  clf = tiny()
-  (f32,), _ = quality.evaluate(clf, {"tiny": clf}, [QUICK], [1, 7])
-  (bf16,), _ = quality.evaluate(clf, {"tiny": clf}, [QUICK], [1, 7],
-                                compute_dtype=jnp.bfloat16)
-  assert bf16.generation.images.dtype == np.float32
-  assert not np.array_equal(bf16.generation.images, f32.generation.images)
-  # Three sign steps of 0.02: bf16 may flip a pixel's sign, never more than that.
-  np.testing.assert_allclose(bf16.generation.images, f32.generation.images, atol=0.12 + 1e-6)
+def _record(recipe, dtype, top1, **extra):
+  judges = {"lite1": {"top1": top1, "top5": 1.0, "mean_target_prob": 0.5,
+                      "self_judging": False}}
+  raw = {} if recipe == "sign" else {"self_top1_as_optimised": 0.5}
+  return {"dtype": dtype, "judges": ["lite1"],
+          "recipes": {recipe: {"self_top1": 1.0, "judges": judges, "seconds": 12.4, **raw,
+                               **extra}}}
 
 
 def test_markdown_table_of_several_runs():
-  def run(recipe, dtype, top1):
-    judges = {"lite1": {"top1": top1, "top5": 1.0, "mean_target_prob": 0.5,
-                        "self_judging": False}}
-    raw = {} if recipe == "sign" else {"self_top1_as_optimised": 0.5}
-    return {"dtype": dtype, "judges": ["lite1"],
-            "recipes": {recipe: {"self_top1": 1.0, "judges": judges, "seconds": 12.4, **raw}}}
   # Rows come in the catalogue's order, whatever the files' order.
-  table = quality.markdown_table([run("recognisable", "bfloat16", 0.9375),
-                                  run("sign", "float32", 0.0625)])
+  table = quality.markdown_table([_record("recognisable", "bfloat16", 0.9375),
+                                  _record("sign", "float32", 0.0625)])
   lines = table.splitlines()
   assert len(lines) == 4 and lines[0].count("|") == lines[1].count("|") == lines[2].count("|")
   assert lines[2] == "| `sign` |  | 100% | 6% / 100% (0.50) | 12 |"  # no raw rank recorded
   assert lines[3].startswith("| `recognisable` (bfloat16) | 50% | 100% | 94% / 100%")
-  again = dict(run("sign", "float32", 0.0), device="cpu", steps_scale=0.2)
-  lines = quality.markdown_table([run("sign", "float32", 0.0625), again]).splitlines()
+  again = dict(_record("sign", "float32", 0.0), device="cpu", steps_scale=0.2)
+  lines = quality.markdown_table([_record("sign", "float32", 0.0625), again]).splitlines()
   assert lines[2].startswith("| `sign` (?) |")
   assert lines[3].startswith("| `sign` (0.2x steps, cpu) |")
 
 
-def test_empty_classes_and_judges():
-  clf = tiny()
-  with pytest.raises(ValueError, match="class list is empty"):
-    quality.evaluate(clf, {"t": clf}, [QUICK], [])
-  with pytest.raises(ValueError, match="no judges"):
-    quality.evaluate(clf, {}, [QUICK], [1])
+def test_markdown_table_naturalness_beside_the_photos():
+  new = dict(_record("octaves", "float32", 1.0, colourfulness=41.26, spectral_slope=2.345),
+             naturalness_reference={"colourfulness": 56.2, "spectral_slope": 3.19})
+  lines = quality.markdown_table([_record("sign", "float32", 0.0), new]).splitlines()
+  assert lines[0].endswith("| colourfulness | photos' colourfulness | spectral slope "
+                           "| photos' spectral slope | seconds |")
+  assert len({line.count("|") for line in lines}) == 1
+  assert lines[2].endswith("| 0% / 100% (0.50) |  |  |  |  | 12 |")  # an older record
+  assert lines[3].endswith("| 100% / 100% (0.50) | 41 | 56 | 2.35 | 3.19 | 12 |")
 
 
-def test_adversarial_rates_structure():
-  photos = {"a": np.full((40, 40, 3), 0.3, np.float32),
-            "b": np.random.default_rng(0).random((30, 50, 3)).astype(np.float32)}
-  rates = quality.adversarial_flip_rates(tiny(), photos, [0.0, 0.5], random_draws=2)
-  assert rates["random_sign"][0] == rates["gradient_sign"][0] == 0.0
-  assert len(rates["gradient_sign"]) == 2 and rates["photos"] == ["a", "b"]
+def test_saved_records_still_make_the_readme_table():
+  paths = sorted(RESULTS.glob("quality_*.json"))
+  assert len(paths) >= 2
+  lines = quality.table_from_files(paths).splitlines()
+  # No record before naturalness has it: the table keeps the README's columns.
+  assert lines[0] == ("| recipe | self top-1 as optimised | self top-1 | efficientnet_lite1 "
+                      "top-1 / top-5 (mean p) | efficientnet_lite2 top-1 / top-5 (mean p) "
+                      "| seconds |")
+  assert "| `sign` (cpu) | 100% | 0% | 0% / 0% (0.00) | 0% / 3% (0.00) | 847 |" in lines
 
 
-@pytest.mark.parametrize("flags,message", [
-    (["--classes="], "--classes is empty"),
-    (["--classes=chikadee"], "did you mean 'chickadee'"),
-    (["--judges=efficientnet_lite9"], "unknown model 'efficientnet_lite9'"),
-])
-def test_script_errors_are_one_line(flags, message):
-  result = subprocess.run([sys.executable, "scripts/evaluate_quality.py", *flags],
-                          capture_output=True, text=True, timeout=120)
+def test_load_records_errors(tmp_path):
+  (tmp_path / "bad.json").write_text("{")
+  (tmp_path / "adversarial.json").write_text(json.dumps({"model": "m", "random_sign": []}))
+  with pytest.raises(ValueError, match="cannot read quality results .*bad.json"):
+    quality.load_records([tmp_path / "bad.json"])
+  with pytest.raises(ValueError, match="not a quality record"):
+    quality.load_records([tmp_path / "adversarial.json"])
+  with pytest.raises(ValueError, match="cannot read"):
+    quality.load_records([tmp_path / "missing.json"])
+
+
+def test_run_checks_every_name_before_loading_a_model(monkeypatch):
+  def load(name):
+    raise AssertionError(f"loaded {name} before checking the names")
+
+  monkeypatch.setattr(quality, "load_classifier", load)
+  lite = "efficientnet_lite0"
+  for args, kwargs, message in [
+      ((lite, [lite], ["sign"], []), {}, "class list is empty"),
+      ((lite, [lite], ["sign"], ["chikadee"]), {}, "did you mean 'chickadee'"),
+      ((lite, [], ["sign"], [1]), {}, "no judges"),
+      ((lite, ["efficientnet_lite9"], ["sign"], [1]), {}, "unknown model 'efficientnet_lite9'"),
+      ((lite, [lite], ["sgn"], [1]), {}, "unknown recipe 'sgn'"),
+      ((lite, [lite], ["sign"], [1]), {"dtype": "float16"}, "unknown dtype 'float16'")]:
+    with pytest.raises(ValueError, match=message):
+      quality.run(*args, **kwargs)
+
+
+def _script(*flags):
+  return subprocess.run([sys.executable, "scripts/evaluate_quality.py", *flags],
+                        capture_output=True, text=True, timeout=120)
+
+
+def test_script_errors_are_one_line():
+  # Every message is the library's (tested above); the script only must not add a traceback.
+  result = _script("--classes=chikadee")
   assert result.returncode != 0
-  assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
+  assert "did you mean 'chickadee'" in result.stderr, result.stderr
+  assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_script_prints_the_table_of_saved_records():
+  result = _script(f"--from_json={RESULTS / 'quality_cpu_sign.json'}")
+  assert result.returncode == 0, result.stderr
+  assert "| `sign` | 100% | 0% | 0% / 0% (0.00) | 0% / 3% (0.00) | 847 |" in result.stdout
