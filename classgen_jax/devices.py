@@ -9,6 +9,7 @@ on one device as on many, and across hosts after
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any
 
 import jax
@@ -47,6 +48,17 @@ def to_host(tree):
   if jax.process_count() > 1:
     return multihost_utils.process_allgather(tree, tiled=True)
   return jax.tree_util.tree_map(np.asarray, tree)
+
+
+def wait(array: jax.Array, poll: float = 0.02) -> None:
+  """Waits until ``array`` is computed, in a loop that lets signals through.
+
+  ``block_until_ready`` waits inside XLA, where a Ctrl-C is only delivered
+  once the computation ends (tens of seconds for a long chunk); polling
+  keeps the main thread in Python, so a KeyboardInterrupt lands at once.
+  """
+  while not array.is_ready():
+    time.sleep(poll)
 
 
 def mixed_precision(classifier: Classifier, dtype: Any = jnp.bfloat16) -> Classifier:

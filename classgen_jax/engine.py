@@ -111,16 +111,27 @@ class Progress(NamedTuple):
   """Where a ``generate`` call is, for a progress report.
 
   Attributes:
-    octave: the octave running (0-based) and ``octaves`` their number.
-    done: iterations of the whole recipe done for the current batch.
+    event: ``"compiling"`` (an octave's program is about to be compiled:
+      its first use with these shapes), ``"compiled"`` (``seconds`` it
+      took), or ``"iterations"`` (a chunk of iterations has run).
+    octave: the octave (0-based) and ``octaves`` their number.
+    done: iterations of the recipe done for the current batch.
     total: iterations of the recipe.
     batch: images in the current batch.
+    seconds: with ``"compiled"``, the compile time.
   """
+  event: str
   octave: int
   octaves: int
   done: int
   total: int
   batch: int
+  seconds: float = 0.0
+
+
+# Programs already compiled in this process: (plan, chunk length, canvas
+# shape and dtype, model dtype, devices), for the "compiling" report.
+_COMPILED: set[tuple] = set()
 
 
 def image_keys(seed: int, targets: Sequence[int], restarts: Sequence[int]) -> jax.Array:
@@ -243,9 +254,11 @@ def generate(classifier: Classifier, targets: Sequence[int | str] | int | str,
       dropped afterwards), so that a caller's last, smaller batch reuses the
       programs compiled for its full ones.
     chunk: run each octave this many iterations per compiled call (default:
-      all at once), so that ``progress`` hears between chunks and a
-      KeyboardInterrupt lands within one chunk; images do not change.
-    progress: called with a ``Progress`` after each chunk has run.
+      all at once), so that ``progress`` hears between chunks; images do not
+      change. With ``progress``, the host waits for each chunk in a loop
+      that lets a KeyboardInterrupt through at once.
+    progress: called with a ``Progress`` when an octave's program is
+      compiled and after each chunk has run.
 
   Returns:
     A ``Generation``; images are ordered target-major (all restarts of the
@@ -291,19 +304,30 @@ def generate(classifier: Classifier, targets: Sequence[int | str] | int | str,
 
 def _run_octave(plan: step_lib.Plan, classifier, canvas, targets, keys, *, chunk, report):
   """One octave on ``canvas`` ``(N, B, B, 3)``, in chunks of ``chunk``
-  iterations when given (``report(done)`` after each, once it has run)."""
+  iterations when given; ``report(event, done, seconds)`` hears of compiling
+  and of each chunk once it has run."""
   length = octave_lib.chunk_length(plan, chunk)
   run = octave_lib.compiled(plan, length)
   state = step_lib.init_state(plan, canvas)
   traces, snapshots = [], []
   n = plan.octave.iterations
+  signature = (plan, length, canvas.shape, str(canvas.dtype), str(classifier.dtype),
+               jax.device_count())
   for begin in range(0, n, length):
+    compiling = report is not None and signature not in _COMPILED
+    if compiling:
+      report("compiling", begin, 0.0)
+    start = time.perf_counter()
+    # Dispatch returns once the program is compiled; it runs asynchronously.
     state, trace, snaps = run(classifier, state, targets, keys)
+    _COMPILED.add(signature)
+    if compiling:
+      report("compiled", begin, time.perf_counter() - start)
     traces.append(trace)
     snapshots.append(snaps)
     if report is not None:
-      jax.block_until_ready(state.canvas)
-      report(min(begin + length, n))
+      devices.wait(state.canvas)
+      report("iterations", min(begin + length, n), 0.0)
   trace = traces[0] if len(traces) == 1 else jax.tree_util.tree_map(
       lambda *xs: jnp.concatenate(xs)[:n], *traces)
   if snapshots[0] is not None:
@@ -339,8 +363,9 @@ def _generate_batch(classifier, recipe, plans, targets, restarts, seed, photos, 
           images)
     report = None
     if progress is not None:
-      report = lambda done, plan=plan, offset=offset: progress(Progress(  # noqa: E731
-          plan.index, len(plans), offset + done, recipe.iterations, n))
+      def report(event, done, seconds, plan=plan, offset=offset):
+        progress(Progress(event, plan.index, len(plans), offset + done, recipe.iterations, n,
+                          seconds))
     buffer, trace, snaps = _run_octave(plan, classifier, step_lib.embed(images, plan.buffer),
                                        targets_device, keys, chunk=chunk, report=report)
     side = plan.final_side()
