@@ -16,6 +16,12 @@ later loads read that file.
   it (``register_converter``), so a source tree that is on ``sys.path`` but
   not installed converts once ``converters`` was imported.
 
+A cache file carries a SHA-256 of its tensor data (metadata
+``tensors_sha256``), checked on every read: a file whose bytes changed on
+disk is rebuilt, with one warning, never used. The check costs about 20 ms
+for EfficientNet-Lite0's 19 MB of tensors (sha256 at ~1 GB/s), of a cached
+load's ~310 ms (measured on the development machine's CPU).
+
 Cache directory: ``$CLASSGEN_JAX_CACHE`` if set, else
 ``$XDG_CACHE_HOME/classgen_jax``, else ``~/.cache/classgen_jax``.
 """
@@ -28,7 +34,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +78,20 @@ def file_sha256(path: str | os.PathLike) -> str:
   with open(path, "rb") as f:
     for chunk in iter(lambda: f.read(1 << 20), b""):
       digest.update(chunk)
+  return digest.hexdigest()
+
+
+def tensors_sha256(tensors: Mapping[str, np.ndarray]) -> str:
+  """SHA-256 of named arrays: names, dtypes, shapes and bytes, in name order.
+
+  Independent of how a file lays the tensors out, so it is computed from the
+  arrays at write and from the arrays read back at load.
+  """
+  digest = hashlib.sha256()
+  for key in sorted(tensors):
+    array = np.ascontiguousarray(tensors[key])
+    digest.update(f"{key}:{array.dtype.str}:{array.shape};".encode())
+    digest.update(array.reshape(-1).view(np.uint8))
   return digest.hexdigest()
 
 
@@ -138,7 +158,11 @@ def _converter(kind: str, name: str) -> Callable[..., Classifier]:
 
 def save_classifier(classifier: Classifier, path: str | os.PathLike,
                     **metadata: str) -> None:
-  """Write a classifier's weights and configuration as safetensors, atomically."""
+  """Write a classifier's weights and configuration as safetensors, atomically.
+
+  The metadata records a SHA-256 of the tensor data (``tensors_sha256``),
+  which ``read_classifier`` checks.
+  """
   from safetensors.numpy import save_file
   flat = flax.traverse_util.flatten_dict(classifier.variables, sep="/")
   tensors = {k: np.ascontiguousarray(np.asarray(v)) for k, v in flat.items()}
@@ -146,7 +170,8 @@ def save_classifier(classifier: Classifier, path: str | os.PathLike,
       format=FORMAT, converter_version=CONVERTER_VERSION,
       architecture=type(classifier.module).__name__,
       config=json.dumps(models.module_config(classifier.module), sort_keys=True),
-      name=classifier.name, input_size=str(classifier.input_size), **metadata)
+      name=classifier.name, input_size=str(classifier.input_size), **metadata,
+      tensors_sha256=tensors_sha256(tensors))
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   with atomic_path(path) as tmp:
@@ -163,8 +188,8 @@ def read_classifier(path: str | os.PathLike, *, dtype: Any = jnp.float32,
     expect: metadata entries that must match (e.g. the source checksum).
 
   Raises:
-    WeightsError: unreadable, truncated, or not matching ``expect`` or the
-      architecture's variables.
+    WeightsError: unreadable, truncated, tensor data that do not match their
+      checksum, or not matching ``expect`` or the architecture's variables.
   """
   from safetensors import SafetensorError, safe_open
   try:
@@ -178,6 +203,11 @@ def read_classifier(path: str | os.PathLike, *, dtype: Any = jnp.float32,
   for key, value in (expect or {}).items():
     if header.get(key) != value:
       raise WeightsError(f"{path} has {key}={header.get(key)!r}, expected {value!r}")
+  if "tensors_sha256" not in header:
+    raise WeightsError(f"{path} has no tensor checksum (written by an older classgen_jax)")
+  if tensors_sha256(tensors) != header["tensors_sha256"]:
+    raise WeightsError(f"{path}: the tensor data do not match their checksum "
+                       "(the file changed on disk)")
   try:
     module = models.build(header["architecture"], json.loads(header["config"]))
   except (KeyError, TypeError, ValueError) as error:
