@@ -18,11 +18,12 @@ import sys
 
 import jax
 import jax.numpy as jnp
-from absl import app, flags, logging
+from absl import flags, logging
 
 from classgen_jax import class_indices, load_classifier, quality, recipes
 from classgen_jax._files import write_text
 from classgen_jax.weights import model_spec
+from scripts import _cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("generator", "efficientnet_lite0", "Model that makes the images.")
@@ -125,7 +126,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  _cli.run(main)
 
 
 if __name__ == "__main__":
