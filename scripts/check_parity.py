@@ -6,7 +6,7 @@ Random torchvision weights with randomised BatchNorm; each head's logits
 (max abs error / max |truth|) and the input gradient of one logit (relative
 L2) against torch float64 on the CPU, for torch float32 and JAX float32 with
 TF32 off on both, and JAX at its default precision (TF32 on a recent GPU).
-See ``converters/reference/parity.py``.
+See converters/reference/parity.py.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from __future__ import annotations
 import json
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from classgen_jax._files import write_text
 from classgen_jax.weights import model_spec
+from scripts import _cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("models", ["googlenet", "inception_v3", "resnet50"], "torchvision models.")
@@ -49,4 +50,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _cli.run(main)

@@ -4,8 +4,8 @@ r"""Classify image files: the top-5 classes with names and probabilities.
   python scripts/classify.py --model=googlenet --weights=googlenet.pth a.jpg b.png
   python scripts/classify.py --model=resnet50 --folder=atlas
 
-With ``--folder``, every image of an atlas folder (scripts/generate.py) is
-classified and each row of its ``summary.jsonl`` gains a ``classify_<model>``
+With --folder, every image of an atlas folder (scripts/generate.py) is
+classified and each row of its summary.jsonl gains a classify_<model>
 field (top-1 class, name and probability, the target's rank and probability).
 """
 
@@ -16,9 +16,10 @@ import sys
 from absl import app, flags
 
 from classgen_jax import classify
+from scripts import _cli
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", classify.DEFAULT_MODEL, "Model name.")
+flags.DEFINE_string("model", classify.DEFAULT_MODEL, _cli.MODEL_HELP)
 flags.DEFINE_string("weights", None, "A .pth state dict (default: the model's own weights).")
 flags.DEFINE_integer("top_k", 5, "Classes to print per image.")
 flags.DEFINE_bool("crop", True, "Centre-crop to the model's input size (else squash).")
@@ -52,7 +53,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  _cli.run(main)
 
 
 if __name__ == "__main__":

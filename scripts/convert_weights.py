@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import sys
 
-from absl import app, flags
+from absl import flags
 
 import classgen_jax
+from scripts import _cli
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", "inception_v3", "Model name (see classgen_jax.models.MODELS).")
+flags.DEFINE_string("model", "inception_v3", _cli.MODEL_HELP)
 flags.DEFINE_string("weights", None, "A .pth state dict (default: the model's own weights).")
 flags.DEFINE_string("out", None, "Also write the converted weights to this .safetensors file.")
 flags.DEFINE_bool("table", True, "Print the per-tensor parameter table.")
@@ -43,7 +44,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  _cli.run(main)
 
 
 if __name__ == "__main__":

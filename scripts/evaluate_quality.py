@@ -11,8 +11,8 @@ r"""Generate classes with one model, judge the images with others.
   python scripts/evaluate_quality.py --adversarial --json_out=adversarial.json
 
 Default classes: 32 spread over ImageNet (classgen_jax.quality.DEFAULT_CLASSES).
-The work is ``classgen_jax.quality.run``, ``quality.table_from_files`` and
-``classgen_jax.adversarial.run``.
+The work is classgen_jax.quality.run, quality.table_from_files and
+classgen_jax.adversarial.run.
 """
 
 from __future__ import annotations
@@ -23,9 +23,11 @@ import numpy as np
 from absl import app, flags
 
 from classgen_jax import adversarial, quality, recipes
+from scripts import _cli
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("generator", "efficientnet_lite0", "Model that makes the images.")
+flags.DEFINE_string("generator", "efficientnet_lite0",
+                    f"The model that makes the images. {_cli.MODEL_HELP}")
 flags.DEFINE_list("judges", ["efficientnet_lite1", "efficientnet_lite2"],
                   "Models that classify them, each at its native size.")
 flags.DEFINE_list("recipes", [recipes.DEFAULT], "Recipes to compare.")
@@ -92,7 +94,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  _cli.run(main)
 
 
 if __name__ == "__main__":

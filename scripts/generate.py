@@ -3,8 +3,8 @@ r"""Generate images that a classifier sees as chosen classes: an atlas.
   python scripts/generate.py --classes=0-99 --restarts=2 --out=atlas
   python scripts/generate.py --classes=tabby,19 --init_image=photos/ --out=transfigured
 
-Writes one PNG per image, ``summary.jsonl``/``summary.csv`` and ``run.json``
-into ``--out``; rerunning the same command resumes (``classgen_jax.atlas``).
+Writes one PNG per image, summary.jsonl, summary.csv and run.json into the
+--out folder; rerunning the same command resumes (classgen_jax.atlas).
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ import sys
 from absl import app, flags, logging
 
 from classgen_jax import atlas, classify, recipes
+from scripts import _cli
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", classify.DEFAULT_MODEL, "Model name.")
+flags.DEFINE_string("model", classify.DEFAULT_MODEL, _cli.MODEL_HELP)
 flags.DEFINE_string("weights", None, "A .pth state dict (default: the model's own weights).")
-flags.DEFINE_string("recipe", recipes.DEFAULT, f"Recipe: {', '.join(recipes.names())}.")
-flags.DEFINE_string("classes", "19", "Names, indices, ranges (0-99), comma-separated, or all.")
+flags.DEFINE_string("recipe", recipes.DEFAULT, _cli.RECIPE_HELP)
+flags.DEFINE_string("classes", str(_cli.DEFAULT_CLASS), _cli.CLASSES_HELP)
 flags.DEFINE_integer("restarts", 1, "Images per class, each from its own random start.")
 flags.DEFINE_integer("batch_size", 8, "Images optimised together (does not change them).")
 flags.DEFINE_integer("seed", 0, "The run's seed.")
@@ -37,6 +38,7 @@ flags.DEFINE_bool("overwrite", False, "Replace another run's images in --out.")
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  _cli.check_out_folder(FLAGS.out)
   try:
     result = atlas.run(
         model=FLAGS.model, weights=FLAGS.weights, classes=FLAGS.classes, out=FLAGS.out,
@@ -51,7 +53,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  _cli.run(main)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@ r"""A contact sheet and a browsable index.html for an atlas folder.
 
   python scripts/make_gallery.py --out=atlas
 
-Writes ``contact_sheet.png`` and ``index.html`` into the folder
-(``classgen_jax.gallery``); open ``index.html`` from disk.
+Writes contact_sheet.png and index.html into the folder
+(classgen_jax.gallery); open index.html from disk.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import sys
 from absl import app, flags, logging
 
 from classgen_jax import gallery
+from scripts import _cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", "atlas", "The folder scripts/generate.py wrote.")
@@ -32,7 +33,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  _cli.run(main)
 
 
 if __name__ == "__main__":

