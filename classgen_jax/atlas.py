@@ -35,13 +35,13 @@ import logging
 import os
 import re
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import jax.numpy as jnp
-import numpy as np
 from PIL import Image
 
 from classgen_jax import devices, engine, imagenet
@@ -49,6 +49,7 @@ from classgen_jax import recipes as recipes_lib
 from classgen_jax._classifier import Classifier
 from classgen_jax._files import write_text
 from classgen_jax.images import ImageError, load_image, save_png
+from classgen_jax.progress import duration
 
 RUN_FILE = "run.json"
 SUMMARY_JSONL = "summary.jsonl"
@@ -292,12 +293,27 @@ def _prepare_folder(out: Path, config: dict[str, Any], overwrite: bool) -> None:
   write_text(run_file, json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
+# Held while a batch's files are written: whoever must stop the process at
+# once (a Ctrl-C during compiling, see scripts/generate.py) takes it first, so
+# no file is left half-written and the summary has every row of its PNGs.
+WRITING = threading.Lock()
+
+
+class Interrupted(Exception):
+  """A Ctrl-C: ``complete`` of ``planned`` images are written; rerun to resume."""
+
+  def __init__(self, complete: int, planned: int):
+    super().__init__(f"interrupted: {complete} of {planned} images complete, no partial files")
+    self.complete, self.planned = complete, planned
+
+
 def make_atlas(classifier: Classifier, classes: Sequence[int | str], out: str | os.PathLike,
                recipe: str | recipes_lib.Recipe = recipes_lib.DEFAULT, *, seed: int = 0,
                restarts: int = 1, batch_size: int = 8, init: str | os.PathLike | None = None,
                steps_scale: float = 1.0, head: str | None = None, snapshot_every: int = 0,
                weights: str = "default", overwrite: bool = False,
-               log: Callable[[str], None] = logging.info) -> AtlasResult:
+               log: Callable[[str], None] = logging.info,
+               progress: Callable[[engine.Progress], None] | None = None) -> AtlasResult:
   """Images of ``classes`` (``restarts`` each) in ``out``, resuming an earlier run.
 
   Args:
@@ -318,12 +334,17 @@ def make_atlas(classifier: Classifier, classes: Sequence[int | str], out: str | 
     weights: how the weights are identified in ``run.json`` and the PNGs
       (a checksum or a source).
     overwrite: delete another run's images and summary in ``out`` first.
-    log: where progress lines go.
+    log: where the per-batch lines go.
+    progress: hears of compiling and of iterations within each batch
+      (``classgen_jax.progress.Reporter``; with it, each octave runs in
+      chunks and a Ctrl-C lands between them at once).
 
   Returns:
     An ``AtlasResult``.
 
   Raises:
+    Interrupted: a KeyboardInterrupt, once every image begun was written or
+      left out whole (rerunning resumes).
     AtlasError: bad classes or init, ``out`` unwritable or holding another
       run.
     StorageError: a write failed mid-run (disk full); rerunning resumes.
@@ -380,13 +401,15 @@ def make_atlas(classifier: Classifier, classes: Sequence[int | str], out: str | 
   batches = [todo[i:i + per_batch] for i in range(0, len(todo), per_batch)]
   # One generate call per batch, a batch sharing one start photo.
   batches = [b for batch in batches for b in _split_by_photo(batch)]
-  with concurrent.futures.ThreadPoolExecutor(min(16, os.cpu_count() or 1)) as writers:
+  writers = concurrent.futures.ThreadPoolExecutor(min(16, os.cpu_count() or 1))
+  try:
     for batch in batches:
       photo = batch[0][0]
       result = engine.generate(classifier, [t for _, t in batch], recipe, seed=seed,
                                restarts=restarts, snapshot_every=snapshot_every,
                                init=None if photo is None else load_image(photo),
-                               batch_size=batch_size, pad_to=per_batch * restarts)
+                               batch_size=batch_size, pad_to=per_batch * restarts,
+                               progress=progress)
       new_rows, writes = [], []
       for j, (target, restart) in enumerate(zip(result.targets, result.restarts)):
         key = (photo, int(target), int(restart))
@@ -409,24 +432,36 @@ def make_atlas(classifier: Classifier, classes: Sequence[int | str], out: str | 
         new_rows.append(row)
       # PNG encoding (zlib, outside the GIL) on every core: a 1000-class run
       # would otherwise spend longer writing than a GPU spends generating.
-      pending = [(path, writers.submit(_write_image, path, result, j, metadata, labels,
-                                       snapshot_every)) for path, j, metadata in writes]
-      for path, written in pending:
-        if (error := written.result()) is not None:
-          raise _storage_error(path, error)
-      try:
-        _fsync_append(out / SUMMARY_JSONL,
-                      "".join(json.dumps(r, sort_keys=True) + "\n" for r in new_rows))
-        _fsync_append(out / SUMMARY_CSV, _csv_text(new_rows, header=False))
-      except OSError as error:
-        raise _storage_error(out / SUMMARY_JSONL, error) from None
+      with WRITING:  # a Ctrl-C's watchdog waits for a batch's writes to end
+        pending = [(path, writers.submit(_write_image, path, result, j, metadata, labels,
+                                         snapshot_every)) for path, j, metadata in writes]
+        concurrent.futures.wait([written for _, written in pending])
+        for path, written in pending:
+          if (error := written.result()) is not None:
+            raise _storage_error(path, error)
+        try:
+          _fsync_append(out / SUMMARY_JSONL,
+                        "".join(json.dumps(r, sort_keys=True) + "\n" for r in new_rows))
+          _fsync_append(out / SUMMARY_CSV, _csv_text(new_rows, header=False))
+        except OSError as error:
+          raise _storage_error(out / SUMMARY_JSONL, error) from None
       made += len(new_rows)
       rate = made / max(time.perf_counter() - began, 1e-9)
       eta = (total - made) / rate if rate else float("inf")
-      log(f"atlas: {len(done)}/{len(planned)} images, {rate:.2f} images/s, "
-          f"ETA {_duration(eta)}")
+      line = (f"atlas: {len(done)}/{len(planned)} images, {rate:.2f} images/s, "
+              f"ETA {duration(eta)}")
+      if progress is not None and hasattr(progress, "line"):
+        progress.line(line)
+      else:
+        log(line)
       if sleep:
         time.sleep(sleep)
+  except KeyboardInterrupt:
+    # The writes of the batch in hand finish (each file is atomic anyway).
+    writers.shutdown(wait=True)
+    complete = sum(read_complete(out / names[key], run_id) is not None for key in planned)
+    raise Interrupted(complete, len(planned)) from None
+  writers.shutdown(wait=True)
   return AtlasResult(out, made, kept, [rows[k] for k in planned],
                      time.perf_counter() - start)
 
@@ -452,13 +487,6 @@ def _split_by_photo(batch):
     else:
       groups.append([item])
   return groups
-
-
-def _duration(seconds: float) -> str:
-  if not np.isfinite(seconds):
-    return "?"
-  seconds = int(round(seconds))
-  return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def weights_identity(model: str, weights: str | None) -> str:

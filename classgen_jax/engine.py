@@ -129,6 +129,10 @@ class Progress(NamedTuple):
   seconds: float = 0.0
 
 
+# With progress reports and no chunk given, each octave runs in this many
+# chunks: a report every few seconds on a CPU, negligible cost on any device.
+_CHUNKS_WITH_PROGRESS = 16
+
 # Programs already compiled in this process: (plan, chunk length, canvas
 # shape and dtype, model dtype, devices), for the "compiling" report.
 _COMPILED: set[tuple] = set()
@@ -254,9 +258,10 @@ def generate(classifier: Classifier, targets: Sequence[int | str] | int | str,
       dropped afterwards), so that a caller's last, smaller batch reuses the
       programs compiled for its full ones.
     chunk: run each octave this many iterations per compiled call (default:
-      all at once), so that ``progress`` hears between chunks; images do not
-      change. With ``progress``, the host waits for each chunk in a loop
-      that lets a KeyboardInterrupt through at once.
+      all at once, or a sixteenth of the octave with ``progress``), so that
+      ``progress`` hears between chunks; images do not change. With
+      ``progress``, the host waits for each chunk in a loop that lets a
+      KeyboardInterrupt through at once.
     progress: called with a ``Progress`` when an octave's program is
       compiled and after each chunk has run.
 
@@ -306,11 +311,13 @@ def _run_octave(plan: step_lib.Plan, classifier, canvas, targets, keys, *, chunk
   """One octave on ``canvas`` ``(N, B, B, 3)``, in chunks of ``chunk``
   iterations when given; ``report(event, done, seconds)`` hears of compiling
   and of each chunk once it has run."""
+  n = plan.octave.iterations
+  if chunk is None and report is not None:
+    chunk = -(-n // _CHUNKS_WITH_PROGRESS)
   length = octave_lib.chunk_length(plan, chunk)
   run = octave_lib.compiled(plan, length)
   state = step_lib.init_state(plan, canvas)
   traces, snapshots = [], []
-  n = plan.octave.iterations
   signature = (plan, length, canvas.shape, str(canvas.dtype), str(classifier.dtype),
                jax.device_count())
   for begin in range(0, n, length):

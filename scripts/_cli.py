@@ -6,8 +6,14 @@ so that the logging set-up below happens once flags are parsed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import shlex
+import signal
+import socket
+import sys
+import threading
 
 from absl import app, flags
 
@@ -50,3 +56,71 @@ def run(main) -> None:
     return main(argv)
 
   app.run(main_after_flags)
+
+
+# ----------------------------------------------------------------------------
+# Ctrl-C: one line, exit status 130, no traceback, within a second or two.
+
+
+def resume_command() -> str:
+  """The command line that ran this script: rerunning it resumes."""
+  return " ".join(shlex.quote(a) for a in ["python", *sys.argv])
+
+
+def stop(message: str) -> None:
+  """Print ``message`` and end the process now with status 130 (SIGINT's).
+
+  ``os._exit``: a computation still running on the device would otherwise
+  hold the interpreter's shutdown until it ends.
+  """
+  prefix = "\n" if sys.stderr.isatty() else ""
+  sys.stderr.write(f"{prefix}{message}\n")
+  sys.stderr.flush()
+  sys.stdout.flush()
+  os._exit(130)
+
+
+def completed_rows(out: str) -> int:
+  """Images a run folder's summary lists (its PNGs are complete)."""
+  try:
+    with open(os.path.join(out, "summary.jsonl"), encoding="utf-8") as f:
+      return sum(1 for line in f if line.strip())
+  except OSError:
+    return 0
+
+
+@contextlib.contextmanager
+def interruptible(out: str, writing: threading.Lock):
+  """Ends the process within about two seconds of a Ctrl-C, with one line.
+
+  The main thread handles a Ctrl-C itself whenever it is in Python (it waits
+  for the device in a polling loop). While it is inside a long call that
+  cannot be interrupted (XLA compiling an octave), a watchdog thread, woken
+  by the signal through ``signal.set_wakeup_fd``, waits for ``writing`` (no
+  file half-written) and ends the process.
+
+  Yields:
+    An event the main thread sets once it has taken the interrupt.
+  """
+  receive, send = socket.socketpair()
+  send.setblocking(False)
+  handled = threading.Event()
+  previous = signal.set_wakeup_fd(send.fileno(), warn_on_full_buffer=False)
+
+  def watchdog():
+    while True:
+      data = receive.recv(16)
+      if not data:
+        return
+      if signal.SIGINT in data and not handled.wait(1.5):
+        with writing:
+          stop(f"interrupted: {completed_rows(out)} images complete in {out}, no partial "
+               f"files; resume with: {resume_command()}")
+
+  threading.Thread(target=watchdog, daemon=True).start()
+  try:
+    yield handled
+  finally:
+    signal.set_wakeup_fd(previous)
+    send.close()
+    receive.close()

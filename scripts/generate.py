@@ -9,11 +9,12 @@ Writes one PNG per image, summary.jsonl, summary.csv and run.json into the
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 from absl import app, flags, logging
 
-from classgen_jax import atlas, classify, recipes
+from classgen_jax import atlas, classify, progress, recipes
 from scripts import _cli
 
 FLAGS = flags.FLAGS
@@ -33,21 +34,34 @@ flags.DEFINE_float("steps_scale", 1.0, "Scale every octave's iterations by this.
 flags.DEFINE_integer("snapshot_every", 0, "Also write a GIF per image, a frame every N steps.")
 flags.DEFINE_string("out", "atlas", "Output folder.")
 flags.DEFINE_bool("overwrite", False, "Replace another run's images in --out.")
+flags.DEFINE_bool("progress", True, "Report compiling and iterations as they happen (a bar on "
+                  "a terminal, plain lines in a log); --noprogress: one line per batch.")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   _cli.check_out_folder(FLAGS.out)
-  try:
-    result = atlas.run(
-        model=FLAGS.model, weights=FLAGS.weights, classes=FLAGS.classes, out=FLAGS.out,
-        recipe=FLAGS.recipe, seed=FLAGS.seed, restarts=FLAGS.restarts,
-        batch_size=FLAGS.batch_size, init=FLAGS.init_image, steps_scale=FLAGS.steps_scale,
-        dtype=FLAGS.dtype,
-        head=FLAGS.head, snapshot_every=FLAGS.snapshot_every, overwrite=FLAGS.overwrite)
-  except (ValueError, RuntimeError) as error:  # the library's errors are one line each
-    sys.exit(f"error: {error}")
+  reporter = progress.Reporter() if FLAGS.progress else None
+  with _cli.interruptible(FLAGS.out, atlas.WRITING) as handled:
+    try:
+      with reporter or contextlib.nullcontext():
+        result = atlas.run(
+            model=FLAGS.model, weights=FLAGS.weights, classes=FLAGS.classes, out=FLAGS.out,
+            recipe=FLAGS.recipe, seed=FLAGS.seed, restarts=FLAGS.restarts,
+            batch_size=FLAGS.batch_size, init=FLAGS.init_image,
+            steps_scale=FLAGS.steps_scale, dtype=FLAGS.dtype, head=FLAGS.head,
+            snapshot_every=FLAGS.snapshot_every, overwrite=FLAGS.overwrite,
+            progress=reporter)
+    except atlas.Interrupted as interrupted:
+      handled.set()
+      _cli.stop(f"{interrupted}; resume with: {_cli.resume_command()}")
+    except KeyboardInterrupt:
+      handled.set()
+      _cli.stop(f"interrupted: {_cli.completed_rows(FLAGS.out)} images complete in "
+                f"{FLAGS.out}, no partial files; resume with: {_cli.resume_command()}")
+    except (ValueError, RuntimeError) as error:  # the library's errors are one line each
+      sys.exit(f"error: {error}")
   logging.info("made %d images, kept %d, in %s (%.0f s)", result.made, result.kept,
                result.out, result.seconds)
 

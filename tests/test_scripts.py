@@ -73,3 +73,48 @@ def test_backend_info_hidden_by_default_warnings_kept(jax_logger):
   assert jax_logger.isEnabledFor(logging.WARNING)
   _cli.quiet_backend_logs(1)
   assert jax_logger.getEffectiveLevel() == logging.getLogger().getEffectiveLevel()
+
+
+# generate.py on the tiny model, with a recipe long enough to interrupt.
+_GENERATE_TINY = """
+import sys
+import classgen_jax.weights
+from classgen_jax import objectives, recipes, updates
+from tests.conftest import tiny
+classgen_jax.weights.load_classifier = lambda *args, **kwargs: tiny()
+recipes.RECIPES["long"] = recipes.Recipe("long", "uniform", 48, (recipes.Octave(
+    4000, objectives.class_logit(), updates.Sign(), (0.01, 0.01)),))
+from scripts import generate
+sys.argv = ["scripts/generate.py", "--recipe=long", "--classes=1,2", "--batch_size=1",
+            "--out=" + sys.argv[1]]
+generate.run()
+"""
+
+
+def test_ctrl_c_stops_within_seconds_with_the_resume_line(tmp_path):
+  import signal
+  import time
+  env = {**os.environ, "PYTHONPATH": str(ROOT)}
+  process = subprocess.Popen([sys.executable, "-c", _GENERATE_TINY, str(tmp_path / "out")],
+                             stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+  lines = []
+  try:
+    for line in process.stderr:  # a progress line within the octave, then Ctrl-C
+      lines.append(line)
+      if "iteration " in line:
+        break
+    start = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    rest = process.stderr.read()
+    code = process.wait(timeout=30)
+    seconds = time.monotonic() - start
+  finally:
+    process.kill()
+  assert "compiling" in "".join(lines) and "iteration " in lines[-1], "".join(lines)[-2000:]
+  assert code == 130 and seconds < 3, (code, seconds, rest[-2000:])
+  assert "Traceback" not in rest
+  last = rest.strip().splitlines()[-1]
+  assert last.startswith("interrupted: 0 of 2 images complete, no partial files; resume with:")
+  assert last.endswith("--recipe=long --classes=1,2 --batch_size=1 --out=" + str(tmp_path / "out"))
+  assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+      "run.json", "summary.csv", "summary.jsonl"]
