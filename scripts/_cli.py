@@ -48,11 +48,30 @@ def check_out_folder(out: str) -> None:
     raise SystemExit(f"error: --out {out} is a file; give a folder (new or from an earlier run)")
 
 
+def enable_compilation_cache() -> str | None:
+  """Keep compiled programs across runs: JAX's persistent compilation cache
+  under the weights cache folder (``$CLASSGEN_JAX_CACHE/xla``...), unless
+  ``CLASSGEN_JAX_XLA_CACHE=0`` or JAX's own ``JAX_COMPILATION_CACHE_DIR`` is
+  set. A rerun of the same job skips its compiles (tens of seconds on a CPU)."""
+  import jax
+
+  from classgen_jax.weights import cache_dir
+  if os.environ.get("CLASSGEN_JAX_XLA_CACHE") == "0":
+    return None
+  folder = os.environ.get("JAX_COMPILATION_CACHE_DIR") or str(cache_dir() / "xla")
+  jax.config.update("jax_compilation_cache_dir", folder)
+  # Every octave is worth keeping; the default (1 s) would skip small ones.
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  return folder
+
+
 def run(main) -> None:
-  """``absl.app.run(main)``, with backend logs quietened after flag parsing."""
+  """``absl.app.run(main)``, with backend logs quietened after flag parsing and
+  the persistent compilation cache on."""
 
   def main_after_flags(argv):
     quiet_backend_logs(flags.FLAGS.verbosity)
+    enable_compilation_cache()
     return main(argv)
 
   app.run(main_after_flags)

@@ -118,3 +118,19 @@ def test_ctrl_c_stops_within_seconds_with_the_resume_line(tmp_path):
   assert last.endswith("--recipe=long --classes=1,2 --batch_size=1 --out=" + str(tmp_path / "out"))
   assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
       "run.json", "summary.csv", "summary.jsonl"]
+
+
+def test_compilation_cache_under_the_project_cache(tmp_path, monkeypatch):
+  import jax
+  previous = jax.config.jax_compilation_cache_dir
+  monkeypatch.setenv("CLASSGEN_JAX_CACHE", str(tmp_path))
+  monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+  try:
+    assert _cli.enable_compilation_cache() == str(tmp_path / "xla")
+    assert jax.config.jax_compilation_cache_dir == str(tmp_path / "xla")
+    monkeypatch.setenv("CLASSGEN_JAX_XLA_CACHE", "0")
+    jax.config.update("jax_compilation_cache_dir", previous)
+    assert _cli.enable_compilation_cache() is None
+    assert jax.config.jax_compilation_cache_dir == previous
+  finally:
+    jax.config.update("jax_compilation_cache_dir", previous)
