@@ -116,7 +116,9 @@ body {{ font-family: sans-serif; margin: 1em; }}
 .grid {{ display: flex; flex-wrap: wrap; gap: 8px; }}
 figure {{ margin: 0; width: {side}px; font-size: 12px; }}
 figure img {{ width: {side}px; height: {side}px; }}
-figcaption span {{ color: #555; }}
+figure img {{ display: block; }}
+figcaption span {{ color: #555; white-space: nowrap; }}
+#filter {{ margin-bottom: 1em; }}
 </style>
 </head>
 <body>
@@ -152,15 +154,15 @@ def index_html(out: str | os.PathLike, rows: list[dict[str, Any]] | None = None,
           out / THUMBNAILS / file)
     name = html.escape(str(row["name"]))
     search = html.escape(f"{row['target']} {row['name']}".lower(), quote=True)
-    metrics = (f"p={row['probability']:.3f} rank {row['rank']} logit "
-               f"{row['target_logit']:.1f} top-1 {row['top1_fraction']:.0%} restart "
-               f"{row['restart']}")
-    if row.get("init"):
-      metrics += f" from {row['init']}"
+    # One short line each, so that no value is split from its name.
+    lines = [f"p={row['probability']:.3f}, rank {row['rank']}",
+             f"logit {row['target_logit']:.1f}, top-1 {row['top1_fraction']:.0%}",
+             f"restart {row['restart']}" + (f" from {row['init']}" if row.get("init") else "")]
+    metrics = "<br>".join(f"<span>{html.escape(line)}</span>" for line in lines)
     figures.append(
         f'<figure data-search="{search}"><a href="{quote(file)}">'
         f'<img src="{THUMBNAILS}/{quote(file)}" alt="{name}" loading="lazy"></a>'
-        f"<figcaption>{row['target']} {name}<br><span>{html.escape(metrics)}</span>"
+        f"<figcaption>{row['target']} {name}<br>{metrics}"
         f"</figcaption></figure>")
   page = _PAGE.format(title=html.escape(f"classgen_jax atlas: {out.resolve().name}"),
                       side=thumbnail, figures="\n".join(figures))
