@@ -46,6 +46,7 @@ def test_flops_table_counts_resnet18():
   assert 1.8 < row["gflops_per_image_iter"] / row["forward_gflops"] < 2.3
 
 
+@pytest.mark.slow
 def test_bfloat16_model_keeps_a_float32_canvas():
   """``devices.mixed_precision``, the benchmark's ``--dtype=bfloat16``."""
   import jax
@@ -93,6 +94,7 @@ def test_time_recipes_reports_every_recipe_asked():
   assert results["sign"]["iterations"] == 3 and results["sign"]["ms_per_iter"] > 0
 
 
+@pytest.mark.slow
 def test_trace_summary_names_the_convolutions(tmp_path):
   from converters.reference import benchmark
   from tests.conftest import tiny

@@ -145,6 +145,7 @@ def test_classifies_real_photos(name):
   assert {ESPRESSO, CUP} & set(coffee_top.tolist())
 
 
+@pytest.mark.slow
 def test_pads_like_tensorflow_at_any_size(x64):
   """Off the native grid, only torch's dynamic padding matches the port."""
   del x64
@@ -156,6 +157,7 @@ def test_pads_like_tensorflow_at_any_size(x64):
   assert _logits_diff(name, images, jnp.float64, torch.float64) > 1e-3
 
 
+@pytest.mark.slow
 def test_static_torch_padding_agrees_on_multiples_of_32(x64):
   del x64
   images = np.random.default_rng(2).uniform(size=(1, 256, 192, 3))
@@ -163,6 +165,7 @@ def test_static_torch_padding_agrees_on_multiples_of_32(x64):
                       torch.float64) <= F64_TOL
 
 
+@pytest.mark.slow
 def test_jit_takes_variables_as_an_argument():
   module, variables = _converted("efficientnet_lite0", "float32")
   images = jnp.asarray(_batch("efficientnet_lite0"), jnp.float32)

@@ -34,6 +34,7 @@ def _images(size=224, n=2, seed=0):
   return np.random.default_rng(seed).random((n, size, size, 3), dtype=np.float32)
 
 
+@pytest.mark.slow
 def test_pth_to_cache_to_torch_free_reload(googlenet_pth, cache, tmp_path):
   clf = classgen_jax.load_classifier("googlenet", weights=googlenet_pth)
   files = list(cache.glob("googlenet-sha256-*.safetensors"))
@@ -68,6 +69,7 @@ def test_pth_to_cache_to_torch_free_reload(googlenet_pth, cache, tmp_path):
   assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_outputs_match_torch_through_the_file(googlenet_pth, cache):
   clf = classgen_jax.load_classifier("googlenet", weights=googlenet_pth)
   module = converters.build_torch("googlenet", converters.read_state_dict(googlenet_pth))
@@ -152,6 +154,7 @@ def test_default_weights_names_match_torchvision():
       assert str(torchvision.models.get_model_weights(name).DEFAULT) == spec.default_weights
 
 
+@pytest.mark.slow
 def test_inception_parameter_count_matches_the_article():
   clf = converters.from_torchvision(random_torch_model("inception_v3"))
   assert sum(count for _, count in clf.parameter_counts()) == 27_161_264
