@@ -12,7 +12,7 @@ is better**. Terms compose with ``+``, ``-``, scalar ``*`` and unary ``-``
 Objectives are frozen data, not closures, so two equal objectives hash
 equal and a compiled octave is reused instead of traced again.
 
-The article's objectives (``../shared/docs/RECIPES.md``):
+The article's objectives (its recipe numbers, as in ``recipes.py``):
 * recipes 1-2: cross-entropy to the target, minimised: ``log_probability()``;
 * recipes 3-7: ``|C - O_y(a)| + lam * sum|a|``, minimised:
   ``logit_distance(200) - 0.001 * l1()``;

@@ -25,8 +25,7 @@ kinds. Copy a recipe and change it field by field::
         dataclasses.replace(octaves[0], iterations=50),) + octaves[1:])
 
 Run one by name: ``python scripts/generate.py --recipe=octaves --classes=19``.
-The numbers are the article's (``shared/docs/RECIPES.md``) unless a comment
-says otherwise.
+The numbers are the article's unless a comment says otherwise.
 """
 
 from __future__ import annotations

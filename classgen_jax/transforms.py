@@ -30,7 +30,7 @@ What each recipe of ``docs/RECIPES.md`` takes from here:
   octaves; the padding recipe's ``fill_border``;
 * DeepInversion / Lucid style augmentation: ``jitter``, ``flip``.
 
-The article reproduced here ("Input generation", ``shared/seed``) uses
+The article reproduced here ("Input generation") uses
 torchvision's ``gaussian_blur``, ``ColorJitter``, ``Pad`` and
 ``torch.nn.functional.interpolate``; each function says which torch
 semantics it matches and where the fixed-shape world of ``lax.scan`` forced a
