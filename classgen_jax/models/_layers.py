@@ -3,16 +3,28 @@
 Every layer takes and returns NHWC arrays. Padding is always explicit and
 symmetric, as in PyTorch (XLA's 'SAME' pads more on the high side), and
 pooling reproduces torch's ``ceil_mode`` and ``count_include_pad`` rules.
+
+Generation only ever differentiates with respect to the input image, and some
+of XLA:CPU's input gradients are far slower than their forward passes:
+max-pooling's (``select_and_scatter``, 8-30x its forward) and those of
+strided depthwise convs and image stems (a convolution of a zero-dilated
+gradient, 2-7x). ``max_pool`` and ``strided_conv_general_dilated`` give them
+custom VJPs built from strided slices, pads and stride-1 convolutions, with
+torch's gradients (``scripts/benchmark_layers.py`` times both).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+from jax import lax
+from jax.custom_derivatives import SymbolicZero
 
 Pair = int | tuple[int, int]
 
@@ -48,13 +60,99 @@ def _torch_pool_padding(size: int, kernel: int, stride: int, padding: int,
 
 def max_pool(x, kernel: Pair, stride: Pair, padding: Pair = 0, *,
              ceil_mode: bool = False):
-  """``torch.nn.functional.max_pool2d`` on NHWC (padding counts as -inf)."""
+  """``torch.nn.functional.max_pool2d`` on NHWC (padding counts as -inf).
+
+  The gradient is torch's: each window routes its output gradient to the
+  first maximum in row-major window order (ties matter on flat regions).
+  It is computed without ``select_and_scatter`` (see ``_max_pool_bwd``);
+  forward-mode differentiation (``jax.jvp``) is not supported.
+  """
   kernel, stride, padding = pair(kernel), pair(stride), pair(padding)
-  pads = [
+  pads = tuple(
       _torch_pool_padding(size, k, s, p, ceil_mode)
-      for size, k, s, p in zip(x.shape[1:3], kernel, stride, padding)
-  ]
-  return nn.max_pool(x, kernel, strides=stride, padding=pads)
+      for size, k, s, p in zip(x.shape[-3:-1], kernel, stride, padding)
+  )
+  return _max_pool(x, kernel, stride, pads)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _max_pool(x, kernel, stride, pads):
+  return lax.reduce_window(
+      x, jnp.array(-jnp.inf, x.dtype), lax.max, (1, *kernel, 1),
+      (1, *stride, 1), ((0, 0), *pads, (0, 0)))
+
+
+def _max_pool_fwd(x, kernel, stride, pads):
+  y = _max_pool(x, kernel, stride, pads)
+  return y, (x, y)
+
+
+def _max_pool_bwd(kernel, stride, pads, residuals, g):
+  """Routes each window's gradient to its first maximum.
+
+  XLA's rule, ``select_and_scatter``, runs at 8-30x the forward on CPU. Here
+  the strided slice of the padded input at each window offset, compared
+  with the output, marks the windows whose first maximum sits at that
+  offset; the masked gradients are then placed back on the input grid.
+  """
+  x, y = residuals
+  (kh, kw), (sh, sw) = kernel, stride
+  n, height, width, c = x.shape
+  xp = jnp.pad(x, ((0, 0), *pads, (0, 0)), constant_values=-jnp.inf)
+  hp, wp = xp.shape[1:3]
+  oh, ow = y.shape[1:3]
+  span_h, span_w = (oh - 1) * sh + 1, (ow - 1) * sw + 1
+  hits = [lax.slice(xp, (0, i, j, 0), (n, i + span_h, j + span_w, c), (1, sh, sw, 1)) == y
+          for i in range(kh) for j in range(kw)]
+  zero = jnp.zeros((), g.dtype)
+  (top, _), (left, _) = pads
+  if height % sh or width % sw:
+    # Measured on XLA:CPU: a fused stride-phase interleave that ends in an
+    # odd-length crop runs several times slower, so here the first-maximum
+    # offsets are materialised (argmax is a reduction, which XLA does not
+    # fuse into its consumers) and each offset's gradients are dilated onto
+    # the input grid by interior padding.
+    first = jnp.argmax(jnp.stack(hits), axis=0).astype(jnp.int8)
+    grad = jnp.zeros(xp.shape, g.dtype)
+    for k, (i, j) in enumerate((i, j) for i in range(kh) for j in range(kw)):
+      grad = grad + lax.pad(
+          jnp.where(first == k, g, zero), zero,
+          ((0, 0, 0), (i, hp - i - span_h, sh - 1), (j, wp - j - span_w, sw - 1),
+           (0, 0, 0)))
+    return (grad[:, top:top + height, left:left + width, :],)
+  # Offset (i, j) = (r + sh*q, t + sw*p) feeds stride phase (r, t), shifted by
+  # (q, p) output pixels: sum each phase at output resolution, then
+  # interleave the phases. XLA fuses all of it (the first-maximum masks
+  # included, recomputed where used) into one loop over the input grid.
+  taken = jnp.zeros(y.shape, bool)
+  firsts = []
+  for hit in hits:
+    firsts.append(hit & ~taken)
+    taken = taken | hit
+  qh, qw = -(-kh // sh), -(-kw // sw)
+  mh, mw = oh + qh - 1, ow + qw - 1
+  rows = []
+  for r in range(sh):
+    phases = []
+    for t in range(sw):
+      acc = jnp.zeros((n, mh, mw, c), g.dtype)
+      for q in range(qh):
+        for p in range(qw):
+          i, j = r + sh * q, t + sw * p
+          if i < kh and j < kw:
+            acc = acc + lax.pad(jnp.where(firsts[i * kw + j], g, zero), zero,
+                                ((0, 0, 0), (q, qh - 1 - q, 0), (p, qw - 1 - p, 0), (0, 0, 0)))
+      phases.append(acc)
+    rows.append(jnp.stack(phases, axis=3))  # (n, mh, mw, sw, c)
+  grad = jnp.stack(rows, axis=2).reshape(n, mh * sh, mw * sw, c)
+  # The phases cover rows up to (oh - 1) * sh + kh; floor mode may leave
+  # input rows past that which no window reads.
+  grad = lax.pad(grad, zero, ((0, 0, 0), (0, max(hp - mh * sh, 0), 0),
+                              (0, max(wp - mw * sw, 0), 0), (0, 0, 0)))
+  return (grad[:, top:top + height, left:left + width, :],)
+
+
+_max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
 def avg_pool(x, kernel: Pair, stride: Pair, padding: Pair = 0):
@@ -95,12 +193,140 @@ def flatten_nchw(x):
 def conv(features: int, kernel_size: Pair, *, stride: Pair = 1,
          padding: Pair = 0, groups: int = 1, use_bias: bool = True,
          dtype: Any = None, name: str | None = None) -> nn.Conv:
-  """A ``torch.nn.Conv2d``-equivalent ``nn.Conv`` (explicit symmetric padding)."""
+  """A ``torch.nn.Conv2d``-equivalent ``nn.Conv`` (explicit symmetric padding).
+
+  Strided ones take their input gradient from ``strided_conv_general_dilated``.
+  """
   pad_h, pad_w = pair(padding)
-  return nn.Conv(features, pair(kernel_size), strides=pair(stride),
+  stride = pair(stride)
+  return nn.Conv(features, pair(kernel_size), strides=stride,
                  padding=((pad_h, pad_h), (pad_w, pad_w)),
                  feature_group_count=groups, use_bias=use_bias, dtype=dtype,
+                 conv_general_dilated=(strided_conv_general_dilated
+                                       if max(stride) > 1 else None),
                  name=name)
+
+
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+# Strided convs with at most this many input channels (image stems) take the
+# phase-split input gradient; see ``phase_split_helps``.
+STEM_MAX_IN_FEATURES = 4
+
+
+def phase_split_helps(in_features: int, groups: int) -> bool:
+  """Whether ``conv_input_grad`` beat XLA:CPU's input gradient for this conv.
+
+  Measured with ``scripts/benchmark_layers.py`` (batch 8, float32, 2 cores):
+  grouped (depthwise) convs 3-9x faster, image stems (3 input channels)
+  1.4-2.6x; dense convs with 32+ input channels, whose XLA gradient already
+  runs at the forward's rate, 1.3-5x slower, so they keep XLA's.
+  """
+  return groups > 1 or in_features <= STEM_MAX_IN_FEATURES
+
+
+def strided_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
+                                 rhs_dilation=None, dimension_numbers=None,
+                                 feature_group_count: int = 1, precision=None, **kwargs):
+  """``lax.conv_general_dilated`` whose input gradient is one stride-1 conv.
+
+  A drop-in for ``nn.Conv(conv_general_dilated=...)``. For an NHWC/HWIO
+  convolution with explicit non-negative padding, no dilation, a stride
+  above 1 and a shape where ``phase_split_helps``, the input gradient is
+  ``conv_input_grad`` (sub-pixel decomposition). The weight gradient, never
+  needed to generate images, uses JAX's default rule and is computed only
+  when asked for. Anything else is ``lax.conv_general_dilated`` unchanged.
+  """
+  strides = tuple(window_strides)
+  plain = (
+      kwargs or lhs.ndim != 4 or isinstance(padding, str)
+      or any(d != 1 for d in tuple(lhs_dilation or ()) + tuple(rhs_dilation or ()))
+      or dimension_numbers != lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
+      or max(strides) == 1 or min(min(p) for p in padding) < 0
+      or not phase_split_helps(lhs.shape[-1], feature_group_count))
+  if plain:
+    return lax.conv_general_dilated(
+        lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
+        rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
+        feature_group_count=feature_group_count, precision=precision, **kwargs)
+  padding = tuple(tuple(p) for p in padding)
+  return phase_split_conv(lhs, rhs, strides, padding, feature_group_count, precision)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def phase_split_conv(x, kernel, strides, padding, groups: int = 1, precision=None):
+  """An NHWC/HWIO conv whose input gradient is always ``conv_input_grad``.
+
+  ``padding`` is explicit, ``((top, bottom), (left, right))``; forward-mode
+  differentiation (``jax.jvp``) is not supported.
+  """
+  return lax.conv_general_dilated(
+      x, kernel, strides, padding, dimension_numbers=_NHWC,
+      feature_group_count=groups, precision=precision)
+
+
+def _phase_split_conv_fwd(x, kernel, strides, padding, groups, precision):
+  y = phase_split_conv(x.value, kernel.value, strides, padding, groups, precision)
+  return y, (x.value, kernel.value, x.perturbed, kernel.perturbed)
+
+
+def _phase_split_conv_bwd(strides, padding, groups, precision, residuals, g):
+  x, kernel, x_perturbed, kernel_perturbed = residuals
+  if isinstance(g, SymbolicZero):
+    g = jnp.zeros(g.shape, g.dtype)
+  dx = dkernel = None
+  if x_perturbed:
+    dx = conv_input_grad(g, kernel, x.shape, strides, padding, groups, precision)
+  if kernel_perturbed:
+    _, vjp = jax.vjp(
+        lambda k: lax.conv_general_dilated(
+            x, k, strides, padding, dimension_numbers=_NHWC,
+            feature_group_count=groups, precision=precision), kernel)
+    (dkernel,) = vjp(g)
+  return dx, dkernel
+
+
+phase_split_conv.defvjp(_phase_split_conv_fwd, _phase_split_conv_bwd, symbolic_zeros=True)
+
+
+def conv_input_grad(g, kernel, x_shape, strides, padding, groups: int = 1,
+                    precision=None):
+  """The input gradient of a strided NHWC/HWIO convolution, as stride-1 convs.
+
+  Args:
+    g: gradient of the convolution's output, ``(n, oh, ow, out)``.
+    kernel: the HWIO kernel, ``(kh, kw, in // groups, out)``.
+    x_shape: the input's shape ``(n, h, w, in)``.
+    strides: ``(sh, sw)``.
+    padding: explicit ``((top, bottom), (left, right))``, each >= 0.
+    groups: ``feature_group_count``.
+    precision: passed to every convolution.
+
+  Returns:
+    The gradient with respect to the input, of shape ``x_shape``.
+  """
+  n, height, width, in_features = x_shape
+  kh, kw, in_per_group, out_features = kernel.shape
+  (sh, sw), ((top, bottom), (left, right)) = strides, padding
+  oh, ow = g.shape[1:3]
+  out_per_group = out_features // groups
+  # Phase (r, t) fills the padded input's pixels [r::sh, t::sw], mh x mw of
+  # them, from the taps kernel[r::sh, t::sw] (qh x qw at most; zero-padded).
+  mh, mw = -(-(height + top + bottom) // sh), -(-(width + left + right) // sw)
+  qh, qw = -(-kh // sh), -(-kw // sw)
+  taps = jnp.pad(kernel, ((0, qh * sh - kh), (0, qw * sw - kw), (0, 0), (0, 0)))
+  taps = taps.reshape(qh, sh, qw, sw, in_per_group, groups, out_per_group)
+  # All phases at once, as one stride-1 convolution whose outputs are grouped
+  # (group, phase, input channel): flipped taps turn its correlation into the
+  # transposed convolution, out -> in within each group.
+  taps = taps.transpose(0, 2, 6, 5, 1, 3, 4)[::-1, ::-1]
+  taps = taps.reshape(qh, qw, out_per_group, groups * sh * sw * in_per_group)
+  phases = lax.conv_general_dilated(
+      g, taps, (1, 1), ((qh - 1, mh - oh), (qw - 1, mw - ow)),
+      dimension_numbers=_NHWC, feature_group_count=groups, precision=precision)
+  phases = phases.reshape(n, mh, mw, groups, sh, sw, in_per_group)
+  grad = phases.transpose(0, 1, 4, 2, 5, 3, 6).reshape(n, mh * sh, mw * sw, in_features)
+  return grad[:, top:top + height, left:left + width, :]
 
 
 def batch_norm(eps: float, *, dtype: Any = None,

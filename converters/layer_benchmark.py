@@ -1,0 +1,166 @@
+"""Micro-benchmark of the layers whose input gradients ``_layers`` rewrites.
+
+For each op (the shapes the ports run at their native sizes), it times the
+forward pass, XLA's default input gradient and the custom one, each jitted
+alone on device-resident arrays. Backward times are the gradient alone: XLA
+drops the unused forward of the default rule, and the custom max-pool
+gradient is timed from the saved forward output, as in a training step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from classgen_jax.models import _layers as L
+
+
+@dataclasses.dataclass(frozen=True)
+class Op:
+  """One layer at one shape (NHWC input of side ``size``, batch set later)."""
+  name: str
+  kind: str  # "conv" or "max_pool"
+  size: int
+  in_features: int
+  kernel: int
+  stride: int
+  padding: tuple[int, int]  # (low, high), the same on both axes
+  out_features: int = 0  # conv only
+  groups: int = 1  # conv only
+  ceil_mode: bool = False  # max_pool only (padding is then torch's, low only)
+
+
+def _conv(name, size, cin, cout, k, s, pad, groups=1):
+  return Op(name, "conv", size, cin, k, s, pad, cout, groups)
+
+
+def _pool(name, size, c, k, s, p=0, ceil_mode=False):
+  return Op(name, "max_pool", size, c, k, s, (p, p), ceil_mode=ceil_mode)
+
+
+# Strided convs and max-pools of GoogLeNet, ResNet-18/50, Inception-v3 and
+# EfficientNet-Lite0 at 224 (Inception-v3 at 299).
+OPS = (
+    _conv("stem 7x7/2 3->64 @224 (GoogLeNet, ResNet)", 224, 3, 64, 7, 2, (3, 3)),
+    _conv("inception3 Conv2d_1a 3x3/2 3->32 @299", 299, 3, 32, 3, 2, (0, 0)),
+    _conv("inception3 Mixed_6a 3x3/2 288->384 @35", 35, 288, 384, 3, 2, (0, 0)),
+    _conv("inception3 Mixed_6a 3x3/2 96->96 @35", 35, 96, 96, 3, 2, (0, 0)),
+    _conv("inception3 Mixed_7a 3x3/2 192->320 @17", 17, 192, 320, 3, 2, (0, 0)),
+    _conv("resnet18 3x3/2 64->128 @56", 56, 64, 128, 3, 2, (1, 1)),
+    _conv("resnet18 3x3/2 128->256 @28", 28, 128, 256, 3, 2, (1, 1)),
+    _conv("resnet18 3x3/2 256->512 @14", 14, 256, 512, 3, 2, (1, 1)),
+    _conv("resnet50 3x3/2 128->128 @56", 56, 128, 128, 3, 2, (1, 1)),
+    _conv("resnet50 3x3/2 256->256 @28", 28, 256, 256, 3, 2, (1, 1)),
+    _conv("resnet50 3x3/2 512->512 @14", 14, 512, 512, 3, 2, (1, 1)),
+    _conv("resnet18 1x1/2 64->128 @56", 56, 64, 128, 1, 2, (0, 0)),
+    _conv("resnet18 1x1/2 128->256 @28", 28, 128, 256, 1, 2, (0, 0)),
+    _conv("resnet50 1x1/2 256->512 @56", 56, 256, 512, 1, 2, (0, 0)),
+    _conv("resnet50 1x1/2 512->1024 @28", 28, 512, 1024, 1, 2, (0, 0)),
+    _conv("resnet50 1x1/2 1024->2048 @14", 14, 1024, 2048, 1, 2, (0, 0)),
+    _conv("effnet-lite0 stem 3x3/2 3->32 @224", 224, 3, 32, 3, 2, (0, 1)),
+    _conv("effnet-lite0 dw 3x3/2 96 @112", 112, 96, 96, 3, 2, (0, 1), 96),
+    _conv("effnet-lite0 dw 5x5/2 144 @56", 56, 144, 144, 5, 2, (1, 2), 144),
+    _conv("effnet-lite0 dw 3x3/2 240 @28", 28, 240, 240, 3, 2, (0, 1), 240),
+    _conv("effnet-lite0 dw 5x5/2 672 @14", 14, 672, 672, 5, 2, (1, 2), 672),
+    _pool("googlenet pool 3x3/2 ceil 64 @112", 112, 64, 3, 2, ceil_mode=True),
+    _pool("googlenet pool 3x3/2 ceil 192 @56", 56, 192, 3, 2, ceil_mode=True),
+    _pool("googlenet pool 3x3/2 ceil 480 @28", 28, 480, 3, 2, ceil_mode=True),
+    _pool("googlenet pool 2x2/2 ceil 832 @14", 14, 832, 2, 2, ceil_mode=True),
+    _pool("googlenet branch4 3x3/1 p1 ceil 192 @28", 28, 192, 3, 1, 1, True),
+    _pool("googlenet branch4 3x3/1 p1 ceil 512 @14", 14, 512, 3, 1, 1, True),
+    _pool("googlenet branch4 3x3/1 p1 ceil 832 @7", 7, 832, 3, 1, 1, True),
+    _pool("resnet stem pool 3x3/2 p1 64 @112", 112, 64, 3, 2, 1),
+    _pool("inception3 pool 3x3/2 64 @147", 147, 64, 3, 2),
+    _pool("inception3 pool 3x3/2 288 @35", 35, 288, 3, 2),
+)
+
+
+def _time_ms(fn: Callable, args, repeats: int) -> tuple[float, float]:
+  """(min, median) milliseconds of ``fn(*args)`` after one compiling call."""
+  jax.block_until_ready(fn(*args))
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - start)
+  return 1e3 * min(times), 1e3 * float(np.median(times))
+
+
+def _functions(op: Op):
+  """(forward, default input gradient, custom input gradient) for ``op``."""
+  pads = (op.padding, op.padding)
+  strides = (op.stride, op.stride)
+  if op.kind == "conv":
+
+    def forward(x, w):
+      return lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=L._NHWC,
+                                      feature_group_count=op.groups)
+
+    def default(x, w, g):
+      return jax.vjp(lambda x: forward(x, w), x)[1](g)[0]
+
+    def custom(x, w, g):
+      return L.conv_input_grad(g, w, x.shape, strides, pads, op.groups)
+
+    return forward, default, custom
+
+  pool_pads = tuple(L._torch_pool_padding(op.size, op.kernel, op.stride, op.padding[0],
+                                          op.ceil_mode) for _ in range(2))
+
+  def forward(x, w):
+    del w
+    return L.max_pool(x, op.kernel, op.stride, op.padding[0], ceil_mode=op.ceil_mode)
+
+  def default(x, w, g):
+    del w  # flax's max_pool: XLA's select_and_scatter gradient
+    pool = lambda x: nn.max_pool(x, (op.kernel,) * 2, strides=strides,  # noqa: E731
+                                 padding=pool_pads)
+    return jax.vjp(pool, x)[1](g)[0]
+
+  def custom(x, y, g):
+    return L._max_pool_bwd((op.kernel,) * 2, strides, pool_pads, (x, y), g)[0]
+
+  return forward, default, custom
+
+
+def measure(op: Op, batch_size: int = 8, repeats: int = 10,
+            dtype=jnp.float32) -> dict[str, float]:
+  """Forward, default-gradient and custom-gradient milliseconds (min over repeats)."""
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal((batch_size, op.size, op.size, op.in_features)),
+                  dtype)
+  w = None
+  if op.kind == "conv":
+    w = jnp.asarray(rng.standard_normal(
+        (op.kernel, op.kernel, op.in_features // op.groups, op.out_features)), dtype)
+  forward, default, custom = (jax.jit(f) for f in _functions(op))
+  y = forward(x, w)
+  g = jnp.asarray(rng.standard_normal(y.shape), dtype)
+  np.testing.assert_allclose(np.asarray(custom(x, y if w is None else w, g)),
+                             np.asarray(default(x, w, g)), rtol=1e-4, atol=1e-3)
+  result = {}
+  for key, fn, args in (("forward", forward, (x, w)), ("default_grad", default, (x, w, g)),
+                        ("custom_grad", custom, (x, y if w is None else w, g))):
+    result[key], result[key + "_median"] = _time_ms(fn, args, repeats)
+  return result
+
+
+def report(rows: dict[str, dict[str, float]], batch_size: int) -> str:
+  """A table of the measurements, with the load average it ran under."""
+  load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+  lines = [f"batch {batch_size}, float32, {jax.devices()[0].platform} x{jax.device_count()}, "
+           f"{os.cpu_count()} CPUs, load average {load}; ms, min of repeats (median)",
+           f"{'op':44}{'forward':>16}{'XLA grad':>18}{'custom grad':>18}{'speed-up':>9}"]
+  for name, r in rows.items():
+    cells = "".join(f"{r[k]:>8.2f} ({r[k + '_median']:>6.2f})"
+                    for k in ("forward", "default_grad", "custom_grad"))
+    lines.append(f"{name:44}{cells}{r['default_grad'] / r['custom_grad']:>8.2f}x")
+  return "\n".join(lines)

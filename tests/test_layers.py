@@ -1,0 +1,249 @@
+"""The custom input gradients of ``classgen_jax.models._layers`` against torch.
+
+Max-pooling and strided convolutions compute their input gradients without
+XLA's default rules (``select_and_scatter``; a convolution of a zero-dilated
+gradient). In float64 they must equal torch's autograd to ~1e-12, including
+torch's tie-breaking (a window's gradient goes to its first maximum in
+row-major order), which only inputs with many equal values exercise.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from jax import lax
+
+import converters
+from classgen_jax.models import _layers as L
+from converters.torch_reference import torch_outputs
+from tests.conftest import random_torch_model
+
+# (height, width), kernel, stride, padding, ceil_mode: every pool the ports
+# run (GoogLeNet's ceil-mode pools, ResNet's padded stem pool, Inception's
+# floor-mode pools) at even, odd and non-square sides.
+POOLS = [
+    ((12, 12), 3, 2, 0, True),
+    ((13, 11), 3, 2, 0, True),
+    ((9, 9), 3, 1, 1, True),
+    ((7, 10), 3, 1, 1, True),
+    ((8, 8), 2, 2, 0, True),
+    ((7, 7), 2, 2, 0, True),
+    ((12, 12), 3, 2, 1, False),
+    ((11, 12), 3, 2, 1, False),
+    ((15, 15), 3, 2, 0, False),
+    ((14, 9), 3, 2, 0, False),
+]
+
+
+def _pool_id(case):
+  (h, w), k, s, p, ceil = case
+  return f"{h}x{w}-k{k}s{s}p{p}{'-ceil' if ceil else ''}"
+
+
+def _inputs(h, w, rng):
+  """A batch of random values, then two with many ties (where torch's
+  tie-breaking matters): small integers, and constant blocks among noise."""
+  x = rng.standard_normal((3, h, w, 3))
+  x[1] = rng.integers(0, 3, (h, w, 3))
+  x[2, 1:6, 2:7, :] = 0.5
+  x[2, -4:, -5:, ::2] = -1.0
+  return x
+
+
+def _nhwc(t):
+  return t.detach().permute(0, 2, 3, 1).numpy()
+
+
+def _torch_pool(x, g, k, s, p, ceil):
+  xt = torch.from_numpy(x).permute(0, 3, 1, 2).requires_grad_(True)
+  y = torch.nn.functional.max_pool2d(xt, k, s, p, ceil_mode=ceil)
+  y.backward(torch.from_numpy(g).permute(0, 3, 1, 2))
+  return _nhwc(y), _nhwc(xt.grad)
+
+
+def test_torch_routes_ties_to_the_first_maximum():
+  """The rule the custom gradient reproduces, checked on torch itself."""
+  x = torch.zeros(1, 1, 3, 3, dtype=torch.float64, requires_grad=True)
+  torch.nn.functional.max_pool2d(x, 3, 1).sum().backward()
+  assert x.grad[0, 0, 0, 0] == 1 and x.grad.sum() == 1
+
+
+@pytest.mark.parametrize("case", POOLS, ids=_pool_id)
+def test_max_pool_matches_torch_float64(case, x64):
+  (h, w), k, s, p, ceil = case
+  rng = np.random.default_rng(0)
+  x = _inputs(h, w, rng)
+
+  @jax.jit
+  def pool_and_grad(x, g):
+    y, vjp = jax.vjp(lambda x: L.max_pool(x, k, s, p, ceil_mode=ceil), x)
+    return y, vjp(g)[0]
+
+  out_shape = (3, L.pool_output_size(h, k, s, p, ceil), L.pool_output_size(w, k, s, p, ceil), 3)
+  g = rng.standard_normal(out_shape)
+  y, grad = pool_and_grad(x, g)
+  y_torch, grad_torch = _torch_pool(x, g, k, s, p, ceil)
+  np.testing.assert_array_equal(np.asarray(y), y_torch)
+  np.testing.assert_allclose(np.asarray(grad), grad_torch, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", POOLS[:3] + POOLS[6:8], ids=_pool_id)
+def test_max_pool_forward_is_the_plain_reduce_window(case):
+  (h, w), k, s, p, ceil = case
+  x = jnp.asarray(np.random.default_rng(1).standard_normal((2, h, w, 4)), jnp.float32)
+  pads = [L._torch_pool_padding(n, k, s, p, ceil) for n in (h, w)]
+  np.testing.assert_array_equal(np.asarray(L.max_pool(x, k, s, p, ceil_mode=ceil)),
+                                np.asarray(nn.max_pool(x, (k, k), (s, s), pads)))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_max_pool_gradient_in_low_precision(dtype):
+  """Integer-valued inputs are exact in bfloat16, so the routing must be
+  torch's exactly; the sums of a few bfloat16 gradients round."""
+  rng = np.random.default_rng(2)
+  x = rng.integers(0, 4, (2, 13, 12, 8)).astype(np.float32)
+  g = rng.integers(-4, 5, (2, 6, 6, 8)).astype(np.float32)
+  grad = jax.jit(lambda x, g: jax.vjp(lambda x: L.max_pool(x, 3, 2, ceil_mode=True), x)[1](g)[0])(
+      jnp.asarray(x, dtype), jnp.asarray(g, dtype))
+  assert grad.dtype == dtype
+  _, grad_torch = _torch_pool(x, g, 3, 2, 0, True)
+  np.testing.assert_array_equal(np.asarray(grad, np.float32), grad_torch)
+
+
+def test_max_pool_gradient_under_jit_and_vmap():
+  x = jnp.asarray(np.random.default_rng(3).integers(0, 3, (2, 2, 11, 11, 4)), jnp.float32)
+
+  def loss(x):  # 2x2 windows overlap nothing; the 3x3 ones overlap
+    return (L.max_pool(x, 3, 2, ceil_mode=True) ** 2).sum() + L.max_pool(x, 2, 2).sum()
+
+  eager = np.stack([np.asarray(jax.grad(loss)(xi)) for xi in x])
+  np.testing.assert_array_equal(np.asarray(jax.jit(jax.vmap(jax.grad(loss)))(x)), eager)
+  np.testing.assert_array_equal(np.asarray(jax.vmap(jax.jit(jax.grad(loss)))(x)), eager)
+
+
+# (height, width), kernel, stride, (top, bottom, left, right), in, out, groups:
+# the ports' strided convs (stems, downsampling, 1x1 shortcuts, EfficientNet's
+# 'SAME'-padded depthwise convs) and a stride of 3.
+CONVS = [
+    ((15, 16), 7, 2, (3, 3, 3, 3), 3, 8, 1),
+    ((11, 11), 3, 2, (0, 0, 0, 0), 3, 5, 1),
+    ((9, 10), 3, 2, (1, 1, 1, 1), 6, 4, 1),
+    ((9, 8), 1, 2, (0, 0, 0, 0), 6, 4, 1),
+    ((12, 12), 3, 2, (0, 1, 0, 1), 6, 6, 6),
+    ((11, 13), 5, 2, (1, 2, 2, 2), 4, 8, 4),
+    ((10, 10), 3, 2, (1, 1, 1, 1), 6, 4, 2),
+    ((10, 11), 3, 3, (1, 1, 0, 2), 2, 3, 1),
+]
+
+
+def _conv_id(case):
+  (h, w), k, s, pad, cin, cout, groups = case
+  return f"{h}x{w}-k{k}s{s}-pad{''.join(map(str, pad))}-{cin}to{cout}-g{groups}"
+
+
+@pytest.mark.parametrize("case", CONVS, ids=_conv_id)
+def test_phase_split_conv_matches_torch_float64(case, x64):
+  (h, w), k, s, (top, bottom, left, right), cin, cout, groups = case
+  rng = np.random.default_rng(4)
+  x = rng.standard_normal((2, h, w, cin))
+  kernel = rng.standard_normal((k, k, cin // groups, cout))
+  padding = ((top, bottom), (left, right))
+
+  @jax.jit
+  def conv_and_grads(x, kernel, g):
+    y, vjp = jax.vjp(lambda x, k: L.phase_split_conv(x, k, (s, s), padding, groups), x, kernel)
+    plain = lax.conv_general_dilated(x, kernel, (s, s), padding, dimension_numbers=L._NHWC,
+                                     feature_group_count=groups)
+    return y, plain, *vjp(g)
+
+  out_shape = (2, *((n + a + b - k) // s + 1 for n, a, b in ((h, top, bottom), (w, left, right))),
+               cout)
+  g = rng.standard_normal(out_shape)
+  y, plain, grad, kernel_grad = conv_and_grads(x, kernel, g)
+  np.testing.assert_array_equal(np.asarray(y), np.asarray(plain))
+
+  xt = torch.from_numpy(x).permute(0, 3, 1, 2).requires_grad_(True)
+  kt = torch.from_numpy(kernel).permute(3, 2, 0, 1).requires_grad_(True)
+  yt = torch.nn.functional.conv2d(
+      torch.nn.functional.pad(xt, (left, right, top, bottom)), kt, stride=s, groups=groups)
+  yt.backward(torch.from_numpy(g).permute(0, 3, 1, 2))
+  np.testing.assert_allclose(np.asarray(y), _nhwc(yt), rtol=0, atol=1e-12)
+  np.testing.assert_allclose(np.asarray(grad), _nhwc(xt.grad), rtol=0, atol=1e-12)
+  # The weight gradient is never needed, but asking for it must be right.
+  np.testing.assert_allclose(np.asarray(kernel_grad), kt.grad.permute(2, 3, 1, 0).numpy(),
+                             rtol=0, atol=1e-11)
+
+
+def test_phase_split_conv_under_jit_and_vmap():
+  rng = np.random.default_rng(5)
+  x = jnp.asarray(rng.standard_normal((3, 2, 13, 12, 8)), jnp.float32)
+  kernel = jnp.asarray(rng.standard_normal((5, 5, 1, 8)), jnp.float32)
+
+  def loss(x, kernel):
+    y = L.phase_split_conv(x, kernel, (2, 2), ((1, 2), (1, 2)), 8)
+    return jnp.tanh(y).sum()
+
+  grad = jax.grad(loss)
+  eager = np.stack([np.asarray(grad(xi, kernel)) for xi in x])
+  default = jax.vmap(jax.grad(lambda x: jnp.tanh(lax.conv_general_dilated(
+      x, kernel, (2, 2), ((1, 2), (1, 2)), dimension_numbers=L._NHWC,
+      feature_group_count=8)).sum()))(x)
+  np.testing.assert_allclose(eager, np.asarray(default), rtol=1e-5, atol=1e-5)
+  batched = jax.jit(jax.vmap(grad, in_axes=(0, None)))(x, kernel)
+  np.testing.assert_allclose(np.asarray(batched), eager, rtol=1e-6, atol=1e-6)
+  # Both gradients at once, under jit: the weight one through JAX's rule.
+  _, kernel_grad = jax.jit(jax.grad(loss, argnums=(0, 1)))(x[0], kernel)
+  assert kernel_grad.shape == kernel.shape and np.isfinite(kernel_grad).all()
+
+
+def test_strided_conv_general_dilated_keeps_flax_conv_as_it_was():
+  """Same parameters and outputs; the custom rule only where it helps."""
+  x = jnp.asarray(np.random.default_rng(6).standard_normal((2, 17, 17, 3)), jnp.float32)
+  plain = nn.Conv(16, (7, 7), strides=(2, 2), padding=((3, 3), (3, 3)))
+  ours = L.conv(16, 7, stride=2, padding=3)
+  variables = plain.init(jax.random.key(0), x)
+  assert jax.tree.structure(ours.init(jax.random.key(0), x)) == jax.tree.structure(variables)
+  np.testing.assert_array_equal(np.asarray(ours.apply(variables, x)),
+                                np.asarray(plain.apply(variables, x)))
+  custom = jax.make_jaxpr(jax.grad(lambda x: ours.apply(variables, x).sum()))(x)
+  assert "custom_vjp_call" in str(custom)
+  # A dense conv with many input channels keeps XLA's gradient.
+  wide = jnp.zeros((2, 9, 9, 32))
+  dense = L.conv(8, 3, stride=2, padding=1)
+  dense_vars = dense.init(jax.random.key(0), wide)
+  assert "custom_vjp_call" not in str(jax.make_jaxpr(
+      jax.grad(lambda x: dense.apply(dense_vars, x).sum()))(wide))
+
+
+@pytest.mark.parametrize("name,size", [
+    pytest.param("googlenet", (67, 75), marks=pytest.mark.slow),  # ~15 s idle, 35 s loaded
+    ("resnet18", (57, 64)),
+])
+def test_model_input_gradient_matches_torch_float64(name, size, x64):
+  """Whole-model parity of the input gradient, on random weights (both models
+  also run at 224 in ``test_torchvision_ports.py``; these sizes are odd)."""
+  module = random_torch_model(name)
+  images = np.random.default_rng(7).random((2, *size, 3))
+  try:
+    module.double()
+    clf = converters.from_torchvision(module, dtype=jnp.float64)
+
+    @jax.jit
+    def logits_and_grad(clf, x):
+      logits, vjp = jax.vjp(lambda x: clf(x, heads=("logits",))["logits"], x)
+      return logits, vjp(jnp.zeros_like(logits).at[:, 7].set(1))[0]
+
+    logits, grad = logits_and_grad(clf, images)
+    xt = torch.from_numpy(images).permute(0, 3, 1, 2).requires_grad_(True)
+    logits_torch = torch_outputs(module, xt, ("logits",))["logits"]
+    (grad_torch,) = torch.autograd.grad(logits_torch[:, 7].sum(), xt)
+  finally:
+    module.float()
+  np.testing.assert_allclose(np.asarray(logits), logits_torch.detach().numpy(), rtol=0,
+                             atol=1e-9)
+  assert np.abs(grad_torch.numpy()).max() > 1e-6, "trivial gradient"
+  np.testing.assert_allclose(np.asarray(grad), _nhwc(grad_torch), rtol=0, atol=1e-9)
