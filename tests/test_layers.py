@@ -19,7 +19,7 @@ from jax import lax
 
 import converters
 from classgen_jax.models import _layers as L
-from converters.torch_reference import torch_outputs
+from converters.reference.loop import torch_outputs
 from tests.conftest import random_torch_model
 
 # (height, width), kernel, stride, padding, ceil_mode: every pool the ports
