@@ -123,7 +123,9 @@ def test_bad_inputs_give_clear_errors(tmp_path):
     engine.generate(clf, [1], "octavs")
   with pytest.raises(classgen_jax.UnknownClassError, match="did you mean 'chickadee'"):
     engine.generate(clf, ["chikadee"], quick())
-  with pytest.raises(classgen_jax.InputError, match="head 'aux'.*does not have"):
+  with pytest.raises(classgen_jax.InputError,
+                     match=r"^recipe 'aux' octave 1 uses head 'aux', which .* does not have "
+                           r"\(its heads: logits\)[^\n]*$"):
     engine.generate(clf, [1], "aux")
   with pytest.raises(ValueError, match="crop 60 is larger than the canvas 48"):
     engine.generate(clf, [1], quick(view=(Crop(60),)))
@@ -135,6 +137,9 @@ def test_bad_inputs_give_clear_errors(tmp_path):
     engine.generate(clf, [1], quick(), init=bad)
   with pytest.raises(ValueError, match="no targets"):
     engine.generate(clf, [], quick())
+  with pytest.raises(classgen_jax.InputError, match=r"^Classifier.normalisation must be one "
+                     r"of imagenet, none; got 'article'$"):
+    clf.with_normalisation("article")
   inception = classgen_jax.Classifier(
       classgen_jax.models.Inception3(), None, "inception_v3", 299)
   with pytest.raises(classgen_jax.InputError, match="needs at least 299 px"):
@@ -156,20 +161,24 @@ def test_transfiguration_starts_from_the_photo():
 _PARITY_DEFAULT = ("sign", "resilient", "octaves_padded", "recognisable")
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=[] if n in _PARITY_DEFAULT else [pytest.mark.slow])
-    for n in recipes.names()])
-def test_parity_with_torch_reference(name, x64):
+@pytest.mark.parametrize("name,normalisation", [
+    *(pytest.param(n, "imagenet", marks=[] if n in _PARITY_DEFAULT else [pytest.mark.slow])
+      for n in recipes.names()),
+    ("octaves", "none"),
+    pytest.param("aux", "none", marks=[pytest.mark.slow])])
+def test_parity_with_torch_reference(name, normalisation, x64):
   """Same start, same draws: the JAX engine and the torch loop agree in float64.
 
   The sign recipe agrees too: a sign could only flip where a gradient entry
   is within ~1e-13 of zero, and the entries that are exactly zero (outside a
-  crop) are zero on both sides.
+  crop) are zero on both sides. Both input normalisations: the article's
+  ("none", GoogLeNet's transform_input kept) and ImageNet's.
   """
   recipe = runnable(name)
   module = model_for(recipe).double()
   try:
     clf = converters.from_torchvision(module, dtype=jnp.float64)
+    clf = clf.with_normalisation(normalisation)
     targets, restarts = [1, 281], [0, 0]
     init = np.asarray(engine.initial_images(recipe, engine.image_keys(0, targets, restarts),
                                             np.random.default_rng(0).random((2, 40, 50, 3))
@@ -177,7 +186,8 @@ def test_parity_with_torch_reference(name, x64):
     init = init.astype(np.float64)
     draws = engine.random_draws(recipe, targets, restarts, seed=0, dtype=jnp.float64)
     ours = engine.generate(clf, targets, recipe, seed=0, init=list(init))
-    theirs = torch_generate(module, targets, recipe, init, draws).detach().numpy()
+    theirs = torch_generate(module, targets, recipe, init, draws,
+                            normalisation).detach().numpy()
   finally:
     module.float()
   diff = np.abs(np.clip(theirs, 0, 1) - ours.images).max()
