@@ -217,31 +217,76 @@ _register(Recipe(
                 "head needs >= 299 px, so the cyclic resize is left out; its gradients are "
                 "smaller, so the step is doubled (0.3; the article gives no number)."))
 
-# The article's octaves: a step, then a blur of the whole canvas; sigma and
-# step size decay within each octave.
-_OCTAVE_1 = Octave(100, obj.class_logit(), Gradient(), (1.5, 1.0),
-                   after=(Blur((2.4, 0.8)),))
-_OCTAVE_2 = Octave(100, obj.class_logit(), Gradient(), (1.3, 0.45), canvas=340,
+# The article's octaves (recipes 8-10, and the ResNet illustration).
+#
+# Each iteration: a step on the gradient of a random crop, then a blur of the
+# whole canvas; sigma and step size decay linearly within each octave.
+#
+# Readings of the article's octave code, and where the project deviates:
+# * Objective. Recipes 8 and 9 step on ``layer_gradient``, the article's
+#   ``|200 - O_y(a)| + 0.001 * sum|a|`` (the L1 on the model's input, here the
+#   crop). Only the later, optimised GoogLeNet octaves drop the L1 ("no L1
+#   regularization was employed ... on the optimized octaves"): recipe 10 and
+#   the ResNet recipe use the plain logit.
+# * Start. The article writes only "1x3x299x299 input"; its stated baseline
+#   start is "a scaled uniform or normal random distribution", the
+#   ``rand/25 + 0.5`` of its earlier recipes. So the octave recipes start from
+#   ``"scaled_uniform"`` (not a deviation). U(0, 1) is one field away:
+#   ``dataclasses.replace(recipes.get("octaves"), init="uniform")``.
+# * Crops. As printed, the article's ``octave`` draws a crop of ``size`` and
+#   then overwrites it at once with a "crop" of the whole image, so it never
+#   crops (and with ``crop=False`` it reads a crop it never drew). The
+#   evident intent, a random ``size`` px crop whose gradient updates only that
+#   region (the article's own fix for the washed-out border indexes the
+#   update by the crop), is what ``Crop(size)`` does: a deviation from the
+#   code as printed, not from the text.
+# * Input normalisation. The article feeds [0, 1] images with no visible
+#   normalisation; these numbers are the article's, so they assume
+#   ``Classifier.normalisation="none"``. Under the default ``"imagenet"``
+#   every gradient, and so every step, is about 1/std = 4.4 times larger.
+_OCTAVE_1 = Octave(100, _ARTICLE_L1, Gradient(), (1.5, 1.0), after=(Blur((2.4, 0.8)),))
+_OCTAVE_2 = Octave(100, _ARTICLE_L1, Gradient(), (1.3, 0.45), canvas=340,
                    view=(Crop(320),), after=(Blur((1.5, 0.4)),))
-_OCTAVE_3 = Octave(100, obj.class_logit(), Gradient(), (1.3, 0.45), canvas=390,
+_OCTAVE_3 = Octave(100, _ARTICLE_L1, Gradient(), (1.3, 0.45), canvas=390,
                    after=(Blur((1.5, 0.4)),))
 _register(Recipe(
-    "octaves", "uniform", 299, (_OCTAVE_1, _OCTAVE_2, _OCTAVE_3),
+    "octaves", "scaled_uniform", 299, (_OCTAVE_1, _OCTAVE_2, _OCTAVE_3),
     description="Recipe 8: three octaves 299 -> 340 (random 320 crops) -> 390 px on the "
-                "target logit, step size and blur decaying within each (Mordvintsev et al. "
-                "2015, Deep Dream)."))
+                "article's layer_gradient (target logit towards 200, L1 on the input), step "
+                "size and blur decaying within each (Mordvintsev et al. 2015, Deep Dream)."))
 _register(Recipe(
-    "octaves_coherent", "uniform", 299,
-    (Octave(220, obj.class_logit(), Gradient(), (6.0, 5.0), after=(Blur((2.4, 0.8)),)),
-     Octave(500, obj.class_logit(), Gradient(), (1.3, 0.45), canvas=490,
+    "octaves_coherent", "scaled_uniform", 299,
+    (Octave(220, _ARTICLE_L1, Gradient(), (6.0, 5.0), after=(Blur((2.4, 0.8)),)),
+     Octave(500, _ARTICLE_L1, Gradient(), (1.3, 0.45), canvas=490,
             view=(Crop(470),), after=(Blur((1.5, 0.4)),))),
     description="Recipe 9: two octaves, 220 steps at 299 px then 500 at 490 px with 470 "
-                "crops, for more coherent images."))
+                "crops, for more coherent images (the article's layer_gradient, with L1)."))
+
+
+def _optimised(octave: Octave) -> Octave:
+  """An octave of the article's optimised GoogLeNet octaves: the plain logit, no L1."""
+  return dataclasses.replace(octave, objective=obj.class_logit())
+
+
 _register(Recipe(
-    "octaves_padded", "uniform", 299,
-    (dataclasses.replace(_OCTAVE_1, before=(PadRing(0.7),)), _OCTAVE_2, _OCTAVE_3),
-    description="Recipe 10: recipe 8 with a 1-px ring of 0.7 painted every step of the first "
-                "octave, so features stop collecting at the border."))
+    "octaves_padded", "scaled_uniform", 299,
+    (dataclasses.replace(_optimised(_OCTAVE_1), before=(PadRing(0.7),)),
+     _optimised(_OCTAVE_2), _optimised(_OCTAVE_3)),
+    description="Recipe 10: recipe 8 on the plain target logit (no L1, as the article's "
+                "optimised GoogLeNet octaves) with a 1-px ring of 0.7 painted every step of "
+                "the first octave, so features stop collecting at the border."))
+# The article does not print the octaves of its ResNet images; it changes "the
+# last octave" to 750 px with 720 px crops. Read here as recipe 10, the octaves
+# it had just optimised (padding, no L1), with that last octave.
+_register(Recipe(
+    "octaves_750", "scaled_uniform", 299,
+    (dataclasses.replace(_optimised(_OCTAVE_1), before=(PadRing(0.7),)),
+     _optimised(_OCTAVE_2),
+     dataclasses.replace(_optimised(_OCTAVE_3), canvas=750, view=(Crop(720),))),
+    description="The article's ResNet illustration ('collie'): recipe 10 with the last octave "
+                "at 750 px and random 720 px crops, where one image shows features at widely "
+                "different scales: the limit of the octaves' scale. Meant for ResNet "
+                "(--model=resnet50)."))
 
 
 def _deepdraw(iterations, head, step, sigma, canvas=None):

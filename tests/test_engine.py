@@ -155,6 +155,25 @@ def test_transfiguration_starts_from_the_photo():
                              atol=1e-6)
 
 
+def test_octave_recipes_read_the_article():
+  """Recipes 8-9 step on the article's layer_gradient (logit towards 200 and
+  L1 on the input); recipe 10 and the ResNet recipe, the optimised octaves,
+  on the plain logit. All start from the article's scaled noise."""
+  l1 = obj.logit_distance(200.0) - 0.001 * obj.l1()
+  for name in ("octaves", "octaves_coherent"):
+    recipe = recipes.get(name)
+    assert all(o.objective == l1 for o in recipe.octaves), name
+    assert any(isinstance(t, obj.L1) for o in recipe.octaves for _, t in o.objective.terms)
+  for name in ("octaves_padded", "octaves_750"):
+    recipe = recipes.get(name)
+    assert all(o.objective == obj.class_logit() for o in recipe.octaves), name
+    assert not any(isinstance(t, obj.L1) for o in recipe.octaves for _, t in o.objective.terms)
+  for name in ("octaves", "octaves_coherent", "octaves_padded", "octaves_750"):
+    assert recipes.get(name).init == "scaled_uniform"
+  last = recipes.get("octaves_750").octaves[-1]
+  assert last.canvas == 750 and last.view == (Crop(720),)
+
+
 # A representative few in the default run (sign steps, the cyclic resize,
 # padding and crops, Adam with jitter and flips); every recipe, the aux-headed
 # ones with L1 steps (deepdraw, aux) included, in the slow pass.
