@@ -290,9 +290,13 @@ _register(Recipe(
 
 
 def _deepdraw(iterations, head, step, sigma, canvas=None):
-  """DeepDraw's octave: L1-normalised steps on 224 px crops, then blur, then clip."""
+  """DeepDraw's octave: L1-normalised steps on 224 px crops, then clip, then blur.
+
+  The order is DeepDraw's ``make_step``: ``src += step / mean|g| * g``, then
+  ``np.clip``, then the blur of the image.
+  """
   return Octave(iterations, obj.class_logit(head), L1Normalised(), step, canvas=canvas,
-                view=(Crop(224),), after=(Blur(sigma), Clip()))
+                view=(Crop(224),), after=(Clip(), Blur(sigma)))
 
 
 _register(Recipe(
@@ -303,7 +307,7 @@ _register(Recipe(
      _deepdraw(10, "aux1", (3 / 255, 3 / 255), (0.44, 0.304))),
     init_mean=200 / 255, init_std=8 / 255,
     description="DeepDraw (Øygard 2015): L1-normalised steps on 224 crops of a growing canvas, "
-                "blur then clip, four octaves ending on GoogLeNet's aux heads (steps and "
+                "clip then blur, four octaves ending on GoogLeNet's aux heads (steps and "
                 "noise converted from Caffe's 0-255 scale). Other models: "
                 "recipes.get('deepdraw').with_head('logits')."))
 

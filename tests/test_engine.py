@@ -172,6 +172,9 @@ def test_octave_recipes_read_the_article():
     assert recipes.get(name).init == "scaled_uniform"
   last = recipes.get("octaves_750").octaves[-1]
   assert last.canvas == 750 and last.view == (Crop(720),)
+  # DeepDraw's make_step: the step, then clip, then blur.
+  for octave_ in recipes.get("deepdraw").octaves:
+    assert [type(op) for op in octave_.after] == [Clip, Blur]
 
 
 # A representative few in the default run (sign steps, the cyclic resize,
