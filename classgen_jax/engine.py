@@ -200,9 +200,9 @@ def random_draws(recipe: Recipe, targets: Sequence[int], restarts: Sequence[int]
     draws = []
     for iteration in range(octave.iterations):
       step_keys = step_lib.fold_in(octave_keys, iteration)
-      side = sides[plan.size_indices(iteration)[1]]
-      draws.append(jax.tree_util.tree_map(
-          np.asarray, step_lib.draw(octave, step_keys, side, dtype)))
+      from_index, to_index = plan.size_indices(iteration)
+      draws.append(jax.tree_util.tree_map(np.asarray, step_lib.draw(
+          octave, step_keys, sides[to_index], dtype, first_side=sides[from_index])))
     result.append(draws)
   return result
 

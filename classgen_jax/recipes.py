@@ -3,14 +3,17 @@
 A recipe is a starting image and a list of octaves. An octave is a run of
 iterations at one canvas size; each iteration does, in this order:
 
-1. ``resize``: the cyclic resize of the canvas, if any (the article's
+1. ``before_resize``: operations on the canvas at the size the previous
+   iteration left it (the article's colour jitter, which its resilience
+   code applies before the resize);
+2. ``resize``: the cyclic resize of the canvas, if any (the article's
    resilience recipe);
-2. ``before``: operations on the canvas itself (padding ring, colour
-   jitter, the smoothing blur);
-3. ``view``: the model's view of the canvas (random crop, roll, flip),
+3. ``before``: operations on the canvas itself (padding ring, the
+   smoothing blur);
+4. ``view``: the model's view of the canvas (random crop, roll, flip),
    the objective on it, its gradient back to the canvas, and the update
    rule's step (step size following ``step_size`` linearly);
-4. ``after``: operations on the canvas after the step (the octaves' blur,
+5. ``after``: operations on the canvas after the step (the octaves' blur,
    clipping).
 
 The operations are small values of ``classgen_jax.operations`` (``Crop``,
@@ -63,6 +66,9 @@ class Octave:
     canvas: resize the image to this side (bilinear) before the octave;
       None keeps the size it has.
     resize: the cyclic resize within the octave (``ResizeCycle``), or None.
+    before_resize: operations on the canvas before the cyclic resize, at
+      the size the previous iteration left it, in order (without a resize,
+      the same as the first of ``before``). They see no view region.
     before: operations on the canvas before the gradient, in order.
     view: operations from the canvas to the model's input, in order.
     after: operations on the canvas after the update, in order.
@@ -73,6 +79,7 @@ class Octave:
   step_size: tuple[float, float] = (1.0, 1.0)
   canvas: int | None = None
   resize: ResizeCycle | None = None
+  before_resize: tuple[Operation, ...] = ()
   before: tuple[Operation, ...] = ()
   view: tuple[Operation, ...] = ()
   after: tuple[Operation, ...] = ()
@@ -80,7 +87,7 @@ class Octave:
   def __post_init__(self):
     if self.iterations < 1:
       raise ValueError(f"an octave needs at least 1 iteration, got {self.iterations}")
-    for field in ("before", "view", "after"):
+    for field in ("before_resize", "before", "view", "after"):
       for op in getattr(self, field):
         if not isinstance(op, Operation) or isinstance(op, ResizeCycle):
           raise ValueError(f"Octave.{field} takes operations of classgen_jax.operations "
@@ -93,7 +100,7 @@ class Octave:
   @property
   def operations(self) -> tuple[Operation, ...]:
     """Every per-iteration operation, in the order they are applied."""
-    return (*self.before, *self.view, *self.after)
+    return (*self.before_resize, *self.before, *self.view, *self.after)
 
   def scaled(self, factor: float) -> Octave:
     """The octave with every iteration count scaled by ``factor``."""
@@ -101,7 +108,8 @@ class Octave:
     return dataclasses.replace(
         self, iterations=max(1, round(self.iterations * factor)),
         resize=None if self.resize is None else self.resize.scaled(factor),
-        before=scale(self.before), view=scale(self.view), after=scale(self.after))
+        before_resize=scale(self.before_resize), before=scale(self.before),
+        view=scale(self.view), after=scale(self.after))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,8 +178,11 @@ _ARTICLE_L1 = obj.logit_distance(200.0) - 0.001 * obj.l1()
 # Its smoothness prior: a 3x3 blur (sigma 0.8) before the step, for the
 # first 3/4 of the iterations.
 _SMOOTHING = Blur((0.8, 0.8), until=75)
-# Its transformation resilience: colour jitter, then the blur, every step,
-# and a cyclic resize during the first 76.
+# Its transformation resilience: every step a colour jitter, then (during the
+# first 76) the cyclic resize, then the blur. The jitter comes before the
+# resize, as in the article's loop; with nearest resizing the two orders give
+# the same image, with bilinear they differ wherever values left [0, 1]
+# (the jitter clamps them).
 _JITTER = ColourJitter(brightness=1e-4)
 _CYCLE = (256, 198, 160, 180, 200)
 
@@ -199,14 +210,15 @@ _register(Recipe(
     "resilient", "scaled_uniform", 256,
     (Octave(100, _ARTICLE_L1, Gradient(), (0.15, 0.15),
             resize=ResizeCycle(_CYCLE, until=76, interpolation="nearest"),
-            before=(_JITTER, _SMOOTHING)),),
-    description="Recipe 5: recipe 4 plus colour jitter (brightness 1e-4) every step and a "
-                "cyclic nearest-neighbour resize (256, 198, 160, 180, 200) for 76 steps."))
+            before_resize=(_JITTER,), before=(_SMOOTHING,)),),
+    description="Recipe 5: recipe 4 plus, every step, colour jitter (brightness 1e-4) and "
+                "then, for 76 steps, a cyclic nearest-neighbour resize (256, 198, 160, 180, "
+                "200)."))
 _register(Recipe(
     "transfigure", "photo", 256,
     (Octave(100, _ARTICLE_L1, Gradient(), (0.15, 0.15),
             resize=ResizeCycle(_CYCLE, until=76, interpolation="bilinear"),
-            before=(_JITTER, _SMOOTHING)),),
+            before_resize=(_JITTER,), before=(_SMOOTHING,)),),
     description="Recipe 6: recipe 5 from a real photo (init=), with bilinear resizing so the "
                 "photo does not drift."))
 _register(Recipe(

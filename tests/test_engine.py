@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -153,6 +154,32 @@ def test_transfiguration_starts_from_the_photo():
   from classgen_jax import transforms
   np.testing.assert_allclose(start[0], transforms.resize(jnp.asarray(photo), recipe.size),
                              atol=1e-6)
+
+
+def test_colour_jitter_comes_before_the_cyclic_resize():
+  """The article's resilience loop jitters, then resizes. With bilinear
+  resizing and values outside [0, 1] (which the jitter clamps) the other
+  order gives another image; the engine and the torch loop follow the
+  article's."""
+  from classgen_jax import operations, transforms
+  from tests.conftest import tiny_torch
+  jitter = ColourJitter(brightness=0.5)
+  recipe = Recipe("order", "photo", 40, (Octave(
+      1, obj.class_logit(), updates.Gradient(), (0.0, 0.0), before_resize=(jitter,),
+      resize=operations.ResizeCycle((30,), until=1, interpolation="bilinear")),))
+  photo = np.random.default_rng(1).uniform(-0.5, 1.5, (40, 40, 3)).astype(np.float32)
+  result = engine.generate(tiny(), [3], recipe, seed=2, init=photo)
+  draws = engine.random_draws(recipe, [3], [0], seed=2)
+  (params,) = draws[0][0]
+  one = jax.tree_util.tree_map(lambda x: jnp.asarray(x)[0], params)  # the only image's
+  context = operations.Context(jnp.int32(0), 1)
+  jittered = jitter(jnp.asarray(photo), one, context)
+  article = transforms.clip(transforms.resize(jittered, 30))
+  other = transforms.clip(jitter(transforms.resize(jnp.asarray(photo), 30), one, context))
+  assert np.abs(np.asarray(article) - np.asarray(other)).max() > 0.05
+  np.testing.assert_allclose(result.images[0], article, atol=1e-6)
+  theirs = torch_generate(tiny_torch(), [3], recipe, photo[None], draws).detach().numpy()
+  np.testing.assert_allclose(np.clip(theirs[0], 0, 1), article, atol=1e-6)
 
 
 def test_octave_recipes_read_the_article():

@@ -127,9 +127,13 @@ def torch_generate(module: torch.nn.Module, targets, recipe, init, draws,
       x = TT.resize(x, octave.canvas, method="bilinear")
     count = [None]
     step = stepper(octave.update, lambda count=count: count[0])
-    first_view, first_after = len(octave.before), len(octave.before) + len(octave.view)
+    first = len(octave.before_resize)
+    first_view = first + len(octave.before)
+    first_after = first_view + len(octave.view)
     for i, params in enumerate(octave_draws):
       side = sides[plan.size_indices(i)[1]]
+      for op, p in zip(octave.before_resize, params[:first]):
+        x = OPERATIONS(op, x, p, Context(i, octave.iterations, None))
       if octave.resize is not None:
         x = OPERATIONS(octave.resize, x, side, None)
       region = None
@@ -143,7 +147,7 @@ def torch_generate(module: torch.nn.Module, targets, recipe, init, draws,
           x = OPERATIONS(op, x, p, context)
         return x
 
-      x = apply(octave.before, params[:first_view], x)
+      x = apply(octave.before, params[first:first_view], x)
       x = x.detach().requires_grad_(True)
       view = apply(octave.view, params[first_view:first_after], x)
       outputs = torch_outputs(module, view, octave.heads, normalisation)
