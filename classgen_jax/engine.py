@@ -139,13 +139,16 @@ def initial_images(recipe: Recipe, keys: jax.Array, init: Any = None) -> jax.Arr
     recipe: gives the start (``recipe.init``) and the canvas side.
     keys: per-image base keys.
     init: photos for a transfiguration: one ``(H, W, 3)`` array or path for
-      every image, or one per image (a sequence or ``(N, H, W, 3)``).
+      every image, or one per image (a sequence or ``(N, H, W, 3)``); each is
+      resized to the canvas with antialiasing, as torchvision's ``Resize``.
   """
   n, size = keys.shape[0], recipe.size
   init_keys = step_lib.fold_in(keys, 0)
   if init is not None:
     photos = _photos(init, n)
-    return jnp.stack([T.resize(jnp.asarray(p), size, method="bilinear") for p in photos])
+    # As torchvision's Resize, which the article loads its photos with.
+    return jnp.stack([T.resize(jnp.asarray(p), size, method="bilinear", antialias=True)
+                      for p in photos])
   if recipe.init == "photo":
     raise ValueError(f"recipe {recipe.name!r} starts from a photo: pass init= (an image file, "
                      "an (H, W, 3) array, or one per target)")

@@ -147,13 +147,20 @@ def test_bad_inputs_give_clear_errors(tmp_path):
     engine.generate(inception, [1], dataclasses.replace(recipes.get("aux"), size=256))
 
 
-def test_transfiguration_starts_from_the_photo():
-  photo = np.random.default_rng(0).random((30, 40, 3))
-  recipe = dataclasses.replace(small(recipes.get("transfigure"), 1))
-  start = engine.initial_images(recipe, engine.image_keys(0, [1], [0]), [photo])
+def test_transfiguration_starts_from_the_antialiased_photo():
+  """A photo start is resized as torchvision's ``Resize`` (antialiased), as the
+  article loads its photos."""
+  import torch
+  import torchvision.transforms.functional as TF
+  photo = np.random.default_rng(0).random((120, 90, 3)).astype(np.float32)
+  recipe = small(recipes.get("transfigure"), 1)
+  start = np.asarray(engine.initial_images(recipe, engine.image_keys(0, [1], [0]), [photo]))
+  want = TF.resize(torch.from_numpy(photo).permute(2, 0, 1), [recipe.size] * 2,
+                   antialias=True).permute(1, 2, 0).numpy()
+  np.testing.assert_allclose(start[0], want, atol=1e-5)
   from classgen_jax import transforms
-  np.testing.assert_allclose(start[0], transforms.resize(jnp.asarray(photo), recipe.size),
-                             atol=1e-6)
+  aliased = np.asarray(transforms.resize(jnp.asarray(photo), recipe.size))
+  assert np.abs(aliased - want).max() > 0.1
 
 
 def test_colour_jitter_comes_before_the_cyclic_resize():
