@@ -410,7 +410,8 @@ def make_atlas(classifier: Classifier, classes: Sequence[int | str], out: str | 
       # PNG encoding (zlib, outside the GIL) on every core: a 1000-class run
       # would otherwise spend longer writing than a GPU spends generating.
       pending = [(path, writers.submit(_write_image, path, result, j, metadata, labels,
-                                       snapshot_every)) for path, j, metadata in writes]
+                                       snapshot_every, photo is not None))
+                 for path, j, metadata in writes]
       for path, written in pending:
         if (error := written.result()) is not None:
           raise _storage_error(path, error)
@@ -432,13 +433,17 @@ def make_atlas(classifier: Classifier, classes: Sequence[int | str], out: str | 
 
 
 def _write_image(path: Path, result: engine.Generation, j: int, metadata: dict[str, str],
-                 labels: Sequence[str], snapshot_every: int) -> OSError | None:
-  """Writes image ``j`` (and its video); the error, if the disk refused."""
+                 labels: Sequence[str], snapshot_every: int,
+                 transfigured: bool = False) -> OSError | None:
+  """Writes image ``j`` (and its video, marking a transfigured photo's own
+  class); the error, if the disk refused."""
   try:
     save_png(path, result.images[j], metadata)
     if snapshot_every and result.snapshots is not None:
       from classgen_jax import video
-      video.write_video(path.with_suffix(".gif"), video.frames(result, j, labels))
+      original = video.photo_class(result, j) if transfigured else None
+      video.write_video(path.with_suffix(".gif"),
+                        video.frames(result, j, labels, original=original))
   except OSError as error:
     return error
   return None

@@ -61,15 +61,25 @@ class Snapshots:
 
   Attributes:
     images: one ``(N, frames, H, W, 3)`` array per octave (canvas sizes
-      differ between octaves).
+      differ between octaves). During a cyclic resize the canvas changes
+      size within the octave: each frame holds its image in the top-left
+      corner, ``sides`` gives its side (``image`` cuts it out).
     logits: one ``(N, frames, classes)`` array per octave: the main head's
-      logits for the view the model saw at that iteration.
+      logits for the frame's image as it is (whole, at its side), not for
+      the jittered, cropped or resized view the step showed the model.
     iterations: one ``(frames,)`` array per octave, the global iteration
       index of each frame (the image *before* that iteration's update).
+    sides: one ``(frames,)`` array per octave, each frame's canvas side.
   """
   images: list[np.ndarray]
   logits: list[np.ndarray]
   iterations: list[np.ndarray]
+  sides: list[np.ndarray]
+
+  def image(self, index: int, octave: int, frame: int) -> np.ndarray:
+    """Image ``index``'s frame ``frame`` of octave ``octave``, ``(side, side, 3)``."""
+    side = int(self.sides[octave][frame])
+    return self.images[octave][index, frame, :side, :side]
 
 
 @dataclasses.dataclass
@@ -349,7 +359,7 @@ def _generate_batch(classifier, recipe, plans, targets, restarts, seed, photos, 
     side = plan.final_side()
     images = buffer[:, :side, :side]
     traces.append(trace)
-    snaps_per_octave.append(None if snaps is None else (snaps, side))
+    snaps_per_octave.append(snaps)
     offset += plan.octave.iterations
   target_logit, probability, rank, rank_raw = metrics.final_scores(classifier, images,
                                                                    targets_device)
@@ -361,13 +371,17 @@ def _generate_batch(classifier, recipe, plans, targets, restarts, seed, photos, 
   keep = slice(0, n)
   trace = jax.tree_util.tree_map(lambda *xs: np.concatenate([x[:, keep] for x in xs]),
                                  *traces)
-  snapshots, offset = Snapshots([], [], []), 0
+  snapshots, offset = Snapshots([], [], [], []), 0
   for plan, entry in zip(plans, snaps_per_octave):
     if entry is not None:
-      (frames, logits), side = devices.to_host(entry[0]), entry[1]
-      snapshots.images.append(frames[:, keep, :side, :side].swapaxes(0, 1))
+      frames, logits = devices.to_host(entry)
+      local = np.arange(frames.shape[0]) * plan.snapshot_every
+      sides = np.asarray([plan.sides[plan.size_indices(i)[0]] for i in local])
+      largest = sides.max()
+      snapshots.images.append(frames[:, keep, :largest, :largest].swapaxes(0, 1))
       snapshots.logits.append(logits[:, keep].swapaxes(0, 1))
-      snapshots.iterations.append(offset + np.arange(frames.shape[0]) * plan.snapshot_every)
+      snapshots.iterations.append(offset + local)
+      snapshots.sides.append(sides)
     offset += plan.octave.iterations
   images, target_logit, probability, rank, rank_raw = devices.to_host(
       (T.clip(images), target_logit, probability, rank, rank_raw))
@@ -389,7 +403,7 @@ def _concatenate(parts: list[Generation]) -> Generation:
     snapshots = Snapshots(
         [cat(*xs) for xs in zip(*(p.snapshots.images for p in parts))],
         [cat(*xs) for xs in zip(*(p.snapshots.logits for p in parts))],
-        parts[0].snapshots.iterations)
+        parts[0].snapshots.iterations, parts[0].snapshots.sides)
   trace = Trace(*(np.concatenate(xs, axis=1) for xs in zip(*(p.trace for p in parts))))
   return Generation(
       images=cat(*(p.images for p in parts)), targets=cat(*(p.targets for p in parts)),

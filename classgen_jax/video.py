@@ -1,8 +1,11 @@
 """Videos of a generation and plots of how steady a model's view of it is.
 
 As in the article: each frame shows the image on the left and, on the right,
-a scatter plot of all the classifier's logits for that iteration (x = class
-index, y = logit; the target in red). Frames come from
+a scatter plot of all the classifier's logits for that image (x = class
+index, y = logit; the target in red, and in a transfiguration the photo's
+own class in green). The image is shown as it is at that iteration: during
+a cyclic resize it shrinks and grows within the frame, all frames drawn at
+one scale (the largest canvas fills the picture). Frames come from
 ``Generation.snapshots``; everything is drawn with Pillow, and written as an
 animated GIF or WebP (MP4 only where ``imageio`` with an ffmpeg plugin is
 installed).
@@ -31,6 +34,7 @@ _BACKGROUND = (255, 255, 255)
 _AXIS = (90, 90, 90)
 _POINT = (110, 130, 170)
 _TARGET = (220, 30, 30)
+_ORIGINAL = (30, 170, 50)
 _SERIES = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189))
 
 
@@ -44,7 +48,7 @@ def _font():
 
 def logit_scatter(logits: np.ndarray, target: int, size: tuple[int, int],
                   limits: tuple[float, float] | None = None,
-                  title: str = "") -> Image.Image:
+                  title: str = "", original: int | None = None) -> Image.Image:
   """All logits as points (x = class index, y = logit), the target in red.
 
   Args:
@@ -53,6 +57,7 @@ def logit_scatter(logits: np.ndarray, target: int, size: tuple[int, int],
     size: ``(width, height)`` of the panel.
     limits: the y range (fixed across a video's frames so points move).
     title: a line drawn at the top.
+    original: a class drawn in green (a transfigured photo's own class).
   """
   width, height = size
   logits = np.asarray(logits, np.float64)
@@ -73,16 +78,40 @@ def logit_scatter(logits: np.ndarray, target: int, size: tuple[int, int],
   xs = left + (np.arange(n) + 0.5) / n * (right - left)
   ys = bottom - (np.clip(logits, low, high) - low) / (high - low) * (bottom - top)
   for i, (x, y) in enumerate(zip(xs, ys)):
-    if i != target:
+    if i not in (target, original):
       draw.point((float(x), float(y)), fill=_POINT)
-  x, y = float(xs[target]), float(ys[target])
-  draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=_TARGET)
+  marks = [(target, _TARGET)]
+  if original is not None and original != target:
+    marks.insert(0, (original, _ORIGINAL))
+  for index, colour in marks:
+    x, y = float(xs[index]), float(ys[index])
+    draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
   return panel
 
 
+def photo_class(generation: Generation, index: int = 0) -> int:
+  """The class the classifier gives image ``index``'s start (its first frame):
+  in a transfiguration, the photo's own class."""
+  snapshots = generation.snapshots
+  if snapshots is None or not len(snapshots.iterations[0]) or snapshots.iterations[0][0] != 0:
+    raise VideoError("the generation has no snapshot of its start: run it with "
+                     "snapshot_every > 0")
+  return int(np.argmax(snapshots.logits[0][index, 0]))
+
+
 def frames(generation: Generation, index: int = 0,
-           labels: Sequence[str] = imagenet.LABELS, side: int = 256) -> list[Image.Image]:
+           labels: Sequence[str] = imagenet.LABELS, side: int = 256,
+           original: int | None = None) -> list[Image.Image]:
   """The video frames of image ``index`` of a generation made with ``snapshot_every``.
+
+  Args:
+    generation: made with ``snapshot_every``.
+    index: which image.
+    labels: class names.
+    side: the picture's side for the largest canvas of the run; smaller
+      canvases are drawn smaller, centred (every frame has the same size).
+    original: a class to mark in green on the scatter: for a
+      transfiguration, the photo's own class (``photo_class``).
 
   Raises:
     VideoError: the generation has no snapshots.
@@ -94,16 +123,20 @@ def frames(generation: Generation, index: int = 0,
   target = int(generation.targets[index])
   logits = np.concatenate([lo[index] for lo in snapshots.logits])
   limits = (float(logits.min()), float(logits.max()))
+  largest = max(int(s.max()) for s in snapshots.sides if len(s))
   result = []
-  for images, logit_rows, iterations in zip(snapshots.images, snapshots.logits,
-                                            snapshots.iterations):
-    for image, row, iteration in zip(images[index], logit_rows[index], iterations):
-      picture = Image.fromarray(to_uint8(image)).resize((side, side), Image.BILINEAR)
+  for octave, (logit_rows, iterations, sides) in enumerate(zip(
+      snapshots.logits, snapshots.iterations, snapshots.sides)):
+    for frame_index, (row, iteration, canvas) in enumerate(zip(logit_rows[index], iterations,
+                                                               sides)):
+      image = snapshots.image(index, octave, frame_index)
+      shown = max(1, round(side * int(canvas) / largest))
+      picture = Image.fromarray(to_uint8(image)).resize((shown, shown), Image.BILINEAR)
       rank = int(np.sum(row > row[target]))
-      title = f"{labels[target]}  iteration {int(iteration)}  rank {rank}"
-      panel = logit_scatter(row, target, (side * 3 // 2, side), limits, title)
+      title = f"{labels[target]}  iteration {int(iteration)}  {int(canvas)} px  rank {rank}"
+      panel = logit_scatter(row, target, (side * 3 // 2, side), limits, title, original)
       frame = Image.new("RGB", (side + panel.width, side), _BACKGROUND)
-      frame.paste(picture, (0, 0))
+      frame.paste(picture, ((side - shown) // 2, (side - shown) // 2))
       frame.paste(panel, (side, 0))
       result.append(frame)
   return result
@@ -200,17 +233,23 @@ def stability_plot(traces: Mapping[str, Trace], path: str | os.PathLike, *,
 
 def make_video(*, model: str, weights: str | None, target: str, out: str | os.PathLike,
                recipe: str, seed: int = 0, steps_scale: float = 1.0, snapshot_every: int = 5,
-               fps: float = 10.0, head: str | None = None) -> Path:
-  """Run one generation with snapshots and write its video (``scripts/make_video.py``)."""
+               fps: float = 10.0, head: str | None = None,
+               init: str | os.PathLike | None = None) -> Path:
+  """Run one generation with snapshots and write its video (``scripts/make_video.py``).
+
+  With ``init`` (a photo to transfigure), the photo's own class is marked in
+  green, as in the article's transfiguration video.
+  """
   from classgen_jax import engine, recipes
   from classgen_jax.weights import load_classifier
   classifier = load_classifier(model, weights=weights)
   chosen = recipes.get(recipe, steps_scale=steps_scale)
   if head:
     chosen = chosen.with_head(head)
-  result = engine.generate(classifier, [target], chosen, seed=seed,
+  result = engine.generate(classifier, [target], chosen, seed=seed, init=init,
                            snapshot_every=snapshot_every)
-  return write_video(out, frames(result, 0, classifier.labels), fps=fps)
+  original = None if init is None else photo_class(result)
+  return write_video(out, frames(result, 0, classifier.labels, original=original), fps=fps)
 
 
 def compare_models(*, models: Sequence[str], target: str, out: str | os.PathLike,
