@@ -54,7 +54,8 @@ RUN_FILE = "run.json"
 SUMMARY_JSONL = "summary.jsonl"
 SUMMARY_CSV = "summary.csv"
 SUMMARY_FIELDS = ("target", "name", "restart", "init", "probability", "rank", "target_logit",
-                  "top1_fraction", "zscore_jitter", "seed", "file")
+                  "top1_fraction", "zscore_jitter", "top1_fraction_per_octave",
+                  "zscore_jitter_per_octave", "seed", "file")
 _IMAGE_NAME = re.compile(r"^\d{4}_.+_r\d+\.(png|gif)$")
 _PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 _SLEEP_ENV = "CLASSGEN_JAX_ATLAS_SLEEP"
@@ -398,8 +399,12 @@ def make_atlas(classifier: Classifier, classes: Sequence[int | str], out: str | 
             probability=float(result.probability[j]), rank=int(result.rank[j]),
             target_logit=float(result.target_logit[j]),
             top1_fraction=float(result.stability["top1_fraction"][j]),
-            zscore_jitter=float(result.stability["zscore_jitter"][j]), seed=int(seed),
-            file=names[key])
+            zscore_jitter=float(result.stability["zscore_jitter"][j]),
+            top1_fraction_per_octave=[
+                float(x) for x in result.stability["top1_fraction_per_octave"][j]],
+            zscore_jitter_per_octave=[
+                float(x) for x in result.stability["zscore_jitter_per_octave"][j]],
+            seed=int(seed), file=names[key])
         metadata = dict(model=classifier.name, weights=weights, recipe=config["recipe"],
                         seed=str(seed), restart=str(int(restart)), target=str(int(target)),
                         name=labels[int(target)], probability=f"{row['probability']:.6g}",

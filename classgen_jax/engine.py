@@ -95,8 +95,10 @@ class Generation:
       final image as returned (clipped to [0, 1]), resized to the
       classifier's native input size: what a reader of the PNG would get.
     trace: per-iteration records (``Trace`` of ``(iterations, N)`` arrays).
-    stability: ``{"top1_fraction", "zscore_jitter"}``, each ``(N,)``; see
-      ``stability``.
+    stability: ``{"top1_fraction", "zscore_jitter"}``, each ``(N,)``, and
+      the same per octave, ``{"top1_fraction_per_octave",
+      "zscore_jitter_per_octave"}``, each ``(N, octaves)``; see
+      ``metrics.stability``.
     snapshots: with ``snapshot_every > 0``.
     seconds: wall-clock time, compilation included.
     rank_as_optimised: ``(N,)`` the target's rank for the final canvas as
@@ -389,7 +391,7 @@ def _generate_batch(classifier, recipe, plans, targets, restarts, seed, photos, 
       images=images[keep], targets=np.asarray(targets),
       restarts=np.asarray(restarts), target_logit=target_logit[keep],
       probability=probability[keep], rank=rank[keep], trace=trace,
-      stability=stability(trace),
+      stability=stability(trace, [p.octave.iterations for p in plans]),
       snapshots=snapshots if plans[0].snapshot_every else None,
       rank_as_optimised=rank_raw[keep])
 

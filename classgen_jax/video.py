@@ -11,8 +11,9 @@ animated GIF or WebP (MP4 only where ``imageio`` with an ffmpeg plugin is
 installed).
 
 ``stability_plot`` draws, for several models side by side, the target's
-logit and rank over the iterations (``Generation.trace``): the article's
-comparison of GoogLeNet, Inception-v3 and ResNet.
+logit and rank over the iterations (``Generation.trace``), octave by octave
+with each octave's stability: the article's comparison of GoogLeNet,
+Inception-v3 and ResNet.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from classgen_jax import imagenet
+from classgen_jax import imagenet, metrics
 from classgen_jax._files import atomic_path
 from classgen_jax.engine import Generation
 from classgen_jax.images import to_uint8
@@ -35,6 +36,8 @@ _AXIS = (90, 90, 90)
 _POINT = (110, 130, 170)
 _TARGET = (220, 30, 30)
 _ORIGINAL = (30, 170, 50)
+_GRID = (200, 200, 200)
+_LINE = 12  # px per line of text
 _SERIES = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189))
 
 
@@ -175,8 +178,10 @@ def write_video(path: str | os.PathLike, video_frames: Sequence[Image.Image], *,
 
 
 def _line_panel(series: Sequence[np.ndarray], size: tuple[int, int], title: str,
-                invert: bool = False) -> Image.Image:
-  """Lines over iterations; ``invert`` puts low values (rank 0) at the top."""
+                invert: bool = False, boundaries: Sequence[int] = ()) -> Image.Image:
+  """Lines over iterations; ``invert`` puts low values (rank 0) at the top;
+  a grey vertical line at each of ``boundaries`` (the first iteration of an
+  octave)."""
   width, height = size
   panel = Image.new("RGB", size, _BACKGROUND)
   draw = ImageDraw.Draw(panel)
@@ -191,6 +196,10 @@ def _line_panel(series: Sequence[np.ndarray], size: tuple[int, int], title: str,
   draw.text((2, top - 4), f"{top_label:.0f}", fill=_AXIS, font=_font())
   draw.text((2, bottom - 8), f"{bottom_label:.0f}", fill=_AXIS, font=_font())
   draw.text((left, bottom + 1), "iteration", fill=_AXIS, font=_font())
+  length = max(len(np.ravel(line)) for line in series)
+  for boundary in boundaries:
+    x = left + boundary / max(length - 1, 1) * (right - left)
+    draw.line([(x, top), (x, bottom)], fill=_GRID)
   for k, line in enumerate(series):
     line = np.asarray(line, np.float64)
     n = len(line)
@@ -206,26 +215,52 @@ def _line_panel(series: Sequence[np.ndarray], size: tuple[int, int], title: str,
   return panel
 
 
+def _octave_panel(trace: Trace, octaves: Sequence[int], width: int) -> Image.Image:
+  """One line per octave: its top-1 fraction and z-score jitter, over the images."""
+  per_octave = metrics.stability(trace, octaves)
+  top1 = per_octave["top1_fraction_per_octave"].mean(axis=0)
+  jitter = per_octave["zscore_jitter_per_octave"].mean(axis=0)
+  panel = Image.new("RGB", (width, _LINE * (len(octaves) + 1) + 4), _BACKGROUND)
+  draw = ImageDraw.Draw(panel)
+  draw.text((4, 2), "octave: top-1 fraction, z-score jitter", fill=(0, 0, 0), font=_font())
+  for k, (fraction, change) in enumerate(zip(top1, jitter)):
+    draw.text((4, 2 + _LINE * (k + 1)), f"{k + 1}: {fraction:.0%}, {change:.3f}",
+              fill=_AXIS, font=_font())
+  return panel
+
+
 def stability_plot(traces: Mapping[str, Trace], path: str | os.PathLike, *,
-                   panel: tuple[int, int] = (320, 180)) -> Path:
+                   panel: tuple[int, int] = (320, 180),
+                   octaves: Sequence[int] | None = None) -> Path:
   """The target's logit (top) and rank (bottom) over iterations, one column per model.
 
   Args:
     traces: model name -> ``Generation.trace``; each image (restart) is a line.
     path: the PNG to write.
     panel: ``(width, height)`` of each panel.
+    octaves: the iterations of each octave (``[o.iterations for o in
+      recipe.octaves]``): marks where each octave starts and adds, under
+      each model, its stability per octave (``metrics.stability``, averaged
+      over the images), so a model that is unsteady in one octave (the
+      article: Inception-v3, "particularly in the second octave") shows it.
   """
   if not traces:
     raise VideoError("no models to plot")
   width, height = panel
-  sheet = Image.new("RGB", (width * len(traces), height * 2), _BACKGROUND)
+  boundaries = tuple(np.cumsum(octaves)[:-1]) if octaves else ()
+  tables = {name: _octave_panel(trace, octaves, width) for name, trace in traces.items()
+            } if octaves else {}
+  extra = max((t.height for t in tables.values()), default=0)
+  sheet = Image.new("RGB", (width * len(traces), height * 2 + extra), _BACKGROUND)
   for column, (name, trace) in enumerate(traces.items()):
     logits = np.asarray(trace.target_logit)
     ranks = np.asarray(trace.target_rank)
-    sheet.paste(_line_panel(list(logits.T), panel, f"{name}: target logit"),
-                (column * width, 0))
-    sheet.paste(_line_panel(list(ranks.T), panel, f"{name}: target rank", invert=True),
-                (column * width, height))
+    sheet.paste(_line_panel(list(logits.T), panel, f"{name}: target logit",
+                            boundaries=boundaries), (column * width, 0))
+    sheet.paste(_line_panel(list(ranks.T), panel, f"{name}: target rank", invert=True,
+                            boundaries=boundaries), (column * width, height))
+    if name in tables:
+      sheet.paste(tables[name], (column * width, height * 2))
   path = Path(path)
   sheet.save(path)
   return path
@@ -264,4 +299,4 @@ def compare_models(*, models: Sequence[str], target: str, out: str | os.PathLike
     classifier = load_classifier(name)
     traces[name] = engine.generate(classifier, [target], chosen, seed=seed,
                                    restarts=restarts).trace
-  return stability_plot(traces, out)
+  return stability_plot(traces, out, octaves=[o.iterations for o in chosen.octaves])

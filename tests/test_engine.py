@@ -39,6 +39,9 @@ def test_every_recipe_runs(name):
   assert result.trace.objective.shape == (recipe.iterations, 4)
   assert np.isfinite(result.trace.objective).all()
   assert result.rank.shape == result.probability.shape == (4,)
+  per_octave = result.stability["top1_fraction_per_octave"]
+  assert per_octave.shape == result.stability["zscore_jitter_per_octave"].shape == (
+      4, len(recipe.octaves))
   # Restarts differ (own random draws), a photo start aside.
   if recipe.init != "photo":
     assert not np.array_equal(result.images[0], result.images[1])
@@ -110,6 +113,15 @@ def test_snapshots_and_stability():
   assert top1.shape == (2,) and np.all((top1 >= 0) & (top1 <= 1))
   expected = np.abs(np.diff(result.trace.target_zscore, axis=0)).mean(axis=0)
   np.testing.assert_allclose(s["zscore_jitter"], expected)
+  # Per octave: each octave's own iterations, no change across a boundary.
+  from classgen_jax import metrics
+  split = metrics.stability(result.trace, [3, 4])
+  z, rank = result.trace.target_zscore, result.trace.target_rank
+  np.testing.assert_allclose(split["zscore_jitter_per_octave"][:, 1],
+                             np.abs(np.diff(z[3:], axis=0)).mean(axis=0))
+  np.testing.assert_allclose(split["top1_fraction_per_octave"][:, 0], (rank[:3] == 0).mean(0))
+  with pytest.raises(ValueError, match="do not cover a trace of 7"):
+    metrics.stability(result.trace, [3, 3])
 
 
 def test_nan_stops_with_the_class_and_iteration():

@@ -102,3 +102,14 @@ def test_stability_plot_has_a_column_per_model(generation, tmp_path):
     pixels = np.asarray(image.convert("RGB"))
   assert (pixels != 255).any(axis=-1)[:, 200:].any()  # the third column is drawn
 
+
+def test_stability_plot_reports_each_octave(generation, tmp_path):
+  traces = {"a": generation.trace, "b": generation.trace}
+  plain = video.stability_plot(traces, tmp_path / "plain.png", panel=(200, 60))
+  path = video.stability_plot(traces, tmp_path / "s.png", panel=(200, 60), octaves=(1, 2))
+  with Image.open(plain) as without, Image.open(path) as image:
+    assert image.size[0] == without.size[0] and image.size[1] > 120
+    pixels = np.asarray(image.convert("RGB"))
+    lines = np.asarray(without.convert("RGB"))
+  assert (pixels[120:] != 255).any()  # the per-octave table under each column
+  assert (pixels[:120] != lines).any()  # and the octave boundary in the panels
