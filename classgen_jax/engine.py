@@ -244,7 +244,11 @@ def generate(classifier: Classifier, targets: Sequence[int | str] | int | str,
 
   Args:
     classifier: a ``Classifier``.
-    targets: class indices or names (one or several).
+    targets: class indices or names (one or several). A target given again
+      continues its restarts: its ``k``-th repeat (from 0) makes restarts
+      ``k * restarts`` to ``(k + 1) * restarts - 1``, so every image has its
+      own key, and each is the image that ``generate([t],
+      restarts=(k + 1) * restarts)`` makes at that restart.
     recipe: a recipe name (``recipes.names()``) or a ``Recipe``.
     seed: the run's seed; with the target and restart index it determines
       every random draw of an image.
@@ -281,7 +285,10 @@ def generate(classifier: Classifier, targets: Sequence[int | str] | int | str,
     raise ValueError(f"restarts must be at least 1, got {restarts}")
   plans = step_lib.plan(classifier, recipe, snapshot_every)
   target_ids = np.repeat(np.asarray(indices, np.int32), restarts)
-  restart_ids = np.tile(np.arange(restarts, dtype=np.int32), len(indices))
+  # A repeated target would otherwise repeat its keys, and so its images.
+  occurrence = [indices[:i].count(t) for i, t in enumerate(indices)]
+  restart_ids = (np.repeat(np.asarray(occurrence, np.int32), restarts) * restarts
+                 + np.tile(np.arange(restarts, dtype=np.int32), len(indices)))
   photos = None
   if init is not None:
     photos = _photos(init, len(indices))

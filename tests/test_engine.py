@@ -201,6 +201,15 @@ def test_colour_jitter_comes_before_the_cyclic_resize():
   np.testing.assert_allclose(np.clip(theirs[0], 0, 1), article, atol=1e-6)
 
 
+def test_a_repeated_target_continues_its_restarts():
+  recipe = quick("sign", 0.05, iterations=2, view=(Roll(3),))
+  twice = engine.generate(tiny(), [5, 7, 5], recipe, seed=4)
+  assert list(twice.targets) == [5, 7, 5] and list(twice.restarts) == [0, 0, 1]
+  assert not np.array_equal(twice.images[0], twice.images[2])
+  restarts = engine.generate(tiny(), [5], recipe, seed=4, restarts=2)
+  np.testing.assert_array_equal(twice.images[[0, 2]], restarts.images)
+
+
 def test_octave_recipes_read_the_article():
   """Recipes 8-9 step on the article's layer_gradient (logit towards 200 and
   L1 on the input); recipe 10 and the ResNet recipe, the optimised octaves,
