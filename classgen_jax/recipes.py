@@ -30,6 +30,24 @@ kinds. Copy a recipe and change it field by field::
 Run one by name: ``python scripts/generate.py --recipe=octaves --classes=19``.
 The numbers are the article's (``shared/docs/RECIPES.md``) unless a comment
 says otherwise.
+
+Input normalisation (``Classifier.normalisation``). The article's code feeds
+[0, 1] images to torchvision with no visible normalisation, so its numbers
+assume ``"none"``; the classifier's default is ``"imagenet"``, under which
+every gradient is about 1/std = 4.4 times larger. Which reading each
+recipe's numbers were set for, and what the other one changes:
+
+* ``gradient``, ``logit_l1``, ``smooth``, ``resilient``, ``transfigure``,
+  ``aux``, ``octaves``, ``octaves_coherent``, ``octaves_padded``,
+  ``octaves_750``: the article's, ``"none"``. They step along the raw
+  gradient, so under ``"imagenet"`` each step is about 4.4 times the
+  article's (and the model sees another image). The article as its code
+  runs: ``generate(clf.with_normalisation("none"), ...)``.
+* ``sign``: the article's, ``"none"``; a sign step's size does not depend on
+  the gradient's scale, so only what the model sees changes.
+* ``deepdraw``: Caffe's mean-subtracted input, closest to ``"imagenet"``;
+  L1-normalised steps do not depend on the gradient's scale.
+* ``recognisable``: this project's, tuned under ``"imagenet"``.
 """
 
 from __future__ import annotations
@@ -252,10 +270,8 @@ _register(Recipe(
 #   region (the article's own fix for the washed-out border indexes the
 #   update by the crop), is what ``Crop(size)`` does: a deviation from the
 #   code as printed, not from the text.
-# * Input normalisation. The article feeds [0, 1] images with no visible
-#   normalisation; these numbers are the article's, so they assume
-#   ``Classifier.normalisation="none"``. Under the default ``"imagenet"``
-#   every gradient, and so every step, is about 1/std = 4.4 times larger.
+# * Input normalisation: the numbers assume the article's ``"none"`` (see the
+#   module doc).
 _OCTAVE_1 = Octave(100, _ARTICLE_L1, Gradient(), (1.5, 1.0), after=(Blur((2.4, 0.8)),))
 _OCTAVE_2 = Octave(100, _ARTICLE_L1, Gradient(), (1.3, 0.45), canvas=340,
                    view=(Crop(320),), after=(Blur((1.5, 0.4)),))
