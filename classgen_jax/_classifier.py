@@ -5,6 +5,22 @@ model applies its own input normalisation. It returns a mapping of named
 outputs (``"logits"`` always; ``"aux"``, ``"aux1"``, ``"aux2"`` where the
 model has them).
 
+Input normalisation (``Classifier.normalisation``), the one choice a caller
+makes at the model boundary:
+
+* ``"imagenet"`` (default): ImageNet's mean/std, as torchvision's transforms
+  feed its models, then (GoogLeNet, Inception-v3) torchvision's
+  ``transform_input``. What the weights were trained on.
+* ``"none"``: the article's code as printed, which feeds [0, 1] images
+  straight into the torchvision model: no normalisation beyond the model's
+  own ``transform_input``. The model sees a dimmer, lower-contrast image,
+  and every gradient with respect to the image is about std = 0.23 times
+  the ``"imagenet"`` one, so a step size tuned under one reading is about
+  4.4 times too large (or small) under the other.
+
+EfficientNet-Lite's input scaling, ``(255 x - 127) / 128``, is the model's
+own (like ``transform_input``): both readings give it the same input.
+
 A ``Classifier`` is a pytree whose only leaves are its weights, so it can be
 passed straight into ``jax.jit``/``vmap``/``grad``: the weights reach the
 compiled program as an argument, never as constants folded into it.
@@ -24,8 +40,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from classgen_jax import imagenet
+from classgen_jax.models import GoogLeNet, Inception3, ResNet
+from classgen_jax.models._layers import IMAGENET_MEAN, IMAGENET_STD
 
 _MAX_SIDE = 8192
+NORMALISATIONS = ("imagenet", "none")
+# The ports that normalise with ImageNet's statistics (EfficientNet-Lite's
+# scaling is its own).
+_IMAGENET_NORMALISED = (GoogLeNet, Inception3, ResNet)
 
 
 class InputError(ValueError):
@@ -54,12 +76,20 @@ class Classifier:
     name: model name, e.g. ``"googlenet"``.
     input_size: native input side in pixels (224 for GoogLeNet).
     labels: one name per class.
+    normalisation: ``"imagenet"`` or ``"none"`` (the article's reading); see
+      the module doc.
   """
   module: nn.Module
   variables: Any
   name: str
   input_size: int
   labels: tuple[str, ...] = imagenet.LABELS
+  normalisation: str = "imagenet"
+
+  def __post_init__(self):
+    if self.normalisation not in NORMALISATIONS:
+      raise InputError(f"Classifier.normalisation must be one of {', '.join(NORMALISATIONS)}; "
+                       f"got {self.normalisation!r}")
 
   @property
   def heads(self) -> tuple[str, ...]:
@@ -89,6 +119,13 @@ class Classifier:
     flat = flax.traverse_util.flatten_dict(self.variables.get("params", {}))
     return [(".".join(path), int(np.prod(leaf.shape))) for path, leaf in flat.items()]
 
+  def with_normalisation(self, normalisation: str) -> Classifier:
+    """The same classifier with another input normalisation (``NORMALISATIONS``).
+
+    >>> article = load_classifier("inception_v3").with_normalisation("none")  # doctest: +SKIP
+    """
+    return dataclasses.replace(self, normalisation=normalisation)
+
   def astype(self, dtype: Any) -> Classifier:
     """The same classifier with its weights cast to ``dtype``."""
     cast = jax.tree_util.tree_map(lambda v: v.astype(dtype), self.variables)
@@ -113,6 +150,12 @@ class Classifier:
     heads = self.heads if heads is None else tuple(heads)
     self._check_heads(heads)
     self._check_images(images, heads)
+    if self.normalisation == "none" and isinstance(self.module, _IMAGENET_NORMALISED):
+      # The port normalises inside; mapping x to x * std + mean first makes
+      # it see x itself (exact up to rounding), without a second port.
+      mean = jnp.asarray(IMAGENET_MEAN, images.dtype)
+      std = jnp.asarray(IMAGENET_STD, images.dtype)
+      images = images * std + mean
     return self.module.apply(self.variables, images, heads=heads)
 
   def _check_heads(self, heads: tuple[str, ...]) -> None:
@@ -150,4 +193,4 @@ class Classifier:
 
 jax.tree_util.register_dataclass(
     Classifier, data_fields=["variables"],
-    meta_fields=["module", "name", "input_size", "labels"])
+    meta_fields=["module", "name", "input_size", "labels", "normalisation"])

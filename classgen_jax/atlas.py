@@ -55,7 +55,8 @@ RUN_FILE = "run.json"
 SUMMARY_JSONL = "summary.jsonl"
 SUMMARY_CSV = "summary.csv"
 SUMMARY_FIELDS = ("target", "name", "restart", "init", "probability", "rank", "target_logit",
-                  "top1_fraction", "zscore_jitter", "seed", "file")
+                  "top1_fraction", "zscore_jitter", "top1_fraction_per_octave",
+                  "zscore_jitter_per_octave", "seed", "file")
 _IMAGE_NAME = re.compile(r"^\d{4}_.+_r\d+\.(png|gif)$")
 _PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 _SLEEP_ENV = "CLASSGEN_JAX_ATLAS_SLEEP"
@@ -421,8 +422,12 @@ def make_atlas(classifier: Classifier, classes: Sequence[int | str], out: str | 
             probability=float(result.probability[j]), rank=int(result.rank[j]),
             target_logit=float(result.target_logit[j]),
             top1_fraction=float(result.stability["top1_fraction"][j]),
-            zscore_jitter=float(result.stability["zscore_jitter"][j]), seed=int(seed),
-            file=names[key])
+            zscore_jitter=float(result.stability["zscore_jitter"][j]),
+            top1_fraction_per_octave=[
+                float(x) for x in result.stability["top1_fraction_per_octave"][j]],
+            zscore_jitter_per_octave=[
+                float(x) for x in result.stability["zscore_jitter_per_octave"][j]],
+            seed=int(seed), file=names[key])
         metadata = dict(model=classifier.name, weights=weights, recipe=config["recipe"],
                         seed=str(seed), restart=str(int(restart)), target=str(int(target)),
                         name=labels[int(target)], probability=f"{row['probability']:.6g}",
@@ -434,7 +439,8 @@ def make_atlas(classifier: Classifier, classes: Sequence[int | str], out: str | 
       # would otherwise spend longer writing than a GPU spends generating.
       with WRITING:  # a Ctrl-C's watchdog waits for a batch's writes to end
         pending = [(path, writers.submit(_write_image, path, result, j, metadata, labels,
-                                         snapshot_every)) for path, j, metadata in writes]
+                                         snapshot_every, photo is not None))
+                   for path, j, metadata in writes]
         concurrent.futures.wait([written for _, written in pending])
         for path, written in pending:
           if (error := written.result()) is not None:
@@ -467,13 +473,17 @@ def make_atlas(classifier: Classifier, classes: Sequence[int | str], out: str | 
 
 
 def _write_image(path: Path, result: engine.Generation, j: int, metadata: dict[str, str],
-                 labels: Sequence[str], snapshot_every: int) -> OSError | None:
-  """Writes image ``j`` (and its video); the error, if the disk refused."""
+                 labels: Sequence[str], snapshot_every: int,
+                 transfigured: bool = False) -> OSError | None:
+  """Writes image ``j`` (and its video, marking a transfigured photo's own
+  class); the error, if the disk refused."""
   try:
     save_png(path, result.images[j], metadata)
     if snapshot_every and result.snapshots is not None:
       from classgen_jax import video
-      video.write_video(path.with_suffix(".gif"), video.frames(result, j, labels))
+      original = video.photo_class(result, j) if transfigured else None
+      video.write_video(path.with_suffix(".gif"),
+                        video.frames(result, j, labels, original=original))
   except OSError as error:
     return error
   return None

@@ -61,15 +61,25 @@ class Snapshots:
 
   Attributes:
     images: one ``(N, frames, H, W, 3)`` array per octave (canvas sizes
-      differ between octaves).
+      differ between octaves). During a cyclic resize the canvas changes
+      size within the octave: each frame holds its image in the top-left
+      corner, ``sides`` gives its side (``image`` cuts it out).
     logits: one ``(N, frames, classes)`` array per octave: the main head's
-      logits for the view the model saw at that iteration.
+      logits for the frame's image as it is (whole, at its side), not for
+      the jittered, cropped or resized view the step showed the model.
     iterations: one ``(frames,)`` array per octave, the global iteration
       index of each frame (the image *before* that iteration's update).
+    sides: one ``(frames,)`` array per octave, each frame's canvas side.
   """
   images: list[np.ndarray]
   logits: list[np.ndarray]
   iterations: list[np.ndarray]
+  sides: list[np.ndarray]
+
+  def image(self, index: int, octave: int, frame: int) -> np.ndarray:
+    """Image ``index``'s frame ``frame`` of octave ``octave``, ``(side, side, 3)``."""
+    side = int(self.sides[octave][frame])
+    return self.images[octave][index, frame, :side, :side]
 
 
 @dataclasses.dataclass
@@ -85,8 +95,10 @@ class Generation:
       final image as returned (clipped to [0, 1]), resized to the
       classifier's native input size: what a reader of the PNG would get.
     trace: per-iteration records (``Trace`` of ``(iterations, N)`` arrays).
-    stability: ``{"top1_fraction", "zscore_jitter"}``, each ``(N,)``; see
-      ``stability``.
+    stability: ``{"top1_fraction", "zscore_jitter"}``, each ``(N,)``, and
+      the same per octave, ``{"top1_fraction_per_octave",
+      "zscore_jitter_per_octave"}``, each ``(N, octaves)``; see
+      ``metrics.stability``.
     snapshots: with ``snapshot_every > 0``.
     seconds: wall-clock time, compilation included.
     rank_as_optimised: ``(N,)`` the target's rank for the final canvas as
@@ -154,13 +166,16 @@ def initial_images(recipe: Recipe, keys: jax.Array, init: Any = None) -> jax.Arr
     recipe: gives the start (``recipe.init``) and the canvas side.
     keys: per-image base keys.
     init: photos for a transfiguration: one ``(H, W, 3)`` array or path for
-      every image, or one per image (a sequence or ``(N, H, W, 3)``).
+      every image, or one per image (a sequence or ``(N, H, W, 3)``); each is
+      resized to the canvas with antialiasing, as torchvision's ``Resize``.
   """
   n, size = keys.shape[0], recipe.size
   init_keys = step_lib.fold_in(keys, 0)
   if init is not None:
     photos = _photos(init, n)
-    return jnp.stack([T.resize(jnp.asarray(p), size, method="bilinear") for p in photos])
+    # As torchvision's Resize, which the article loads its photos with.
+    return jnp.stack([T.resize(jnp.asarray(p), size, method="bilinear", antialias=True)
+                      for p in photos])
   if recipe.init == "photo":
     raise ValueError(f"recipe {recipe.name!r} starts from a photo: pass init= (an image file, "
                      "an (H, W, 3) array, or one per target)")
@@ -215,9 +230,9 @@ def random_draws(recipe: Recipe, targets: Sequence[int], restarts: Sequence[int]
     draws = []
     for iteration in range(octave.iterations):
       step_keys = step_lib.fold_in(octave_keys, iteration)
-      side = sides[plan.size_indices(iteration)[1]]
-      draws.append(jax.tree_util.tree_map(
-          np.asarray, step_lib.draw(octave, step_keys, side, dtype)))
+      from_index, to_index = plan.size_indices(iteration)
+      draws.append(jax.tree_util.tree_map(np.asarray, step_lib.draw(
+          octave, step_keys, sides[to_index], dtype, first_side=sides[from_index])))
     result.append(draws)
   return result
 
@@ -244,7 +259,11 @@ def generate(classifier: Classifier, targets: Sequence[int | str] | int | str,
 
   Args:
     classifier: a ``Classifier``.
-    targets: class indices or names (one or several).
+    targets: class indices or names (one or several). A target given again
+      continues its restarts: its ``k``-th repeat (from 0) makes restarts
+      ``k * restarts`` to ``(k + 1) * restarts - 1``, so every image has its
+      own key, and each is the image that ``generate([t],
+      restarts=(k + 1) * restarts)`` makes at that restart.
     recipe: a recipe name (``recipes.names()``) or a ``Recipe``.
     seed: the run's seed; with the target and restart index it determines
       every random draw of an image.
@@ -284,7 +303,10 @@ def generate(classifier: Classifier, targets: Sequence[int | str] | int | str,
     raise ValueError(f"restarts must be at least 1, got {restarts}")
   plans = step_lib.plan(classifier, recipe, snapshot_every)
   target_ids = np.repeat(np.asarray(indices, np.int32), restarts)
-  restart_ids = np.tile(np.arange(restarts, dtype=np.int32), len(indices))
+  # A repeated target would otherwise repeat its keys, and so its images.
+  occurrence = [indices[:i].count(t) for i, t in enumerate(indices)]
+  restart_ids = (np.repeat(np.asarray(occurrence, np.int32), restarts) * restarts
+                 + np.tile(np.arange(restarts, dtype=np.int32), len(indices)))
   photos = None
   if init is not None:
     photos = _photos(init, len(indices))
@@ -378,7 +400,7 @@ def _generate_batch(classifier, recipe, plans, targets, restarts, seed, photos, 
     side = plan.final_side()
     images = buffer[:, :side, :side]
     traces.append(trace)
-    snaps_per_octave.append(None if snaps is None else (snaps, side))
+    snaps_per_octave.append(snaps)
     offset += plan.octave.iterations
   target_logit, probability, rank, rank_raw = metrics.final_scores(classifier, images,
                                                                    targets_device)
@@ -390,13 +412,17 @@ def _generate_batch(classifier, recipe, plans, targets, restarts, seed, photos, 
   keep = slice(0, n)
   trace = jax.tree_util.tree_map(lambda *xs: np.concatenate([x[:, keep] for x in xs]),
                                  *traces)
-  snapshots, offset = Snapshots([], [], []), 0
+  snapshots, offset = Snapshots([], [], [], []), 0
   for plan, entry in zip(plans, snaps_per_octave):
     if entry is not None:
-      (frames, logits), side = devices.to_host(entry[0]), entry[1]
-      snapshots.images.append(frames[:, keep, :side, :side].swapaxes(0, 1))
+      frames, logits = devices.to_host(entry)
+      local = np.arange(frames.shape[0]) * plan.snapshot_every
+      sides = np.asarray([plan.sides[plan.size_indices(i)[0]] for i in local])
+      largest = sides.max()
+      snapshots.images.append(frames[:, keep, :largest, :largest].swapaxes(0, 1))
       snapshots.logits.append(logits[:, keep].swapaxes(0, 1))
-      snapshots.iterations.append(offset + np.arange(frames.shape[0]) * plan.snapshot_every)
+      snapshots.iterations.append(offset + local)
+      snapshots.sides.append(sides)
     offset += plan.octave.iterations
   images, target_logit, probability, rank, rank_raw = devices.to_host(
       (T.clip(images), target_logit, probability, rank, rank_raw))
@@ -404,7 +430,7 @@ def _generate_batch(classifier, recipe, plans, targets, restarts, seed, photos, 
       images=images[keep], targets=np.asarray(targets),
       restarts=np.asarray(restarts), target_logit=target_logit[keep],
       probability=probability[keep], rank=rank[keep], trace=trace,
-      stability=stability(trace),
+      stability=stability(trace, [p.octave.iterations for p in plans]),
       snapshots=snapshots if plans[0].snapshot_every else None,
       rank_as_optimised=rank_raw[keep])
 
@@ -418,7 +444,7 @@ def _concatenate(parts: list[Generation]) -> Generation:
     snapshots = Snapshots(
         [cat(*xs) for xs in zip(*(p.snapshots.images for p in parts))],
         [cat(*xs) for xs in zip(*(p.snapshots.logits for p in parts))],
-        parts[0].snapshots.iterations)
+        parts[0].snapshots.iterations, parts[0].snapshots.sides)
   trace = Trace(*(np.concatenate(xs, axis=1) for xs in zip(*(p.trace for p in parts))))
   return Generation(
       images=cat(*(p.images for p in parts)), targets=cat(*(p.targets for p in parts)),

@@ -7,6 +7,7 @@ as returned, and for the raw canvas as optimised).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import jax
@@ -58,12 +59,18 @@ def final_scores(classifier: Classifier, images, targets):
   return (*_scores(classifier, resized, targets), as_optimised)
 
 
-def stability(trace: Trace) -> dict[str, np.ndarray]:
+def _stability(rank: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  jitter = np.abs(np.diff(z, axis=0)).mean(axis=0) if z.shape[0] > 1 else np.zeros(z.shape[1])
+  return (rank == 0).mean(axis=0), jitter
+
+
+def stability(trace: Trace, octaves: Sequence[int] | None = None) -> dict[str, np.ndarray]:
   """How steady the model's classification of its own image is.
 
   The article compares how stable each model's output is from one
-  iteration to the next (Inception-v3 less than GoogLeNet). Two numbers per
-  image, over all iterations of the run:
+  iteration to the next (Inception-v3 less than GoogLeNet, "particularly in
+  the second octave"). Two numbers per image, over all iterations of the
+  run:
 
   * ``top1_fraction``: the fraction of iterations in which the target was
     the model's top-1 class for the view it was shown;
@@ -71,8 +78,23 @@ def stability(trace: Trace) -> dict[str, np.ndarray]:
     next, of the target logit's z-score among all the logits (its distance
     from the mean logit in standard deviations). It is scale-free, so models
     with different logit scales compare; lower is steadier.
+
+  With ``octaves`` (the iterations of each octave, summing to the trace's
+  length), the same two per octave, ``(N, octaves)`` each, under
+  ``top1_fraction_per_octave`` and ``zscore_jitter_per_octave``; the jitter
+  of an octave counts only changes within it (not the jump at a resize
+  between octaves).
   """
   rank = np.asarray(trace.target_rank)
   z = np.asarray(trace.target_zscore)
-  jitter = np.abs(np.diff(z, axis=0)).mean(axis=0) if z.shape[0] > 1 else np.zeros(z.shape[1])
-  return {"top1_fraction": (rank == 0).mean(axis=0), "zscore_jitter": jitter}
+  top1, jitter = _stability(rank, z)
+  result = {"top1_fraction": top1, "zscore_jitter": jitter}
+  if octaves is not None:
+    if sum(octaves) != rank.shape[0]:
+      raise ValueError(f"octaves of {list(octaves)} iterations do not cover a trace of "
+                       f"{rank.shape[0]}")
+    bounds = np.cumsum([0, *octaves])
+    parts = [_stability(rank[a:b], z[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+    result["top1_fraction_per_octave"] = np.stack([p[0] for p in parts], axis=1)
+    result["zscore_jitter_per_octave"] = np.stack([p[1] for p in parts], axis=1)
+  return result

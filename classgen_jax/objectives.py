@@ -16,7 +16,9 @@ The article's objectives (its recipe numbers, as in ``recipes.py``):
 * recipes 1-2: cross-entropy to the target, minimised: ``log_probability()``;
 * recipes 3-7: ``|C - O_y(a)| + lam * sum|a|``, minimised:
   ``logit_distance(200) - 0.001 * l1()``;
-* recipes 8-10: the target logit alone: ``class_logit()``.
+* recipes 8-9 (the article's octave code calls its ``layer_gradient``): as 3-7;
+* recipe 10 and its ResNet variant (the optimised octaves, no L1): the target
+  logit alone, ``class_logit()``.
 """
 
 from __future__ import annotations

@@ -46,7 +46,9 @@ def run(plan: step_lib.Plan, length: int, classifier: Classifier, state: step_li
     ``(length, N)`` arrays (rows past the octave's end are zeros); with
     ``plan.snapshot_every``, ``snapshots`` is ``(images, logits)`` of
     ``(length // every, N, ...)``: the canvas buffer before each
-    ``every``-th iteration and that iteration's logits; else None.
+    ``every``-th iteration, and the main head's logits for the image it
+    holds (at its side then, not the step's jittered, cropped or resized
+    view); else None.
   """
   step = step_lib.make_step(plan, classifier, targets, keys)
   n = plan.octave.iterations
@@ -68,10 +70,20 @@ def run(plan: step_lib.Plan, length: int, classifier: Classifier, state: step_li
     state, records = lax.scan(scan_step, state, None, length=length)
     return state, records.trace, None
 
+  def logits_at(side, buffer):
+    image = buffer[:, :side, :side].astype(classifier.dtype)
+    return classifier(image, heads=("logits",))["logits"].astype(jnp.float32)
+
   def frame(state, _):
     image = state.canvas
+    if len(plan.sides) > 1:
+      from_index = plan.octave.resize.indices(state.iteration, n)[0]
+      branches = [functools.partial(logits_at, side) for side in plan.sides]
+      logits = lax.switch(from_index, branches, image)
+    else:
+      logits = logits_at(plan.sides[0], image)
     state, records = lax.scan(scan_step, state, None, length=every)
-    return state, (records.trace, image, records.logits[0])
+    return state, (records.trace, image, logits)
 
   frames = length // every
   state, (traces, images, logits) = lax.scan(frame, state, None, length=frames)

@@ -3,14 +3,17 @@
 A recipe is a starting image and a list of octaves. An octave is a run of
 iterations at one canvas size; each iteration does, in this order:
 
-1. ``resize``: the cyclic resize of the canvas, if any (the article's
+1. ``before_resize``: operations on the canvas at the size the previous
+   iteration left it (the article's colour jitter, which its resilience
+   code applies before the resize);
+2. ``resize``: the cyclic resize of the canvas, if any (the article's
    resilience recipe);
-2. ``before``: operations on the canvas itself (padding ring, colour
-   jitter, the smoothing blur);
-3. ``view``: the model's view of the canvas (random crop, roll, flip),
+3. ``before``: operations on the canvas itself (padding ring, the
+   smoothing blur);
+4. ``view``: the model's view of the canvas (random crop, roll, flip),
    the objective on it, its gradient back to the canvas, and the update
    rule's step (step size following ``step_size`` linearly);
-4. ``after``: operations on the canvas after the step (the octaves' blur,
+5. ``after``: operations on the canvas after the step (the octaves' blur,
    clipping).
 
 The operations are small values of ``classgen_jax.operations`` (``Crop``,
@@ -26,6 +29,24 @@ kinds. Copy a recipe and change it field by field::
 
 Run one by name: ``python scripts/generate.py --recipe=octaves --classes=19``.
 The numbers are the article's unless a comment says otherwise.
+
+Input normalisation (``Classifier.normalisation``). The article's code feeds
+[0, 1] images to torchvision with no visible normalisation, so its numbers
+assume ``"none"``; the classifier's default is ``"imagenet"``, under which
+every gradient is about 1/std = 4.4 times larger. Which reading each
+recipe's numbers were set for, and what the other one changes:
+
+* ``gradient``, ``logit_l1``, ``smooth``, ``resilient``, ``transfigure``,
+  ``aux``, ``octaves``, ``octaves_coherent``, ``octaves_padded``,
+  ``octaves_750``: the article's, ``"none"``. They step along the raw
+  gradient, so under ``"imagenet"`` each step is about 4.4 times the
+  article's (and the model sees another image). The article as its code
+  runs: ``generate(clf.with_normalisation("none"), ...)``.
+* ``sign``: the article's, ``"none"``; a sign step's size does not depend on
+  the gradient's scale, so only what the model sees changes.
+* ``deepdraw``: Caffe's mean-subtracted input, closest to ``"imagenet"``;
+  L1-normalised steps do not depend on the gradient's scale.
+* ``recognisable``: this project's, tuned under ``"imagenet"``.
 """
 
 from __future__ import annotations
@@ -62,6 +83,9 @@ class Octave:
     canvas: resize the image to this side (bilinear) before the octave;
       None keeps the size it has.
     resize: the cyclic resize within the octave (``ResizeCycle``), or None.
+    before_resize: operations on the canvas before the cyclic resize, at
+      the size the previous iteration left it, in order (without a resize,
+      the same as the first of ``before``). They see no view region.
     before: operations on the canvas before the gradient, in order.
     view: operations from the canvas to the model's input, in order.
     after: operations on the canvas after the update, in order.
@@ -72,6 +96,7 @@ class Octave:
   step_size: tuple[float, float] = (1.0, 1.0)
   canvas: int | None = None
   resize: ResizeCycle | None = None
+  before_resize: tuple[Operation, ...] = ()
   before: tuple[Operation, ...] = ()
   view: tuple[Operation, ...] = ()
   after: tuple[Operation, ...] = ()
@@ -79,7 +104,7 @@ class Octave:
   def __post_init__(self):
     if self.iterations < 1:
       raise ValueError(f"an octave needs at least 1 iteration, got {self.iterations}")
-    for field in ("before", "view", "after"):
+    for field in ("before_resize", "before", "view", "after"):
       for op in getattr(self, field):
         if not isinstance(op, Operation) or isinstance(op, ResizeCycle):
           raise ValueError(f"Octave.{field} takes operations of classgen_jax.operations "
@@ -92,7 +117,7 @@ class Octave:
   @property
   def operations(self) -> tuple[Operation, ...]:
     """Every per-iteration operation, in the order they are applied."""
-    return (*self.before, *self.view, *self.after)
+    return (*self.before_resize, *self.before, *self.view, *self.after)
 
   def scaled(self, factor: float) -> Octave:
     """The octave with every iteration count scaled by ``factor``."""
@@ -100,7 +125,8 @@ class Octave:
     return dataclasses.replace(
         self, iterations=max(1, round(self.iterations * factor)),
         resize=None if self.resize is None else self.resize.scaled(factor),
-        before=scale(self.before), view=scale(self.view), after=scale(self.after))
+        before_resize=scale(self.before_resize), before=scale(self.before),
+        view=scale(self.view), after=scale(self.after))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,8 +195,11 @@ _ARTICLE_L1 = obj.logit_distance(200.0) - 0.001 * obj.l1()
 # Its smoothness prior: a 3x3 blur (sigma 0.8) before the step, for the
 # first 3/4 of the iterations.
 _SMOOTHING = Blur((0.8, 0.8), until=75)
-# Its transformation resilience: colour jitter, then the blur, every step,
-# and a cyclic resize during the first 76.
+# Its transformation resilience: every step a colour jitter, then (during the
+# first 76) the cyclic resize, then the blur. The jitter comes before the
+# resize, as in the article's loop; with nearest resizing the two orders give
+# the same image, with bilinear they differ wherever values left [0, 1]
+# (the jitter clamps them).
 _JITTER = ColourJitter(brightness=1e-4)
 _CYCLE = (256, 198, 160, 180, 200)
 
@@ -198,14 +227,15 @@ _register(Recipe(
     "resilient", "scaled_uniform", 256,
     (Octave(100, _ARTICLE_L1, Gradient(), (0.15, 0.15),
             resize=ResizeCycle(_CYCLE, until=76, interpolation="nearest"),
-            before=(_JITTER, _SMOOTHING)),),
-    description="Recipe 5: recipe 4 plus colour jitter (brightness 1e-4) every step and a "
-                "cyclic nearest-neighbour resize (256, 198, 160, 180, 200) for 76 steps."))
+            before_resize=(_JITTER,), before=(_SMOOTHING,)),),
+    description="Recipe 5: recipe 4 plus, every step, colour jitter (brightness 1e-4) and "
+                "then, for 76 steps, a cyclic nearest-neighbour resize (256, 198, 160, 180, "
+                "200)."))
 _register(Recipe(
     "transfigure", "photo", 256,
     (Octave(100, _ARTICLE_L1, Gradient(), (0.15, 0.15),
             resize=ResizeCycle(_CYCLE, until=76, interpolation="bilinear"),
-            before=(_JITTER, _SMOOTHING)),),
+            before_resize=(_JITTER,), before=(_SMOOTHING,)),),
     description="Recipe 6: recipe 5 from a real photo (init=), with bilinear resizing so the "
                 "photo does not drift."))
 _register(Recipe(
@@ -216,37 +246,84 @@ _register(Recipe(
                 "head needs >= 299 px, so the cyclic resize is left out; its gradients are "
                 "smaller, so the step is doubled (0.3; the article gives no number)."))
 
-# The article's octaves: a step, then a blur of the whole canvas; sigma and
-# step size decay within each octave.
-_OCTAVE_1 = Octave(100, obj.class_logit(), Gradient(), (1.5, 1.0),
-                   after=(Blur((2.4, 0.8)),))
-_OCTAVE_2 = Octave(100, obj.class_logit(), Gradient(), (1.3, 0.45), canvas=340,
+# The article's octaves (recipes 8-10, and the ResNet illustration).
+#
+# Each iteration: a step on the gradient of a random crop, then a blur of the
+# whole canvas; sigma and step size decay linearly within each octave.
+#
+# Readings of the article's octave code, and where the project deviates:
+# * Objective. Recipes 8 and 9 step on ``layer_gradient``, the article's
+#   ``|200 - O_y(a)| + 0.001 * sum|a|`` (the L1 on the model's input, here the
+#   crop). Only the later, optimised GoogLeNet octaves drop the L1 ("no L1
+#   regularization was employed ... on the optimized octaves"): recipe 10 and
+#   the ResNet recipe use the plain logit.
+# * Start. The article writes only "1x3x299x299 input"; its stated baseline
+#   start is "a scaled uniform or normal random distribution", the
+#   ``rand/25 + 0.5`` of its earlier recipes. So the octave recipes start from
+#   ``"scaled_uniform"`` (not a deviation). U(0, 1) is one field away:
+#   ``dataclasses.replace(recipes.get("octaves"), init="uniform")``.
+# * Crops. As printed, the article's ``octave`` draws a crop of ``size`` and
+#   then overwrites it at once with a "crop" of the whole image, so it never
+#   crops (and with ``crop=False`` it reads a crop it never drew). The
+#   evident intent, a random ``size`` px crop whose gradient updates only that
+#   region (the article's own fix for the washed-out border indexes the
+#   update by the crop), is what ``Crop(size)`` does: a deviation from the
+#   code as printed, not from the text.
+# * Input normalisation: the numbers assume the article's ``"none"`` (see the
+#   module doc).
+_OCTAVE_1 = Octave(100, _ARTICLE_L1, Gradient(), (1.5, 1.0), after=(Blur((2.4, 0.8)),))
+_OCTAVE_2 = Octave(100, _ARTICLE_L1, Gradient(), (1.3, 0.45), canvas=340,
                    view=(Crop(320),), after=(Blur((1.5, 0.4)),))
-_OCTAVE_3 = Octave(100, obj.class_logit(), Gradient(), (1.3, 0.45), canvas=390,
+_OCTAVE_3 = Octave(100, _ARTICLE_L1, Gradient(), (1.3, 0.45), canvas=390,
                    after=(Blur((1.5, 0.4)),))
 _register(Recipe(
-    "octaves", "uniform", 299, (_OCTAVE_1, _OCTAVE_2, _OCTAVE_3),
+    "octaves", "scaled_uniform", 299, (_OCTAVE_1, _OCTAVE_2, _OCTAVE_3),
     description="Recipe 8: three octaves 299 -> 340 (random 320 crops) -> 390 px on the "
-                "target logit, step size and blur decaying within each (Mordvintsev et al. "
-                "2015, Deep Dream)."))
+                "article's layer_gradient (target logit towards 200, L1 on the input), step "
+                "size and blur decaying within each (Mordvintsev et al. 2015, Deep Dream)."))
 _register(Recipe(
-    "octaves_coherent", "uniform", 299,
-    (Octave(220, obj.class_logit(), Gradient(), (6.0, 5.0), after=(Blur((2.4, 0.8)),)),
-     Octave(500, obj.class_logit(), Gradient(), (1.3, 0.45), canvas=490,
+    "octaves_coherent", "scaled_uniform", 299,
+    (Octave(220, _ARTICLE_L1, Gradient(), (6.0, 5.0), after=(Blur((2.4, 0.8)),)),
+     Octave(500, _ARTICLE_L1, Gradient(), (1.3, 0.45), canvas=490,
             view=(Crop(470),), after=(Blur((1.5, 0.4)),))),
     description="Recipe 9: two octaves, 220 steps at 299 px then 500 at 490 px with 470 "
-                "crops, for more coherent images."))
+                "crops, for more coherent images (the article's layer_gradient, with L1)."))
+
+
+def _optimised(octave: Octave) -> Octave:
+  """An octave of the article's optimised GoogLeNet octaves: the plain logit, no L1."""
+  return dataclasses.replace(octave, objective=obj.class_logit())
+
+
 _register(Recipe(
-    "octaves_padded", "uniform", 299,
-    (dataclasses.replace(_OCTAVE_1, before=(PadRing(0.7),)), _OCTAVE_2, _OCTAVE_3),
-    description="Recipe 10: recipe 8 with a 1-px ring of 0.7 painted every step of the first "
-                "octave, so features stop collecting at the border."))
+    "octaves_padded", "scaled_uniform", 299,
+    (dataclasses.replace(_optimised(_OCTAVE_1), before=(PadRing(0.7),)),
+     _optimised(_OCTAVE_2), _optimised(_OCTAVE_3)),
+    description="Recipe 10: recipe 8 on the plain target logit (no L1, as the article's "
+                "optimised GoogLeNet octaves) with a 1-px ring of 0.7 painted every step of "
+                "the first octave, so features stop collecting at the border."))
+# The article does not print the octaves of its ResNet images; it changes "the
+# last octave" to 750 px with 720 px crops. Read here as recipe 10, the octaves
+# it had just optimised (padding, no L1), with that last octave.
+_register(Recipe(
+    "octaves_750", "scaled_uniform", 299,
+    (dataclasses.replace(_optimised(_OCTAVE_1), before=(PadRing(0.7),)),
+     _optimised(_OCTAVE_2),
+     dataclasses.replace(_optimised(_OCTAVE_3), canvas=750, view=(Crop(720),))),
+    description="The article's ResNet illustration ('collie'): recipe 10 with the last octave "
+                "at 750 px and random 720 px crops, where one image shows features at widely "
+                "different scales: the limit of the octaves' scale. Meant for ResNet "
+                "(--model=resnet50)."))
 
 
 def _deepdraw(iterations, head, step, sigma, canvas=None):
-  """DeepDraw's octave: L1-normalised steps on 224 px crops, then blur, then clip."""
+  """DeepDraw's octave: L1-normalised steps on 224 px crops, then clip, then blur.
+
+  The order is DeepDraw's ``make_step``: ``src += step / mean|g| * g``, then
+  ``np.clip``, then the blur of the image.
+  """
   return Octave(iterations, obj.class_logit(head), L1Normalised(), step, canvas=canvas,
-                view=(Crop(224),), after=(Blur(sigma), Clip()))
+                view=(Crop(224),), after=(Clip(), Blur(sigma)))
 
 
 _register(Recipe(
@@ -257,7 +334,7 @@ _register(Recipe(
      _deepdraw(10, "aux1", (3 / 255, 3 / 255), (0.44, 0.304))),
     init_mean=200 / 255, init_std=8 / 255,
     description="DeepDraw (Øygard 2015): L1-normalised steps on 224 crops of a growing canvas, "
-                "blur then clip, four octaves ending on GoogLeNet's aux heads (steps and "
+                "clip then blur, four octaves ending on GoogLeNet's aux heads (steps and "
                 "noise converted from Caffe's 0-255 scale). Other models: "
                 "recipes.get('deepdraw').with_head('logits')."))
 

@@ -5,13 +5,16 @@ facts (canvas sides, buffer size); ``make_step`` closes over an octave, the
 classifier, the targets and the per-image keys, and returns the pure step
 that ``octave.run`` scans. Inside one step, in order:
 
-1. the cyclic resize, if the octave has one (the canvas lives in the
+1. the ``before_resize`` operations, at the canvas's current side;
+2. the cyclic resize, if the octave has one (the canvas lives in the
    top-left corner of a fixed buffer, and the rest of the step runs at the
    static side it was resized to, one ``lax.switch`` branch per side);
-2. every operation's draw, from the image's own key (``operations``);
 3. the ``before`` operations on the canvas; the ``view`` operations, the
    classifier and the objective, differentiated back to the canvas; the
    update rule's step; the ``after`` operations.
+
+Every operation draws from the image's own key (``operations``), at the side
+of the canvas it applies to.
 
 Data contract: the canvas is ``(N, B, B, 3)`` float (float32, or float64 in
 parity tests); the classifier sees its own dtype (bfloat16 with
@@ -22,6 +25,7 @@ canvas's precision.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -147,8 +151,17 @@ def fold_in(keys: jax.Array, data) -> jax.Array:
   return jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, data)
 
 
-def draw(octave: Octave, keys: jax.Array, side: int, dtype: Any) -> tuple[Any, ...]:
+def draw(octave: Octave, keys: jax.Array, side: int, dtype: Any,
+         first_side: int | None = None) -> tuple[Any, ...]:
   """Every operation's draw for one iteration, from the per-image step keys.
+
+  Args:
+    octave: the octave.
+    keys: ``(N,)`` per-image step keys.
+    side: the canvas side after the iteration's resize.
+    dtype: of the canvas.
+    first_side: the side before it, at which the ``before_resize``
+      operations draw (default: ``side``).
 
   Returns:
     One entry per ``octave.operations``: its parameters batched over the
@@ -158,8 +171,10 @@ def draw(octave: Octave, keys: jax.Array, side: int, dtype: Any) -> tuple[Any, .
   ids = streams(ops)
   count = max(_MIN_STREAMS, max(ids, default=0) + 1)
   split = jax.vmap(lambda k: jax.random.split(k, count))(keys)
-  return tuple(jax.vmap(lambda k, op=op: op.draw(k, side, dtype))(split[:, i])
-               for op, i in zip(ops, ids))
+  sides = [side] * len(ops)
+  sides[:len(octave.before_resize)] = [first_side or side] * len(octave.before_resize)
+  return tuple(jax.vmap(lambda k, op=op, s=s: op.draw(k, s, dtype))(split[:, i])
+               for op, i, s in zip(ops, ids, sides))
 
 
 # ----------------------------------------------------------------------------
@@ -201,6 +216,12 @@ def _apply(op: Operation, images, params, iteration, iterations: int, region):
   return jax.vmap(one)(images, params, offsets)
 
 
+def _apply_all(ops, images, params, iteration, iterations: int, region):
+  for op, p in zip(ops, params):
+    images = _apply(op, images, p, iteration, iterations, region)
+  return images
+
+
 def _transformations(octave: Octave, sides: tuple[int, ...]):
   """The update rule's optax transformation for each canvas side (the L1 rule
   averages over the view's region, whose size can depend on the side)."""
@@ -236,23 +257,29 @@ def make_step(plan_: Plan, classifier: Classifier, targets: jax.Array,
   octave, sides = plan_.octave, plan_.sides
   keys = fold_in(keys, plan_.index + 1)
   updates = _transformations(octave, sides)
-  groups = (len(octave.before), len(octave.view), len(octave.after))
+  first = len(octave.before_resize)
+  groups = (first, first + len(octave.before), first + len(octave.before) + len(octave.view))
   heads = tuple(dict.fromkeys((*octave.heads, "logits")))
+
+  def prepare_at_side(side, buffer, step_keys, iteration):
+    images = buffer[:, :side, :side]
+    params = draw(octave, step_keys, side, images.dtype)[:first]
+    images = _apply_all(octave.before_resize, images, params, iteration, octave.iterations,
+                        None)
+    return buffer.at[:, :side, :side].set(images)
 
   def iterate(images, opt_state, step_keys, iteration):
     side = images.shape[1]
     params = draw(octave, step_keys, side, images.dtype)
-    p_before = params[:groups[0]]
-    p_view = params[groups[0]:groups[0] + groups[1]]
-    p_after = params[groups[0] + groups[1]:]
+    p_before = params[groups[0]:groups[1]]
+    p_view = params[groups[1]:groups[2]]
+    p_after = params[groups[2]:]
     region = None
     for op, p in zip(octave.view, p_view):
       region = region or op.region(p, side)
 
     def apply(ops, images, params):
-      for op, p in zip(ops, params):
-        images = _apply(op, images, p, iteration, octave.iterations, region)
-      return images
+      return _apply_all(ops, images, params, iteration, octave.iterations, region)
 
     images = apply(octave.before, images, p_before)
 
@@ -282,12 +309,17 @@ def make_step(plan_: Plan, classifier: Classifier, targets: jax.Array,
     step_keys = fold_in(keys, iteration)
     if len(sides) > 1:
       from_index, to_index = octave.resize.indices(iteration, octave.iterations)
+      if first:
+        branches = [functools.partial(prepare_at_side, s) for s in sides]
+        buffer = lax.switch(from_index, branches, buffer, step_keys, iteration)
       params = (from_index, to_index, sides)
       buffer = jax.vmap(lambda b: octave.resize(b, params, None))(buffer)
       branches = [lambda *a, s=s: at_side(s, *a) for s in sides]
       buffer, opt_state, record = lax.switch(to_index, branches, buffer, opt_state,
                                              step_keys, iteration)
     else:
+      if first:
+        buffer = prepare_at_side(sides[0], buffer, step_keys, iteration)
       buffer, opt_state, record = at_side(sides[0], buffer, opt_state, step_keys, iteration)
     return State(buffer, opt_state, iteration + 1), record
 

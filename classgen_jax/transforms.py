@@ -201,7 +201,7 @@ def gaussian_blur_region(image: jax.Array, offset: jax.Array, *, size: Size,
 
 
 # ---------------------------------------------------------------------------
-# Resizing (torch.nn.functional.interpolate, antialias=False).
+# Resizing (torch.nn.functional.interpolate).
 
 _RESIZE_METHODS = ("bilinear", "nearest")
 
@@ -242,8 +242,44 @@ def _linear_indices(in_size: int, out_size: int, dtype) -> tuple[
   return i0, i1, lam0, lam1
 
 
+def _antialias_weights(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
+  """Source indices and weights ``(out, taps)`` of torch's antialiased bilinear.
+
+  torch's ``_upsample_bilinear2d_aa`` (and PIL's bilinear ``resize``): a
+  triangle filter stretched by the scale when shrinking, its weights
+  normalised to sum to 1 over the pixels inside the image. Unused taps have
+  weight 0 and index 0.
+  """
+  scale = in_size / out_size
+  support = scale if scale >= 1.0 else 1.0
+  inverse = 1.0 / scale if scale >= 1.0 else 1.0
+  rows = []
+  for i in range(out_size):
+    centre = scale * (i + 0.5)
+    first = max(int(centre - support + 0.5), 0)
+    count = min(int(centre + support + 0.5), in_size) - first
+    source = np.arange(first, first + count)
+    weights = np.maximum(0.0, 1.0 - np.abs((source - centre + 0.5) * inverse))
+    rows.append((source, weights / weights.sum() if weights.sum() else weights))
+  taps = max(len(source) for source, _ in rows)
+  indices = np.zeros((out_size, taps), np.int64)
+  weights = np.zeros((out_size, taps))
+  for i, (source, w) in enumerate(rows):
+    indices[i, :len(source)], weights[i, :len(w)] = source, w
+  return indices, weights
+
+
+def _resize_antialiased(image: jax.Array, out_h: int, out_w: int) -> jax.Array:
+  # Width first, then height, as torch's separable kernel.
+  dtype = image.dtype
+  index, weight = _antialias_weights(image.shape[1], out_w)
+  image = jnp.einsum("hokc,ok->hoc", image[:, index], jnp.asarray(weight, dtype))
+  index, weight = _antialias_weights(image.shape[0], out_h)
+  return jnp.einsum("okwc,ok->owc", image[index], jnp.asarray(weight, dtype))
+
+
 def resize(image: jax.Array, size: Size, *,
-           method: str = "bilinear") -> jax.Array:
+           method: str = "bilinear", antialias: bool = False) -> jax.Array:
   """Resizes exactly as ``torch.nn.functional.interpolate`` does.
 
   * ``"bilinear"``: ``mode='bilinear', align_corners=False, antialias=False``
@@ -264,6 +300,9 @@ def resize(image: jax.Array, size: Size, *,
     size: static output ``(height, width)``, or an int for a square (as
       ``interpolate(x, 256)``).
     method: ``"bilinear"`` or ``"nearest"``.
+    antialias: with ``"bilinear"``, ``interpolate(..., antialias=True)``,
+      which is what torchvision's ``Resize`` does (and PIL's bilinear): when
+      shrinking, each output pixel averages every source pixel under it.
 
   Returns:
     The ``(height, width, c)`` image.
@@ -271,11 +310,15 @@ def resize(image: jax.Array, size: Size, *,
   _check_image(image)
   if method not in _RESIZE_METHODS:
     raise ValueError(f"method must be one of {_RESIZE_METHODS}, got {method!r}")
+  if antialias and method != "bilinear":
+    raise ValueError(f"antialias needs method='bilinear', got {method!r}")
   out_h, out_w = _pair(size)
   in_h, in_w, _ = image.shape
   if (in_h, in_w) == (out_h, out_w):
     # Both torch modes are the identity at scale 1 (bilinear weights 1 and 0).
     return image
+  if antialias:
+    return _resize_antialiased(image, out_h, out_w)
   if method == "nearest":
     return image[_nearest_indices(in_h, out_h)][:, _nearest_indices(in_w, out_w)]
   h0, h1, h_lam0, h_lam1 = _linear_indices(in_h, out_h, image.dtype)

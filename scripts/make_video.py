@@ -30,6 +30,7 @@ flags.DEFINE_float("steps_scale", 1.0, "Scale every octave's iterations by this.
 flags.DEFINE_integer("snapshot_every", 5, "A frame every this many iterations.")
 flags.DEFINE_float("fps", 10.0, "Frames per second.")
 flags.DEFINE_string("head", None, "Move the recipe's objectives to this head.")
+flags.DEFINE_string("init", None, "A photo to transfigure (its own class is marked in green).")
 flags.DEFINE_string("out", "video.gif", "Output: .gif, .webp or .mp4 (with --models: .png).")
 
 
@@ -46,7 +47,7 @@ def main(argv):
                               out=FLAGS.out, recipe=FLAGS.recipe, seed=FLAGS.seed,
                               steps_scale=FLAGS.steps_scale,
                               snapshot_every=FLAGS.snapshot_every, fps=FLAGS.fps,
-                              head=FLAGS.head)
+                              head=FLAGS.head, init=FLAGS.init)
   except (ValueError, RuntimeError) as error:  # the library's errors are one line each
     sys.exit(f"error: {error}")
   logging.info("wrote %s", path)

@@ -120,6 +120,30 @@ def test_weights_are_jit_arguments_not_constants():
   assert f._cache_size() == 1
 
 
+def test_normalisation_none_feeds_the_image_as_the_article_does():
+  """``"none"``: the model sees [0, 1] images as they are (torch's model
+  called on them straight), not ImageNet-normalised ones."""
+  import torch
+
+  from converters.reference.loop import to_nchw, torch_outputs
+  from tests.conftest import tiny, tiny_torch
+  x = np.random.default_rng(0).random((2, 40, 40, 3)).astype(np.float32)
+  clf = tiny().with_normalisation("none")
+  ours = np.asarray(clf(jnp.asarray(x))["logits"])
+  with torch.no_grad():
+    raw = tiny_torch()(to_nchw(x)).numpy()
+    theirs = torch_outputs(tiny_torch(), to_nchw(x), normalisation="none")["logits"].numpy()
+  np.testing.assert_allclose(ours, raw, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(theirs, raw)
+  normalised = np.asarray(tiny()(jnp.asarray(x))["logits"])
+  assert np.abs(normalised - ours).max() > 10 * np.abs(ours - raw).max()
+  # A jitted function sees the setting (it is static, part of the pytree's
+  # structure).
+  assert jax.jit(lambda c, x: c(x)["logits"])(clf, jnp.asarray(x)).shape == (2, 1000)
+  with pytest.raises(ValueError, match="normalisation must be 'imagenet' or 'none'"):
+    torch_outputs(tiny_torch(), to_nchw(x), normalisation="article")
+
+
 def test_public_surface():
   """The package's names, pinned: a new public name is a decision, made here."""
   assert sorted(classgen_jax.__all__) == [

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -38,6 +39,9 @@ def test_every_recipe_runs(name):
   assert result.trace.objective.shape == (recipe.iterations, 4)
   assert np.isfinite(result.trace.objective).all()
   assert result.rank.shape == result.probability.shape == (4,)
+  per_octave = result.stability["top1_fraction_per_octave"]
+  assert per_octave.shape == result.stability["zscore_jitter_per_octave"].shape == (
+      4, len(recipe.octaves))
   # Restarts differ (own random draws), a photo start aside.
   if recipe.init != "photo":
     assert not np.array_equal(result.images[0], result.images[1])
@@ -107,6 +111,15 @@ def test_snapshots_and_stability():
   assert top1.shape == (2,) and np.all((top1 >= 0) & (top1 <= 1))
   expected = np.abs(np.diff(result.trace.target_zscore, axis=0)).mean(axis=0)
   np.testing.assert_allclose(s["zscore_jitter"], expected)
+  # Per octave: each octave's own iterations, no change across a boundary.
+  from classgen_jax import metrics
+  split = metrics.stability(result.trace, [3, 4])
+  z, rank = result.trace.target_zscore, result.trace.target_rank
+  np.testing.assert_allclose(split["zscore_jitter_per_octave"][:, 1],
+                             np.abs(np.diff(z[3:], axis=0)).mean(axis=0))
+  np.testing.assert_allclose(split["top1_fraction_per_octave"][:, 0], (rank[:3] == 0).mean(0))
+  with pytest.raises(ValueError, match="do not cover a trace of 7"):
+    metrics.stability(result.trace, [3, 3])
 
 
 def test_nan_stops_with_the_class_and_iteration():
@@ -121,7 +134,9 @@ def test_bad_inputs_give_clear_errors(tmp_path):
     engine.generate(clf, [1], "octavs")
   with pytest.raises(classgen_jax.UnknownClassError, match="did you mean 'chickadee'"):
     engine.generate(clf, ["chikadee"], quick())
-  with pytest.raises(classgen_jax.InputError, match="head 'aux'.*does not have"):
+  with pytest.raises(classgen_jax.InputError,
+                     match=r"^recipe 'aux' octave 1 uses head 'aux', which .* does not have "
+                           r"\(its heads: logits\)[^\n]*$"):
     engine.generate(clf, [1], "aux")
   with pytest.raises(ValueError, match="crop 60 is larger than the canvas 48"):
     engine.generate(clf, [1], quick(view=(Crop(60),)))
@@ -133,19 +148,86 @@ def test_bad_inputs_give_clear_errors(tmp_path):
     engine.generate(clf, [1], quick(), init=bad)
   with pytest.raises(ValueError, match="no targets"):
     engine.generate(clf, [], quick())
+  with pytest.raises(classgen_jax.InputError, match=r"^Classifier.normalisation must be one "
+                     r"of imagenet, none; got 'article'$"):
+    clf.with_normalisation("article")
   inception = classgen_jax.Classifier(
       classgen_jax.models.Inception3(), None, "inception_v3", 299)
   with pytest.raises(classgen_jax.InputError, match="needs at least 299 px"):
     engine.generate(inception, [1], dataclasses.replace(recipes.get("aux"), size=256))
 
 
-def test_transfiguration_starts_from_the_photo():
-  photo = np.random.default_rng(0).random((30, 40, 3))
-  recipe = dataclasses.replace(small(recipes.get("transfigure"), 1))
-  start = engine.initial_images(recipe, engine.image_keys(0, [1], [0]), [photo])
+def test_transfiguration_starts_from_the_antialiased_photo():
+  """A photo start is resized as torchvision's ``Resize`` (antialiased), as the
+  article loads its photos."""
+  import torch
+  import torchvision.transforms.functional as TF
+  photo = np.random.default_rng(0).random((120, 90, 3)).astype(np.float32)
+  recipe = small(recipes.get("transfigure"), 1)
+  start = np.asarray(engine.initial_images(recipe, engine.image_keys(0, [1], [0]), [photo]))
+  want = TF.resize(torch.from_numpy(photo).permute(2, 0, 1), [recipe.size] * 2,
+                   antialias=True).permute(1, 2, 0).numpy()
+  np.testing.assert_allclose(start[0], want, atol=1e-5)
   from classgen_jax import transforms
-  np.testing.assert_allclose(start[0], transforms.resize(jnp.asarray(photo), recipe.size),
-                             atol=1e-6)
+  aliased = np.asarray(transforms.resize(jnp.asarray(photo), recipe.size))
+  assert np.abs(aliased - want).max() > 0.1
+
+
+def test_colour_jitter_comes_before_the_cyclic_resize():
+  """The article's resilience loop jitters, then resizes. With bilinear
+  resizing and values outside [0, 1] (which the jitter clamps) the other
+  order gives another image; the engine and the torch loop follow the
+  article's."""
+  from classgen_jax import operations, transforms
+  from tests.conftest import tiny_torch
+  jitter = ColourJitter(brightness=0.5)
+  recipe = Recipe("order", "photo", 40, (Octave(
+      1, obj.class_logit(), updates.Gradient(), (0.0, 0.0), before_resize=(jitter,),
+      resize=operations.ResizeCycle((30,), until=1, interpolation="bilinear")),))
+  photo = np.random.default_rng(1).uniform(-0.5, 1.5, (40, 40, 3)).astype(np.float32)
+  result = engine.generate(tiny(), [3], recipe, seed=2, init=photo)
+  draws = engine.random_draws(recipe, [3], [0], seed=2)
+  (params,) = draws[0][0]
+  one = jax.tree_util.tree_map(lambda x: jnp.asarray(x)[0], params)  # the only image's
+  context = operations.Context(jnp.int32(0), 1)
+  jittered = jitter(jnp.asarray(photo), one, context)
+  article = transforms.clip(transforms.resize(jittered, 30))
+  other = transforms.clip(jitter(transforms.resize(jnp.asarray(photo), 30), one, context))
+  assert np.abs(np.asarray(article) - np.asarray(other)).max() > 0.05
+  np.testing.assert_allclose(result.images[0], article, atol=1e-6)
+  theirs = torch_generate(tiny_torch(), [3], recipe, photo[None], draws).detach().numpy()
+  np.testing.assert_allclose(np.clip(theirs[0], 0, 1), article, atol=1e-6)
+
+
+def test_a_repeated_target_continues_its_restarts():
+  recipe = quick("sign", 0.05, iterations=2, view=(Roll(3),))
+  twice = engine.generate(tiny(), [5, 7, 5], recipe, seed=4)
+  assert list(twice.targets) == [5, 7, 5] and list(twice.restarts) == [0, 0, 1]
+  assert not np.array_equal(twice.images[0], twice.images[2])
+  restarts = engine.generate(tiny(), [5], recipe, seed=4, restarts=2)
+  np.testing.assert_array_equal(twice.images[[0, 2]], restarts.images)
+
+
+def test_octave_recipes_read_the_article():
+  """Recipes 8-9 step on the article's layer_gradient (logit towards 200 and
+  L1 on the input); recipe 10 and the ResNet recipe, the optimised octaves,
+  on the plain logit. All start from the article's scaled noise."""
+  l1 = obj.logit_distance(200.0) - 0.001 * obj.l1()
+  for name in ("octaves", "octaves_coherent"):
+    recipe = recipes.get(name)
+    assert all(o.objective == l1 for o in recipe.octaves), name
+    assert any(isinstance(t, obj.L1) for o in recipe.octaves for _, t in o.objective.terms)
+  for name in ("octaves_padded", "octaves_750"):
+    recipe = recipes.get(name)
+    assert all(o.objective == obj.class_logit() for o in recipe.octaves), name
+    assert not any(isinstance(t, obj.L1) for o in recipe.octaves for _, t in o.objective.terms)
+  for name in ("octaves", "octaves_coherent", "octaves_padded", "octaves_750"):
+    assert recipes.get(name).init == "scaled_uniform"
+  last = recipes.get("octaves_750").octaves[-1]
+  assert last.canvas == 750 and last.view == (Crop(720),)
+  # DeepDraw's make_step: the step, then clip, then blur.
+  for octave_ in recipes.get("deepdraw").octaves:
+    assert [type(op) for op in octave_.after] == [Clip, Blur]
 
 
 # A representative few in the default run (sign steps, the cyclic resize,
@@ -154,20 +236,24 @@ def test_transfiguration_starts_from_the_photo():
 _PARITY_DEFAULT = ("sign", "recognisable")
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=[] if n in _PARITY_DEFAULT else [pytest.mark.slow])
-    for n in recipes.names()])
-def test_parity_with_torch_reference(name, x64):
+@pytest.mark.parametrize("name,normalisation", [
+    *(pytest.param(n, "imagenet", marks=[] if n in _PARITY_DEFAULT else [pytest.mark.slow])
+      for n in recipes.names()),
+    ("octaves", "none"),
+    pytest.param("aux", "none", marks=[pytest.mark.slow])])
+def test_parity_with_torch_reference(name, normalisation, x64):
   """Same start, same draws: the JAX engine and the torch loop agree in float64.
 
   The sign recipe agrees too: a sign could only flip where a gradient entry
   is within ~1e-13 of zero, and the entries that are exactly zero (outside a
-  crop) are zero on both sides.
+  crop) are zero on both sides. Both input normalisations: the article's
+  ("none", GoogLeNet's transform_input kept) and ImageNet's.
   """
   recipe = runnable(name)
   module = model_for(recipe).double()
   try:
     clf = converters.from_torchvision(module, dtype=jnp.float64)
+    clf = clf.with_normalisation(normalisation)
     targets, restarts = [1, 281], [0, 0]
     init = np.asarray(engine.initial_images(recipe, engine.image_keys(0, targets, restarts),
                                             np.random.default_rng(0).random((2, 40, 50, 3))
@@ -175,7 +261,8 @@ def test_parity_with_torch_reference(name, x64):
     init = init.astype(np.float64)
     draws = engine.random_draws(recipe, targets, restarts, seed=0, dtype=jnp.float64)
     ours = engine.generate(clf, targets, recipe, seed=0, init=list(init))
-    theirs = torch_generate(module, targets, recipe, init, draws).detach().numpy()
+    theirs = torch_generate(module, targets, recipe, init, draws,
+                            normalisation).detach().numpy()
   finally:
     module.float()
   diff = np.abs(np.clip(theirs, 0, 1) - ours.images).max()

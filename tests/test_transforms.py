@@ -58,6 +58,7 @@ CASES = {
     "resize_bilinear_down": lambda k, x: T.resize(x, (13, 17)),
     "resize_bilinear_up": lambda k, x: T.resize(x, 31),
     "resize_nearest": lambda k, x: T.resize(x, (13, 31), method="nearest"),
+    "resize_antialiased": lambda k, x: T.resize(x, (13, 9), antialias=True),
     "random_crop": T.random_crop((9, 11)),
     "crop_paste": lambda k, x: T.paste(
         x, 1.0 - T.crop(x, _region_offset(k, x), size=(9, 11)),
@@ -164,6 +165,14 @@ def _parity_resize_torchvision_upsample(dtype):
   return jax_out, tv_transforms.Resize([27, 29])(to_torch(x))
 
 
+def _parity_resize_torchvision_antialiased(dtype):
+  # Photos are loaded with torchvision's Resize, which antialiases when
+  # shrinking; one side shrinks by more than 2, the other grows.
+  x = images(dtype)
+  jax_out = jax.vmap(lambda i: T.resize(i, (7, 29), antialias=True))(jnp.asarray(x))
+  return jax_out, tv_transforms.Resize([7, 29], antialias=True)(to_torch(x))
+
+
 def _parity_crop(dtype):
   x = images(dtype)
   offsets = jax.vmap(lambda k: T.draw_crop_offset(k, (H, W), size=(9, 11)))(
@@ -263,6 +272,7 @@ PARITY = {
     "resize_nearest_down": lambda d: _parity_resize(d, (13, 17), "nearest"),
     "resize_nearest_up": lambda d: _parity_resize(d, (31, 37), "nearest"),
     "resize_torchvision_upsample": _parity_resize_torchvision_upsample,
+    "resize_torchvision_antialiased": _parity_resize_torchvision_antialiased,
     "crop": _parity_crop,
     "paste": _parity_paste,
     "shift": _parity_shift,
@@ -399,6 +409,8 @@ def test_resize_identity_at_same_size():
                                   image)
   with pytest.raises(ValueError):
     T.resize(image, 8, method="bicubic")
+  with pytest.raises(ValueError, match="antialias needs method='bilinear'"):
+    T.resize(image, 8, method="nearest", antialias=True)
 
 
 def test_cyclic_size_indices_follow_the_article():

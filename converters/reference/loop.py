@@ -37,16 +37,23 @@ def normalize(x: torch.Tensor) -> torch.Tensor:
 
 
 def torch_outputs(module: torch.nn.Module, x: torch.Tensor,
-                  heads: Sequence[str] = ("logits",)) -> dict[str, torch.Tensor]:
+                  heads: Sequence[str] = ("logits",),
+                  normalisation: str = "imagenet") -> dict[str, torch.Tensor]:
   """Named outputs of an eval-mode torchvision classifier.
 
   Args:
     module: torchvision ``GoogLeNet``, ``Inception3`` or ``ResNet``, in eval
       mode.
-    x: NCHW images in [0, 1] (normalised here, as torchvision's transforms do).
+    x: NCHW images in [0, 1].
     heads: outputs to compute.
+    normalisation: ``"imagenet"``: normalised here, as torchvision's
+      transforms do; ``"none"``: fed as they are, as the article's code does
+      (``classgen_jax.Classifier.normalisation``).
   """
-  x = normalize(x)
+  if normalisation == "imagenet":
+    x = normalize(x)
+  elif normalisation != "none":
+    raise ValueError(f"normalisation must be 'imagenet' or 'none', got {normalisation!r}")
   out: dict[str, torch.Tensor] = {}
   m = module
   if isinstance(m, torchvision.models.GoogLeNet):
@@ -86,7 +93,8 @@ def torch_outputs(module: torch.nn.Module, x: torch.Tensor,
 # The recipes in torch: the article's loop, batched, with injected randomness.
 
 
-def torch_generate(module: torch.nn.Module, targets, recipe, init, draws) -> torch.Tensor:
+def torch_generate(module: torch.nn.Module, targets, recipe, init, draws,
+                   normalisation: str = "imagenet") -> torch.Tensor:
   """A recipe run in torch, one iteration at a time, as the article's code.
 
   Every operation, objective term and update rule runs as its torch twin
@@ -100,6 +108,8 @@ def torch_generate(module: torch.nn.Module, targets, recipe, init, draws) -> tor
     recipe: a ``classgen_jax.recipes.Recipe``.
     init: ``(N, size, size, 3)`` starting images (NHWC, as the engine's).
     draws: ``classgen_jax.engine.random_draws(...)`` for the same images.
+    normalisation: the input normalisation, as the classifier's
+      (``torch_outputs``).
 
   Returns:
     The final images, NHWC, on the module's device, unclipped unless the
@@ -117,9 +127,13 @@ def torch_generate(module: torch.nn.Module, targets, recipe, init, draws) -> tor
       x = TT.resize(x, octave.canvas, method="bilinear")
     count = [None]
     step = stepper(octave.update, lambda count=count: count[0])
-    first_view, first_after = len(octave.before), len(octave.before) + len(octave.view)
+    first = len(octave.before_resize)
+    first_view = first + len(octave.before)
+    first_after = first_view + len(octave.view)
     for i, params in enumerate(octave_draws):
       side = sides[plan.size_indices(i)[1]]
+      for op, p in zip(octave.before_resize, params[:first]):
+        x = OPERATIONS(op, x, p, Context(i, octave.iterations, None))
       if octave.resize is not None:
         x = OPERATIONS(octave.resize, x, side, None)
       region = None
@@ -133,10 +147,10 @@ def torch_generate(module: torch.nn.Module, targets, recipe, init, draws) -> tor
           x = OPERATIONS(op, x, p, context)
         return x
 
-      x = apply(octave.before, params[:first_view], x)
+      x = apply(octave.before, params[first:first_view], x)
       x = x.detach().requires_grad_(True)
       view = apply(octave.view, params[first_view:first_after], x)
-      outputs = torch_outputs(module, view, octave.heads)
+      outputs = torch_outputs(module, view, octave.heads, normalisation)
       loss = -objective(octave.objective, outputs, view, targets).sum()
       (grad,) = torch.autograd.grad(loss, x)
       x = (x + step(grad, linear(octave.step_size, i, octave.iterations))).detach()
