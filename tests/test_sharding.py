@@ -22,13 +22,13 @@ _SCRIPT = """
 import sys
 import jax
 import numpy as np
-from classgen_jax import engine
+from classgen_jax import devices, engine
 from classgen_jax.operations import Blur, ColourJitter, Crop, Flip, Roll
 from tests.conftest import quick, tiny
 
 recipe = quick("sign", 0.02, before=(ColourJitter(brightness=0.05),),
                view=(Crop(40), Roll(3), Flip()), after=(Blur((1.0, 0.5)),))
-out = {"devices": len(jax.devices()), "mesh": engine.batch_mesh().size}
+out = {"devices": len(jax.devices()), "mesh": devices.batch_mesh().size}
 six = engine.generate(tiny(), [9, 5, 2], recipe, seed=11, restarts=2, snapshot_every=2)
 by2 = engine.generate(tiny(), [9, 5, 2], recipe, seed=11, restarts=2, batch_size=2)
 for name, run in (("six", six), ("by2", by2)):
@@ -57,10 +57,12 @@ def test_four_devices_match_one(tmp_path):
 
   XLA's CPU convolutions sum in an order that depends on the batch size, so
   the model's outputs for a batch of 6 and of 2 differ in the last float32
-  bits (~1e-6 relative), on one device as on four. Hence: four devices (2
-  images each after padding 6 to 8) equal one device with ``batch_size=2``
-  bit for bit, in everything; against one device with the whole batch the
-  images (sign steps) are still bit-exact and the logits agree to 1e-5.
+  bits, on one device as on four; a sign step can then flip where a
+  gradient entry is near zero, and the blur spreads it (measured with jax
+  0.10.2: 10% of pixels, up to 0.03). So the invariant is per-device batch:
+  four devices (2 images each after padding 6 to 8) equal one device with
+  ``batch_size=2`` bit for bit, in everything, and a lone image equals its
+  copy in any batch of the same per-device size.
   """
   paths = {devices: tmp_path / f"{devices}.npz" for devices in (1, 4)}
   processes = {devices: _start(devices, path) for devices, path in paths.items()}
@@ -72,9 +74,6 @@ def test_four_devices_match_one(tmp_path):
   for name in ("six", "six_logit", "six_trace"):
     np.testing.assert_array_equal(four[name], one[name.replace("six", "by2")], err_msg=name)
   np.testing.assert_array_equal(four["one"], one["one"])
-  np.testing.assert_array_equal(four["six"], one["six"])
-  np.testing.assert_array_equal(four["six_snaps"], one["six_snaps"])
-  np.testing.assert_allclose(four["six_trace"], one["six_trace"], rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(four["six_logit"], one["six_logit"], rtol=1e-5, atol=1e-5)
   # The lone image is the batch's (target 5, restart 0), whatever the padding.
   np.testing.assert_array_equal(four["one"][0], four["six"][2])
+  np.testing.assert_array_equal(one["one"][0], one["by2"][2])
