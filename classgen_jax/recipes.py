@@ -46,7 +46,7 @@ recipe's numbers were set for, and what the other one changes:
   the gradient's scale, so only what the model sees changes.
 * ``deepdraw``: Caffe's mean-subtracted input, closest to ``"imagenet"``;
   L1-normalised steps do not depend on the gradient's scale.
-* ``recognisable``: this project's, tuned under ``"imagenet"``.
+* ``jittered_adam``: this project's, tuned under ``"imagenet"``.
 """
 
 from __future__ import annotations
@@ -339,7 +339,7 @@ _register(Recipe(
                 "recipes.get('deepdraw').with_head('logits')."))
 
 _register(Recipe(
-    "recognisable", "normal", 160,
+    "jittered_adam", "normal", 160,
     (Octave(200, obj.class_logit(), Adam(), (0.08, 0.02),
             view=(Crop(144), Roll(6), Flip()), after=(Blur((1.2, 0.6)), Clip())),
      Octave(312, obj.class_logit(), Adam(), (0.04, 0.005), canvas=256,
@@ -352,7 +352,10 @@ _register(Recipe(
                 "flips every step so no feature depends on an exact pixel position, a "
                 "decaying blur (the article's smoothness prior), and clipping."))
 
-DEFAULT = "recognisable"
+DEFAULT = "jittered_adam"
+
+# Earlier names, still accepted by ``get`` (runs and commands made with them).
+ALIASES = {"recognisable": "jittered_adam"}
 
 
 def names() -> tuple[str, ...]:
@@ -365,6 +368,7 @@ def get(name: str, *, steps_scale: float = 1.0) -> Recipe:
   Raises:
     ValueError: unknown name (with close matches).
   """
+  name = ALIASES.get(name, name) if isinstance(name, str) else name
   if isinstance(name, Recipe):
     recipe = name
   elif name in RECIPES:

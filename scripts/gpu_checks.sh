@@ -67,16 +67,16 @@ quality)
   mkdir -p "$OUT/quality"
   pids=()
   for group in gradient,sign,logit_l1 smooth,resilient,transfigure octaves,octaves_padded \
-               octaves_coherent recognisable; do
+               octaves_coherent jittered_adam; do
     name=${group%%,*}
     $PY scripts/evaluate_quality.py --recipes="$group" --json_out="$OUT/quality/$name.json" \
       --grid_out="$OUT/quality/$name.jpg" ${QUALITY_FLAGS:-} >"$OUT/quality/$name.log" 2>&1 &
     pids+=($!)
   done
-  $PY scripts/evaluate_quality.py --recipes=recognisable --dtype=bfloat16 \
-    --json_out="$OUT/quality/recognisable_bf16.json" \
-    --grid_out="$OUT/quality/recognisable_bf16.jpg" ${QUALITY_FLAGS:-} \
-    >"$OUT/quality/recognisable_bf16.log" 2>&1 &
+  $PY scripts/evaluate_quality.py --recipes=jittered_adam --dtype=bfloat16 \
+    --json_out="$OUT/quality/jittered_adam_bf16.json" \
+    --grid_out="$OUT/quality/jittered_adam_bf16.jpg" ${QUALITY_FLAGS:-} \
+    >"$OUT/quality/jittered_adam_bf16.log" 2>&1 &
   pids+=($!)
   stage "waiting for the quality runs"
   for pid in "${pids[@]}"; do wait "$pid"; done

@@ -19,7 +19,7 @@ from classgen_jax.recipes import Octave, Recipe
 from converters.reference.loop import torch_generate
 from tests.conftest import model_for, quick, runnable, small, tiny
 
-# Two cheap recipes run in the default pass (and "sign" and "recognisable"
+# Two cheap recipes run in the default pass (and "sign" and "jittered_adam"
 # through their parity tests); every recipe runs in the slow pass.
 _RUNS_DEFAULT = ("logit_l1", "smooth")
 
@@ -54,6 +54,8 @@ def test_steps_scale_shortens_every_octave():
   assert recipes.get("resilient", steps_scale=2).octaves[0].resize.until == 152
   with pytest.raises(ValueError, match="did you mean octaves"):
     recipes.get("octave")
+  assert recipes.get("recognisable") is recipes.get("jittered_adam")  # its earlier name
+  assert recipes.DEFAULT == "jittered_adam"
 
 
 def test_reproducible_and_independent_of_the_batch():
@@ -233,7 +235,7 @@ def test_octave_recipes_read_the_article():
 # A representative few in the default run (sign steps, the cyclic resize,
 # padding and crops, Adam with jitter and flips); every recipe, the aux-headed
 # ones with L1 steps (deepdraw, aux) included, in the slow pass.
-_PARITY_DEFAULT = ("sign", "recognisable")
+_PARITY_DEFAULT = ("sign", "jittered_adam")
 
 
 @pytest.mark.parametrize("name,normalisation", [
