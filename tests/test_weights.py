@@ -267,7 +267,7 @@ def test_torchvision_conversion_is_found_through_the_entry_point(tmp_path, cache
       classgen_jax.load_classifier("resnet18", weights=path)
   monkeypatch.syspath_prepend(str(_entry_points_dist(tmp_path / "site")))
   clf = classgen_jax.load_classifier("resnet18", weights=path)
-  assert clf.name == "resnet18" and weights._converters["torchvision"] is converters.convert_named
+  assert clf.name == "resnet18" and weights.converter("torchvision") is converters.convert_named
   assert list(cache.glob("resnet18-sha256-*.safetensors"))
 
 
