@@ -3,14 +3,15 @@ r"""Forward and input-gradient times of strided convs and max-pools, XLA's vs ou
   python scripts/benchmark_layers.py
   python scripts/benchmark_layers.py --only=stem,pool --repeats=20
 
-See ``converters/reference/layer_benchmark.py`` for what is timed.
+See converters/reference/layer_benchmark.py for what is timed.
 """
 
 from __future__ import annotations
 
-from absl import app, flags
+from absl import flags
 
 from converters.reference import layer_benchmark
+from scripts import _cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("batch_size", 8, "Images per batch.")
@@ -30,4 +31,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _cli.run(main)
