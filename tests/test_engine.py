@@ -104,7 +104,7 @@ def test_snapshots_and_stability():
   np.testing.assert_array_equal(plain.images, result.images)
   blurred = quick(iterations=7, after=(Blur((1.5, 0.5)),))
   plain = engine.generate(tiny(), [1, 2], blurred)
-  for kwargs in (dict(snapshot_every=3), dict(chunk=3)):
+  for kwargs in (dict(snapshot_every=3),):  # chunks: tests/test_progress.py
     other = engine.generate(tiny(), [1, 2], blurred, **kwargs)
     np.testing.assert_array_equal(plain.images, other.images, err_msg=str(kwargs))
     np.testing.assert_array_equal(plain.trace.objective, other.trace.objective)
@@ -175,6 +175,7 @@ def test_transfiguration_starts_from_the_antialiased_photo():
   assert np.abs(aliased - want).max() > 0.1
 
 
+@pytest.mark.slow
 def test_colour_jitter_comes_before_the_cyclic_resize():
   """The article's resilience loop jitters, then resizes. With bilinear
   resizing and values outside [0, 1] (which the jitter clamps) the other
@@ -201,6 +202,7 @@ def test_colour_jitter_comes_before_the_cyclic_resize():
   np.testing.assert_allclose(np.clip(theirs[0], 0, 1), article, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_repeated_target_continues_its_restarts():
   recipe = quick("sign", 0.05, iterations=2, view=(Roll(3),))
   twice = engine.generate(tiny(), [5, 7, 5], recipe, seed=4)
@@ -241,7 +243,7 @@ _PARITY_DEFAULT = ("sign", "jittered_adam")
 @pytest.mark.parametrize("name,normalisation", [
     *(pytest.param(n, "imagenet", marks=[] if n in _PARITY_DEFAULT else [pytest.mark.slow])
       for n in recipes.names()),
-    ("octaves", "none"),
+    pytest.param("octaves", "none", marks=[pytest.mark.slow]),
     pytest.param("aux", "none", marks=[pytest.mark.slow])])
 def test_parity_with_torch_reference(name, normalisation, x64):
   """Same start, same draws: the JAX engine and the torch loop agree in float64.

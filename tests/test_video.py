@@ -38,6 +38,7 @@ def test_video_has_one_frame_per_snapshot(generation, tmp_path, suffix):
     assert image.n_frames == 3
 
 
+@pytest.mark.slow
 def test_frames_of_a_resizing_recipe_show_the_image_at_its_size():
   result = engine.generate(tiny(), [3], CYCLING, seed=0, snapshot_every=1)
   snaps = result.snapshots
