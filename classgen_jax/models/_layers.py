@@ -6,11 +6,11 @@ pooling reproduces torch's ``ceil_mode`` and ``count_include_pad`` rules.
 
 Generation only ever differentiates with respect to the input image, and some
 of XLA:CPU's input gradients are far slower than their forward passes:
-max-pooling's (``select_and_scatter``, 8-30x its forward) and those of
-strided depthwise convs and image stems (a convolution of a zero-dilated
-gradient, 2-7x). ``max_pool`` and ``strided_conv_general_dilated`` give them
-custom VJPs built from strided slices, pads and stride-1 convolutions, with
-torch's gradients (``scripts/benchmark_layers.py`` times both).
+max-pooling's (``select_and_scatter``, 8-30x its forward) and that of a
+strided image stem (a convolution of a zero-dilated gradient, ~3-5x).
+``max_pool`` and ``strided_conv_general_dilated`` give them custom VJPs built
+from strided slices, pads and stride-1 convolutions, with torch's gradients
+(``scripts/benchmark_layers.py`` times both).
 """
 
 from __future__ import annotations
@@ -217,12 +217,15 @@ STEM_MAX_IN_FEATURES = 4
 def phase_split_helps(in_features: int, groups: int) -> bool:
   """Whether ``conv_input_grad`` beat XLA:CPU's input gradient for this conv.
 
-  Measured with ``scripts/benchmark_layers.py`` (batch 8, float32, 2 cores):
-  grouped (depthwise) convs 3-9x faster, image stems (3 input channels)
-  1.4-2.6x; dense convs with 32+ input channels, whose XLA gradient already
-  runs at the forward's rate, 1.3-5x slower, so they keep XLA's.
+  Only for image stems (3 input channels): measured 1.4-2.6x faster alone
+  (``scripts/benchmark_layers.py``, batch 8, float32, 2 cores), and GoogLeNet's
+  octave step ~10% faster with it than without. Dense convs with 32+ input
+  channels, whose XLA gradient already runs at the forward's rate, were
+  1.3-5x slower with it. Strided depthwise convs were 3-9x faster alone but
+  made EfficientNet-Lite0's whole octave step ~25% slower (process CPU time),
+  so they keep XLA's rule too.
   """
-  return groups > 1 or in_features <= STEM_MAX_IN_FEATURES
+  return groups == 1 and in_features <= STEM_MAX_IN_FEATURES
 
 
 def strided_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
