@@ -55,11 +55,13 @@ def _results(process: subprocess.Popen, out: Path) -> dict[str, np.ndarray]:
 def test_four_devices_match_one(tmp_path):
   """Bit for bit where each device holds the same per-device batch.
 
-  XLA's CPU convolutions sum in an order that depends on the batch size, so
-  the model's outputs for a batch of 6 and of 2 differ in the last float32
-  bits, on one device as on four; a sign step can then flip where a
-  gradient entry is near zero, and the blur spreads it (measured with jax
-  0.10.2: 10% of pixels, up to 0.03). So the invariant is per-device batch:
+  The whole batch of 6 with snapshots on one device differs from the
+  same images made 2 at a time without snapshots (measured with jax 0.10.2:
+  10% of pixels, up to 0.03, the same before and after the engine's
+  refactor): XLA compiles the batch size and the nested snapshot scan into
+  different programs, their float32 rounding differs in the last bits, and
+  a sign step flips where a gradient entry is near zero; the blur spreads it.
+  Which of the two causes it was not separated. So the invariant is per-device batch:
   four devices (2 images each after padding 6 to 8) equal one device with
   ``batch_size=2`` bit for bit, in everything, and a lone image equals its
   copy in any batch of the same per-device size.
