@@ -94,6 +94,8 @@ class Reporter:
       self._set_status(f"{where}: compiling (once per shape; later batches reuse it)",
                        force=True)
     elif event.event == "compiled":
+      self._status, self._status_said = f"{where}: running the first iterations", True
+      self._status_since = self.clock()
       self.line(f"{where}: compiled in {event.seconds:.1f} s")
     else:
       now = self.clock()
