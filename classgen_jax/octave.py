@@ -69,7 +69,7 @@ def run(plan: step_lib.Plan, length: int, classifier: Classifier, state: step_li
     return state, records.trace, None
 
   def frame(state, _):
-    image = state.canvas
+    image = step_lib.canvas_images(plan, state.canvas)
     state, records = lax.scan(scan_step, state, None, length=every)
     return state, (records.trace, image, records.logits[0])
 

@@ -46,9 +46,10 @@ from classgen_jax.operations import (
     ResizeCycle,
     Roll,
 )
+from classgen_jax.parameterisations import Parameterisation, Pixels
 from classgen_jax.updates import Adam, Gradient, L1Normalised, Rule, Sign
 
-INITS = ("uniform", "scaled_uniform", "normal", "photo")
+INITS = ("uniform", "scaled_uniform", "normal", "photo", "parameters")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +67,10 @@ class Octave:
     before: operations on the canvas before the gradient, in order.
     view: operations from the canvas to the model's input, in order.
     after: operations on the canvas after the update, in order.
+    views: augmented views per step: each draws its own ``view``
+      operations (view 0 from the step's key, view ``k`` from the step key
+      folded with ``k``), the model sees them as one batch, and the
+      objective is their mean (Lucid's and MACO's several crops a step).
   """
   iterations: int
   objective: obj.Objective = obj.class_logit()
@@ -76,10 +81,13 @@ class Octave:
   before: tuple[Operation, ...] = ()
   view: tuple[Operation, ...] = ()
   after: tuple[Operation, ...] = ()
+  views: int = 1
 
   def __post_init__(self):
     if self.iterations < 1:
       raise ValueError(f"an octave needs at least 1 iteration, got {self.iterations}")
+    if self.views < 1:
+      raise ValueError(f"Octave.views must be at least 1, got {self.views}")
     for field in ("before", "view", "after"):
       for op in getattr(self, field):
         if not isinstance(op, Operation) or isinstance(op, ResizeCycle):
@@ -112,11 +120,16 @@ class Recipe:
     name: the recipe's name.
     init: ``"uniform"`` U(0, 1); ``"scaled_uniform"`` U(0, 1)/25 + 0.5 (the
       article's stabler start); ``"normal"`` N(init_mean, init_std);
-      ``"photo"`` (needs ``init=`` photos).
+      ``"photo"`` (needs ``init=`` photos); ``"parameters"``: the image
+      parameterisation's own random start (Lucid's small random spectrum).
     size: side of the starting canvas (a photo is resized to it).
     octaves: the stages, in order.
     init_mean, init_std: of the ``"normal"`` start.
     description: one line, and where the technique comes from.
+    image: what the steps change (``classgen_jax.parameterisations``):
+      ``Pixels()``, or e.g. ``Sigmoid(Decorrelated(Fourier()))``. Any other
+      than pixels takes no canvas operations (``before``, ``after``,
+      ``resize``), which act on pixels.
   """
   name: str
   init: str
@@ -125,12 +138,23 @@ class Recipe:
   init_mean: float = 0.5
   init_std: float = 0.1
   description: str = ""
+  image: Parameterisation = Pixels()
 
   def __post_init__(self):
     if self.init not in INITS:
       raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
     if not self.octaves:
       raise ValueError("a recipe needs at least one octave")
+    for index, octave in enumerate(self.octaves):
+      where = f"recipe {self.name!r} octave {index + 1}"
+      octave.objective.check(f"{where} objective")
+      if self.image.pixels:
+        continue
+      for field in ("before", "after", "resize"):
+        if getattr(octave, field):
+          raise ValueError(
+              f"{where}: Octave.{field} acts on the canvas's pixels, but the recipe "
+              f"optimises {self.image}; move the operation to Octave.view or use Pixels()")
 
   @property
   def heads(self) -> tuple[str, ...]:
