@@ -24,7 +24,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from classgen_jax import imagenet
-from classgen_jax._sums import pairwise_mean
 
 _MAX_SIDE = 8192
 
@@ -182,10 +181,8 @@ def _record_batchnorm_input(statistics: list, next_fun, args, kwargs, context):
     x = args[0]
     x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
     axes = tuple(range(1, x.ndim - 1))
-    # Summed in a fixed order, so an image's statistics do not depend on
-    # its batch mates (``_sums``).
-    mean = pairwise_mean(x, axes)
-    var = pairwise_mean(jnp.square(x - jnp.expand_dims(mean, axes)), axes)
+    mean = jnp.mean(x, axis=axes)
+    var = jnp.mean(jnp.square(x - jnp.expand_dims(mean, axes)), axis=axes)
     # The running statistics repeated per image: every output has the batch
     # axis first, so callers can split and join batches uniformly.
     running = [jnp.broadcast_to(module.get_variable("batch_stats", name).astype(x.dtype),

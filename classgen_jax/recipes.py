@@ -14,9 +14,21 @@ iterations at one canvas size; each iteration does, in this order:
    clipping).
 
 The operations are small values of ``classgen_jax.operations`` (``Crop``,
-``Roll``, ``Flip``, ``Blur``, ``ColourJitter``, ``PadRing``, ``Clip``,
-``ResizeCycle``); the engine applies them in order without knowing their
-kinds. Copy a recipe and change it field by field::
+``Roll``, ``Flip``, ``Pad``, ``Scale``, ``Rotate``, ``Noise``, ``Blur``,
+``ColourJitter``, ``PadRing``, ``Clip``, ``ResizeCycle``); the engine
+applies them in order without knowing their kinds. An octave may average
+its objective over several augmented ``views`` per step.
+
+What the steps change is the recipe's ``image`` (``classgen_jax.
+parameterisations``): the pixels (every recipe of the article), or a
+parameterisation rendered into the image inside every step, such as
+Lucid's ``Sigmoid(Decorrelated(Fourier()))``. Together with DeepInversion's
+BatchNorm statistics prior (``objectives.batchnorm_statistics``) these make
+the image-prior recipes at the end of this module (``lucid``,
+``deepinversion``, ``maco``, ``natural``), whose pictures have the colours
+and spectrum of photos rather than grey high-frequency texture.
+
+Copy a recipe and change it field by field::
 
     import dataclasses
     from classgen_jax import recipes
@@ -35,18 +47,30 @@ import dataclasses
 import difflib
 
 from classgen_jax import objectives as obj
+from classgen_jax._classifier import BATCHNORM_STATS
 from classgen_jax.operations import (
     Blur,
     Clip,
     ColourJitter,
     Crop,
     Flip,
+    Noise,
     Operation,
+    Pad,
     PadRing,
     ResizeCycle,
     Roll,
+    Rotate,
+    Scale,
 )
-from classgen_jax.parameterisations import Parameterisation, Pixels
+from classgen_jax.parameterisations import (
+    Decorrelated,
+    Fourier,
+    Maco,
+    Parameterisation,
+    Pixels,
+    Sigmoid,
+)
 from classgen_jax.updates import Adam, Gradient, L1Normalised, Rule, Sign
 
 INITS = ("uniform", "scaled_uniform", "normal", "photo", "parameters")
@@ -158,10 +182,11 @@ class Recipe:
 
   @property
   def heads(self) -> tuple[str, ...]:
-    """Every classifier head the recipe reads."""
+    """Every classifier head (class output) the recipe reads; the BatchNorm
+    statistics, which any model with BatchNorm gives, are not a head."""
     heads = []
     for octave in self.octaves:
-      heads += [h for h in octave.heads if h not in heads]
+      heads += [h for h in octave.heads if h not in heads and h != BATCHNORM_STATS]
     return tuple(heads)
 
   @property
@@ -299,6 +324,63 @@ _register(Recipe(
                 "crops of 256, the generator's native view), random crops + roll jitter + "
                 "flips every step so no feature depends on an exact pixel position, a "
                 "decaying blur (the article's smoothness prior), and clipping."))
+
+# ----------------------------------------------------------------------------
+# Image priors: pictures with the statistics of photos (issue 10).
+
+# Lucid's image: a 1/f-scaled spectrum in decorrelated colours, squashed.
+_LUCID_IMAGE = Sigmoid(Decorrelated(Fourier()))
+
+
+def _robust(side: int) -> tuple[Operation, ...]:
+  """Lucid's transformation robustness for a ``side`` px canvas: pad 12
+  (grey), jitter 8, scale 0.9-1.1, rotate +-10 degrees, jitter 4 (its
+  ``jitter(d)`` is a random crop ``d`` px smaller), and a flip."""
+  return (Pad(12), Crop(side + 16), Scale(0.9, 1.1), Rotate(10.0), Crop(side + 12), Flip())
+
+
+_register(Recipe(
+    "lucid", "parameters", 224,
+    (Octave(512, obj.class_logit(), Adam(), (0.05, 0.05), view=_robust(224)),),
+    image=_LUCID_IMAGE,
+    description="Lucid (Olah et al. 2017, 'Feature Visualization'): Adam 0.05 for 512 steps "
+                "on a decorrelated-colour, 1/f-scaled Fourier image behind a sigmoid, with "
+                "its transformation robustness (pad 12, jitter 8, scale 0.9-1.1, rotate "
+                "+-10, jitter 4) and a flip."))
+
+_register(Recipe(
+    "deepinversion", "normal", 112,
+    (Octave(200, obj.class_logit() - 0.01 * obj.batchnorm_statistics()
+            - 1e-4 * obj.total_variation_l2() - 1e-5 * obj.l2_norm(),
+            Adam(b1=0.5, b2=0.9), (0.25, 0.0), view=(Roll(15), Flip()), after=(Clip(),)),
+     Octave(150, obj.class_logit() - 0.01 * obj.batchnorm_statistics()
+            - 1e-4 * obj.total_variation_l2() - 1e-5 * obj.l2_norm(),
+            Adam(b1=0.5, b2=0.9), (0.1, 0.0), canvas=224, view=(Roll(30), Flip()),
+            after=(Clip(),))),
+    init_mean=0.5, init_std=0.2,
+    description="DeepInversion (Yin et al. 2020): Adam (betas 0.5, 0.9) on the pixels with a "
+                "decaying step, the target logit against the BatchNorm statistics prior "
+                "(0.01, first layer x10, per image), TV-L2 1e-4 and L2 1e-5, roll jitter and "
+                "flips, 112 px then 224 px (the paper's 2k + 1k steps, shortened; its "
+                "cross-entropy replaced by the logit, which the prior does not overwhelm)."))
+
+_register(Recipe(
+    "maco", "parameters", 200,
+    (Octave(256, obj.class_logit(), Adam(), (0.05, 0.05),
+            view=(Scale(1.0, 1.5), Crop(176), Flip(), Noise(0.08)), views=4),),
+    image=Sigmoid(Decorrelated(Maco())),
+    description="MACO (Fel et al. 2023): only the Fourier phase is optimised, the magnitude "
+                "fixed to the bundled photos' average spectrum (200 px, their smallest side); "
+                "each step averages 4 random zoomed crops with noise 0.08; Adam on the phase."))
+
+_register(Recipe(
+    "natural", "parameters", 224,
+    (Octave(256, obj.class_logit() - 0.005 * obj.batchnorm_statistics(), Adam(),
+            (0.05, 0.05), view=_robust(224), views=2),),
+    image=_LUCID_IMAGE,
+    description="Lucid's image and transformation robustness with DeepInversion's BatchNorm "
+                "statistics prior (0.005, per image), two views a step: images the judges "
+                "name with the colours and spectrum of photos."))
 
 DEFAULT = "recognisable"
 

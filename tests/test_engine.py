@@ -32,9 +32,11 @@ from classgen_jax.recipes import Octave, Recipe
 from converters.reference.loop import torch_generate
 from tests.conftest import model_for, quick, runnable, small, tiny
 
-# The GoogLeNet-headed and cyclic-resize recipes compile the longest; these
-# runs are in the slow pass (resilient's parity test runs by default).
-_RUNS_SLOW = ("aux", "deepdraw", "resilient", "transfigure")
+# The GoogLeNet-headed and cyclic-resize recipes compile the longest, and the
+# image-prior ones add up; these runs are in the slow pass (resilient's parity
+# test runs by default).
+_RUNS_SLOW = ("aux", "deepdraw", "resilient", "transfigure", "lucid", "deepinversion", "maco",
+              "natural")
 
 
 @pytest.mark.parametrize("name", [
@@ -249,7 +251,8 @@ def test_transfiguration_starts_from_the_photo():
 
 # A representative few in the default run (sign steps, the cyclic resize,
 # padding and crops, Adam with jitter and flips); every recipe, the aux-headed
-# ones with L1 steps (deepdraw, aux) included, in the slow pass.
+# ones with L1 steps (deepdraw, aux) and the image priors (Fourier and phase
+# images, several views, the BatchNorm prior) included, in the slow pass.
 _PARITY_DEFAULT = ("sign", "resilient", "octaves_padded", "recognisable")
 
 
