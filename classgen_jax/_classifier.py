@@ -3,7 +3,7 @@
 Data contract: ``clf(images)`` takes NHWC floating images in [0, 1]; the
 model applies its own input normalisation. It returns a mapping of named
 outputs (``"logits"`` always; ``"aux"``, ``"aux1"``, ``"aux2"`` where the
-model has them).
+model has them; ``"batchnorm_stats"`` when asked, for models with BatchNorm).
 
 Input normalisation (``Classifier.normalisation``), the one choice a caller
 makes at the model boundary:
@@ -48,6 +48,10 @@ NORMALISATIONS = ("imagenet", "none")
 # The ports that normalise with ImageNet's statistics (EfficientNet-Lite's
 # scaling is its own).
 _IMAGENET_NORMALISED = (GoogLeNet, Inception3, ResNet)
+
+# The output that holds every BatchNorm layer's input statistics (for
+# DeepInversion's feature prior, ``objectives.BatchNormStatistics``).
+BATCHNORM_STATS = "batchnorm_stats"
 
 
 class InputError(ValueError):
@@ -97,6 +101,11 @@ class Classifier:
     return tuple(self.module.heads)
 
   @property
+  def has_batchnorm(self) -> bool:
+    """Whether the model has BatchNorm layers (running statistics)."""
+    return bool(jax.tree_util.tree_leaves((self.variables or {}).get("batch_stats", {})))
+
+  @property
   def num_classes(self) -> int:
     return self.module.num_classes
 
@@ -141,13 +150,25 @@ class Classifier:
         nothing: the forward pass stops after the last one needed.
 
     Returns:
-      ``{head: (N, num_classes) array}``.
+      ``{head: (N, num_classes) array}``; with ``"batchnorm_stats"`` among
+      ``heads``, that entry holds, for every BatchNorm layer in the order
+      the forward pass meets them, ``(mean, var, running_mean,
+      running_var)``, each ``(N, C)``: the mean and (biased) variance of
+      the layer's input over each image's own pixels, and the layer's
+      running statistics (the same for every image). They are read by intercepting the layers during
+      the same forward pass; a call that does not ask pays nothing.
 
     Raises:
       InputError: wrong rank, channel count, dtype, or a size the head cannot
         take.
     """
     heads = self.heads if heads is None else tuple(heads)
+    wants_stats = BATCHNORM_STATS in heads
+    if wants_stats:
+      if not self.has_batchnorm:
+        raise InputError(f"{self.name} has no BatchNorm layer, so no {BATCHNORM_STATS!r} "
+                         f"output; its heads are {', '.join(self.heads)}")
+      heads = tuple(h for h in heads if h != BATCHNORM_STATS) or self.heads[:1]
     self._check_heads(heads)
     self._check_images(images, heads)
     if self.normalisation == "none" and isinstance(self.module, _IMAGENET_NORMALISED):
@@ -156,7 +177,12 @@ class Classifier:
       mean = jnp.asarray(IMAGENET_MEAN, images.dtype)
       std = jnp.asarray(IMAGENET_STD, images.dtype)
       images = images * std + mean
-    return self.module.apply(self.variables, images, heads=heads)
+    if not wants_stats:
+      return self.module.apply(self.variables, images, heads=heads)
+    statistics = []
+    with nn.intercept_methods(functools.partial(_record_batchnorm_input, statistics)):
+      outputs = self.module.apply(self.variables, images, heads=heads)
+    return {**outputs, BATCHNORM_STATS: tuple(statistics)}
 
   def _check_heads(self, heads: tuple[str, ...]) -> None:
     if isinstance(heads, str):
@@ -189,6 +215,23 @@ class Classifier:
             f"{self.name}'s {head!r} head needs images of at least "
             f"{need}x{need} (native {self.input_size}x{self.input_size}), got "
             f"{height}x{width}; resize the images or pick another head")
+
+
+def _record_batchnorm_input(statistics: list, next_fun, args, kwargs, context):
+  """A Flax method interceptor: appends each BatchNorm call's input statistics."""
+  module = context.module
+  if isinstance(module, nn.BatchNorm) and context.method_name == "__call__":
+    x = args[0]
+    x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    axes = tuple(range(1, x.ndim - 1))
+    mean = jnp.mean(x, axis=axes)
+    var = jnp.mean(jnp.square(x - jnp.expand_dims(mean, axes)), axis=axes)
+    # The running statistics repeated per image: every output has the batch
+    # axis first, so callers can split and join batches uniformly.
+    running = [jnp.broadcast_to(module.get_variable("batch_stats", name).astype(x.dtype),
+                                mean.shape) for name in ("mean", "var")]
+    statistics.append((mean, var, *running))
+  return next_fun(*args, **kwargs)
 
 
 jax.tree_util.register_dataclass(

@@ -179,6 +179,8 @@ def initial_images(recipe: Recipe, keys: jax.Array, init: Any = None) -> jax.Arr
   if recipe.init == "photo":
     raise ValueError(f"recipe {recipe.name!r} starts from a photo: pass init= (an image file, "
                      "an (H, W, 3) array, or one per target)")
+  if recipe.init == "parameters":
+    return step_lib.random_images(recipe.image, init_keys, size)
   shape = (size, size, 3)
   uniform = jax.vmap(lambda k: jax.random.uniform(k, shape))(init_keys)
   if recipe.init == "uniform":
@@ -218,9 +220,11 @@ def random_draws(recipe: Recipe, targets: Sequence[int], restarts: Sequence[int]
                  dtype: Any = jnp.float32) -> list[list[tuple[Any, ...]]]:
   """Every draw ``generate`` makes, per octave and iteration, as numpy.
 
-  Each iteration's entry has one item per ``octave.operations``. The torch
-  reference path replays these, so that both paths see the same crops,
-  shifts, flips and colour jitter (``converters/reference/loop.py``).
+  Each iteration's entry has one item per ``octave.operations``, and with
+  ``octave.views > 1`` one more: the other views' draws
+  (``step.view_draws``). The torch reference path replays these, so that
+  both paths see the same crops, shifts, flips and colour jitter
+  (``converters/reference/loop.py``).
   """
   keys = image_keys(seed, targets, restarts)
   result = []
@@ -231,8 +235,11 @@ def random_draws(recipe: Recipe, targets: Sequence[int], restarts: Sequence[int]
     for iteration in range(octave.iterations):
       step_keys = step_lib.fold_in(octave_keys, iteration)
       from_index, to_index = plan.size_indices(iteration)
-      draws.append(jax.tree_util.tree_map(np.asarray, step_lib.draw(
-          octave, step_keys, sides[to_index], dtype, first_side=sides[from_index])))
+      side = sides[to_index]
+      entry = step_lib.draw(octave, step_keys, side, dtype, first_side=sides[from_index])
+      if octave.views > 1:
+        entry = (*entry, step_lib.view_draws(octave, step_keys, side, dtype))
+      draws.append(jax.tree_util.tree_map(np.asarray, entry))
     result.append(draws)
   return result
 
@@ -364,7 +371,7 @@ def _run_octave(plan: step_lib.Plan, classifier, canvas, targets, keys, *, chunk
     snapshots = jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs)[:frames], *snapshots)
   else:
     snapshots = None
-  return state.canvas, trace, snapshots
+  return step_lib.canvas_images(plan, state.canvas), trace, snapshots
 
 
 def _generate_batch(classifier, recipe, plans, targets, restarts, seed, photos, size=0, *,

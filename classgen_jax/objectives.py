@@ -24,10 +24,15 @@ The article's objectives (its recipe numbers, as in ``recipes.py``):
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
+
+from classgen_jax._classifier import BATCHNORM_STATS
+from classgen_jax._sums import pairwise_sum
 
 
 def _abs(x):
@@ -53,10 +58,16 @@ class Term:
   """
 
   head: str | None = None
+  # A prior that the objective subtracts (its weight must be <= 0).
+  penalty: ClassVar[bool] = False
 
   def __call__(self, outputs: Mapping[str, jax.Array], images: jax.Array,
                targets: jax.Array) -> jax.Array:
     raise NotImplementedError
+
+  def check(self, where: str) -> None:
+    """Raises a ``ValueError`` naming ``where`` for settings out of range."""
+    del where
 
   def __str__(self) -> str:
     fields = [str(getattr(self, f.name)) for f in dataclasses.fields(self)]
@@ -101,6 +112,7 @@ class LogitDistance(Term):
 @dataclasses.dataclass(frozen=True)
 class L1(Term):
   """``sum |a|`` over the image."""
+  penalty: ClassVar[bool] = True
 
   def __call__(self, outputs, images, targets):
     return jnp.sum(_abs(images), axis=(1, 2, 3))
@@ -109,6 +121,7 @@ class L1(Term):
 @dataclasses.dataclass(frozen=True)
 class TotalVariation(Term):
   """Anisotropic total variation of the image."""
+  penalty: ClassVar[bool] = True
 
   def __call__(self, outputs, images, targets):
     dy = _abs(images[:, 1:, :, :] - images[:, :-1, :, :])
@@ -119,9 +132,75 @@ class TotalVariation(Term):
 @dataclasses.dataclass(frozen=True)
 class L2(Term):
   """``sum (a - 0.5)^2`` over the image."""
+  penalty: ClassVar[bool] = True
 
   def __call__(self, outputs, images, targets):
     return jnp.sum(jnp.square(images - 0.5), axis=(1, 2, 3))
+
+
+@dataclasses.dataclass(frozen=True)
+class TotalVariationL2(Term):
+  """DeepInversion's total variation: the L2 norms of the image's
+  differences to its right, lower, and two diagonal neighbours, summed
+  (``get_image_prior_losses``' ``loss_var_l2``; there over the batch, here
+  per image)."""
+  penalty: ClassVar[bool] = True
+
+  def __call__(self, outputs, images, targets):
+    diffs = (images[:, :, :-1] - images[:, :, 1:],
+             images[:, :-1, :] - images[:, 1:, :],
+             images[:, 1:, :-1] - images[:, :-1, 1:],
+             images[:, :-1, :-1] - images[:, 1:, 1:])
+    return sum(_norm(d) for d in diffs)
+
+
+@dataclasses.dataclass(frozen=True)
+class L2Norm(Term):
+  """``||a - 0.5||_2``, the image's distance from mid-grey (DeepInversion's
+  ``loss_l2``, the norm of the normalised input, unsquared)."""
+  penalty: ClassVar[bool] = True
+
+  def __call__(self, outputs, images, targets):
+    return _norm(images - 0.5)
+
+
+def _norm(x):
+  """Per-image L2 norm whose gradient at 0 is 0 (not NaN), summed in an
+  order that does not depend on the batch (``_sums``)."""
+  squares = pairwise_sum(jnp.square(x), tuple(range(1, x.ndim)))
+  safe = jnp.where(squares > 0, squares, 1.0)
+  return jnp.where(squares > 0, jnp.sqrt(safe), 0.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchNormStatistics(Term):
+  """DeepInversion's feature prior (Yin et al. 2020): over every BatchNorm
+  layer, ``||mean - running_mean||_2 + ||var - running_var||_2`` of the
+  layer's input, the statistics taken over each image's own pixels (never
+  over the batch, so an image does not depend on its batch mates).
+
+  Reads the classifier's ``"batchnorm_stats"`` output
+  (``Classifier.__call__``), which only models with BatchNorm have.
+
+  Attributes:
+    first_layer: the first layer's term is multiplied by this
+      (DeepInversion's ``first_bn_multiplier``, 10).
+  """
+  first_layer: float = 10.0
+  head: ClassVar[str] = BATCHNORM_STATS
+  penalty: ClassVar[bool] = True
+
+  def __call__(self, outputs, images, targets):
+    total = 0.0
+    for index, (mean, var, running_mean, running_var) in enumerate(outputs[BATCHNORM_STATS]):
+      term = _norm(mean - running_mean) + _norm(var - running_var)
+      total = total + (self.first_layer if index == 0 else 1.0) * term
+    return total
+
+  def check(self, where: str) -> None:
+    if not (math.isfinite(self.first_layer) and self.first_layer >= 0):
+      raise ValueError(f"{where}: BatchNormStatistics.first_layer must be finite and >= 0, "
+                       f"got {self.first_layer}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,7 +254,23 @@ class Objective:
   def with_head(self, head: str) -> Objective:
     """Every term that reads a head moved to ``head``."""
     return Objective(tuple(
-        (w, dataclasses.replace(t, head=head) if t.head else t) for w, t in self.terms))
+        (w, dataclasses.replace(t, head=head) if _reads_class_head(t) else t)
+        for w, t in self.terms))
+
+  def check(self, where: str) -> None:
+    """Raises a ``ValueError`` naming ``where`` for a weight that is not finite,
+    a prior added instead of subtracted, or a term's setting out of range."""
+    for weight, term in self.terms:
+      if not math.isfinite(weight):
+        raise ValueError(f"{where}: the weight of {term} is {weight}; weights must be finite")
+      if term.penalty and weight > 0:
+        raise ValueError(f"{where}: {term} is a prior, subtracted with a positive strength "
+                         f"(write '- {weight:g} * ...'), but its weight is +{weight:g}")
+      term.check(where)
+
+
+def _reads_class_head(term: Term) -> bool:
+  return term.head is not None and any(f.name == "head" for f in dataclasses.fields(term))
 
 
 def class_logit(head: str = "logits") -> Objective:
@@ -206,6 +301,22 @@ def total_variation() -> Objective:
 def l2() -> Objective:
   """``sum (a - 0.5)^2`` over the image (subtract it to penalise)."""
   return Objective(((1.0, L2()),))
+
+
+def total_variation_l2() -> Objective:
+  """DeepInversion's total variation (L2 norms of neighbour differences;
+  subtract it to penalise)."""
+  return Objective(((1.0, TotalVariationL2()),))
+
+
+def l2_norm() -> Objective:
+  """``||a - 0.5||_2`` per image, DeepInversion's L2 prior (subtract it)."""
+  return Objective(((1.0, L2Norm()),))
+
+
+def batchnorm_statistics(first_layer: float = 10.0) -> Objective:
+  """DeepInversion's BatchNorm feature prior, per image (subtract it)."""
+  return Objective(((1.0, BatchNormStatistics(float(first_layer))),))
 
 
 def heads_mixture(weights: Mapping[str, float]) -> Objective:

@@ -75,7 +75,7 @@ def run(plan: step_lib.Plan, length: int, classifier: Classifier, state: step_li
     return classifier(image, heads=("logits",))["logits"].astype(jnp.float32)
 
   def frame(state, _):
-    image = state.canvas
+    image = step_lib.canvas_images(plan, state.canvas)
     if len(plan.sides) > 1:
       from_index = plan.octave.resize.indices(state.iteration, n)[0]
       branches = [functools.partial(logits_at, side) for side in plan.sides]

@@ -6,7 +6,10 @@ iteration (``recipes.Octave``):
 * ``before``: on the canvas itself, before the gradient (the article's
   colour jitter and smoothing blur, the padding ring);
 * ``view``: from the canvas to what the model sees, differentiated through
-  (random crop, roll jitter, flips);
+  (random crop, roll jitter, flips; Lucid's transformation robustness:
+  ``Pad``, ``Scale``, ``Rotate``; MACO's ``Noise``); each view operation
+  draws for the side of the image it receives (a ``Crop`` after a ``Pad``
+  crops the padded view);
 * ``after``: on the canvas after the update (the octaves' blur, clipping).
 
 Every operation works on one image ``(H, W, 3)``; the engine vmaps it over
@@ -33,6 +36,7 @@ operations take streams from 5 on, in the order they are listed.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, ClassVar, NamedTuple
 
 import jax
@@ -43,6 +47,7 @@ from classgen_jax.updates import linear
 
 _REGIONS = ("image", "crop")
 _INTERPOLATIONS = ("bilinear", "nearest")
+_PAD_MODES = ("constant", "reflect")
 
 
 class Context(NamedTuple):
@@ -164,6 +169,92 @@ class Flip(Operation):
   def __call__(self, image, params, context):
     del context
     return T.flip_horizontal(image, params)
+
+
+@dataclasses.dataclass(frozen=True)
+class Pad(Operation):
+  """Pad every side by ``width`` px: a constant ``value`` (Lucid's
+  ``pad(12, mode="constant", constant_value=0.5)``) or ``"reflect"``.
+
+  The view grows by ``2 * width``; a later ``Crop`` then jitters the
+  image's position inside the padded frame (Lucid's ``jitter``).
+  """
+  width: int
+  value: float = 0.5
+  mode: str = "constant"
+
+  def __post_init__(self):
+    if self.mode not in _PAD_MODES:
+      raise ValueError(f"Pad.mode must be one of {_PAD_MODES}, got {self.mode!r}")
+    if self.width < 0:
+      raise ValueError(f"Pad.width must be >= 0, got {self.width}")
+
+  def __call__(self, image, params, context):
+    del params, context
+    if self.mode == "reflect":
+      return T.pad_reflect(image, width=self.width)
+    return T.pad(image, width=self.width, value=self.value)
+
+  def output_side(self, side):
+    return side + 2 * self.width
+
+
+@dataclasses.dataclass(frozen=True)
+class Scale(Operation):
+  """Zoom about the centre by a factor uniform in ``[low, high]``, keeping
+  the view's size (Lucid's ``random_scale``, 0.9-1.1); corners that a
+  zoom-out uncovers are mirrored (``transforms.affine``)."""
+  low: float = 0.9
+  high: float = 1.1
+
+  def __post_init__(self):
+    if not 0 < self.low <= self.high or not math.isfinite(self.high):
+      raise ValueError(f"Scale needs 0 < low <= high, got ({self.low}, {self.high})")
+
+  def draw(self, key, side, dtype):
+    del side
+    return jax.random.uniform(key, (), dtype, self.low, self.high)
+
+  def __call__(self, image, params, context):
+    del context
+    return T.affine(image, T.scale_matrix(params))
+
+
+@dataclasses.dataclass(frozen=True)
+class Rotate(Operation):
+  """Rotate about the centre by an angle uniform in ``[-degrees, degrees]``
+  (Lucid's ``random_rotate``, +-10); corners are mirrored."""
+  degrees: float = 10.0
+
+  def __post_init__(self):
+    if not 0 <= self.degrees < 360:
+      raise ValueError(f"Rotate.degrees must be in [0, 360), got {self.degrees}")
+
+  def draw(self, key, side, dtype):
+    del side
+    return jax.random.uniform(key, (), dtype, -self.degrees, self.degrees)
+
+  def __call__(self, image, params, context):
+    del context
+    return T.affine(image, T.rotation_matrix(params))
+
+
+@dataclasses.dataclass(frozen=True)
+class Noise(Operation):
+  """Add Gaussian noise of standard deviation ``std`` to the view (MACO's
+  robustness noise, Fel et al. 2023)."""
+  std: float
+
+  def __post_init__(self):
+    if not 0 <= self.std < math.inf:
+      raise ValueError(f"Noise.std must be finite and >= 0, got {self.std}")
+
+  def draw(self, key, side, dtype):
+    return self.std * jax.random.normal(key, (side, side, 3), dtype)
+
+  def __call__(self, image, params, context):
+    del context
+    return image + params
 
 
 # ----------------------------------------------------------------------------

@@ -768,3 +768,69 @@ def color_jitter(brightness: float = 0.0, contrast: float = 0.0,
     return adjust_color(image, params, enabled=enabled)
 
   return fn
+
+
+# ---------------------------------------------------------------------------
+# Scale and rotation about the centre (Lucid's transformation robustness).
+
+
+def _reflect(coordinate: jax.Array, size: int) -> jax.Array:
+  """Folds source coordinates into ``[0, size - 1]``, mirroring about the
+  outer pixels' centres (``numpy.pad``'s and torch's ``"reflect"``)."""
+  if size == 1:
+    return jnp.zeros_like(coordinate)
+  period = 2 * (size - 1)
+  folded = jnp.mod(jnp.abs(coordinate), period)
+  return jnp.where(folded > size - 1, period - folded, folded)
+
+
+def affine(image: jax.Array, matrix: jax.Array) -> jax.Array:
+  """Resamples ``image`` (bilinear) under a linear map about its centre.
+
+  Output pixel ``p`` reads the input at ``c + matrix @ (p - c)``, ``c`` the
+  centre; sources outside the image are reflected back into it, so a
+  zoom-out or a rotation shows mirrored content, not a flat fill, in its
+  corners. The output has the input's shape, so it can run inside a scan.
+
+  Args:
+    image: ``(h, w, c)``.
+    matrix: ``(2, 2)`` from output offsets ``(dy, dx)`` to input offsets.
+
+  Returns:
+    The ``(h, w, c)`` image; differentiable in ``image``.
+  """
+  _check_image(image)
+  height, width, _ = image.shape
+  dtype = image.dtype
+  matrix = jnp.asarray(matrix, dtype)
+  dy = jnp.arange(height, dtype=dtype)[:, None] - (height - 1) / 2
+  dx = jnp.arange(width, dtype=dtype)[None, :] - (width - 1) / 2
+  source_y = _reflect((height - 1) / 2 + matrix[0, 0] * dy + matrix[0, 1] * dx, height)
+  source_x = _reflect((width - 1) / 2 + matrix[1, 0] * dy + matrix[1, 1] * dx, width)
+  y0 = jnp.clip(jnp.floor(source_y).astype(jnp.int32), 0, max(height - 2, 0))
+  x0 = jnp.clip(jnp.floor(source_x).astype(jnp.int32), 0, max(width - 2, 0))
+  y1, x1 = jnp.minimum(y0 + 1, height - 1), jnp.minimum(x0 + 1, width - 1)
+  wy = (source_y - y0)[..., None]
+  wx = (source_x - x0)[..., None]
+  top = (1 - wx) * image[y0, x0] + wx * image[y0, x1]
+  bottom = (1 - wx) * image[y1, x0] + wx * image[y1, x1]
+  return (1 - wy) * top + wy * bottom
+
+
+def scale_matrix(factor: jax.Array) -> jax.Array:
+  """``affine``'s matrix for a zoom by ``factor`` (> 1 enlarges the content)."""
+  factor = jnp.asarray(factor)
+  return jnp.eye(2, dtype=factor.dtype) / factor
+
+
+def rotation_matrix(degrees: jax.Array) -> jax.Array:
+  """``affine``'s matrix for a rotation by ``degrees``."""
+  angle = jnp.deg2rad(jnp.asarray(degrees))
+  cos, sin = jnp.cos(angle), jnp.sin(angle)
+  return jnp.stack([jnp.stack([cos, -sin]), jnp.stack([sin, cos])])
+
+
+def pad_reflect(image: jax.Array, *, width: int) -> jax.Array:
+  """Reflect padding on all four sides (``F.pad(..., mode="reflect")``)."""
+  _check_image(image)
+  return jnp.pad(image, ((width, width), (width, width), (0, 0)), mode="reflect")

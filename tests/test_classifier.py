@@ -151,8 +151,8 @@ def test_public_surface():
       "Progress", "UnknownClassError", "UnknownModelError", "WeightsError", "cache_dir",
       "class_index", "class_indices", "class_name", "devices", "engine", "generate",
       "imagenet", "load_classifier", "load_image", "metrics", "mixed_precision", "models",
-      "objectives", "octave", "operations", "read_classifier", "recipes", "save_classifier",
-      "step", "transforms", "updates"]
+      "objectives", "octave", "operations", "parameterisations", "read_classifier", "recipes",
+      "save_classifier", "step", "transforms", "updates"]
   for name in classgen_jax.__all__:
     assert hasattr(classgen_jax, name), name
   import types

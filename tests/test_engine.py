@@ -14,7 +14,21 @@ import classgen_jax
 import converters
 from classgen_jax import engine, octave, recipes, step, updates
 from classgen_jax import objectives as obj
-from classgen_jax.operations import Blur, Clip, ColourJitter, Crop, Flip, Roll
+from classgen_jax import parameterisations as P
+from classgen_jax import transforms as T
+from classgen_jax.operations import (
+  Blur,
+  Clip,
+  ColourJitter,
+  Crop,
+  Flip,
+  Noise,
+  Pad,
+  ResizeCycle,
+  Roll,
+  Rotate,
+  Scale,
+)
 from classgen_jax.recipes import Octave, Recipe
 from converters.reference.loop import torch_generate
 from tests.conftest import model_for, quick, runnable, small, tiny
@@ -56,6 +70,31 @@ def test_steps_scale_shortens_every_octave():
     recipes.get("octave")
   assert recipes.get("recognisable") is recipes.get("jittered_adam")  # its earlier name
   assert recipes.DEFAULT == "jittered_adam"
+
+
+# The image priors: Lucid's parameterisation, several views a step with
+# scale, rotation and noise, and the BatchNorm statistics prior.
+_PRIORS = Recipe(
+    "priors", "parameters", 40,
+    (Octave(2, obj.class_logit() - 0.01 * obj.batchnorm_statistics()
+            - 1e-3 * obj.total_variation_l2() - 1e-3 * obj.l2_norm(), updates.Adam(),
+            (0.05, 0.05), view=(Pad(2), Crop(40), Scale(), Rotate(), Flip(), Noise(0.02)),
+            views=2),),
+    image=P.Sigmoid(P.Decorrelated(P.Maco(alpha=1.4))))
+
+
+@pytest.mark.parametrize("image", [
+    P.Sigmoid(P.Decorrelated(P.Maco(alpha=1.4))),
+    pytest.param(P.Sigmoid(P.Decorrelated(P.Fourier())), marks=pytest.mark.slow)])
+def test_priors_are_independent_of_the_batch(image):
+  """Several views, scale, rotation, noise, a Fourier image and the
+  BatchNorm statistics prior (which runs the model one image at a time:
+  ``step.make_step``): an image is the same alone and in a batch, bit for bit."""
+  recipe = dataclasses.replace(_PRIORS, image=image)
+  alone = engine.generate(tiny(), [5], recipe, seed=11)
+  batch = engine.generate(tiny(), [9, 5], recipe, seed=11, restarts=2)
+  np.testing.assert_array_equal(alone.images[0], batch.images[2])  # target 5, restart 0
+  assert not np.array_equal(batch.images[2], batch.images[3])
 
 
 def test_reproducible_and_independent_of_the_batch():
@@ -159,6 +198,64 @@ def test_bad_inputs_give_clear_errors(tmp_path):
     engine.generate(inception, [1], dataclasses.replace(recipes.get("aux"), size=256))
 
 
+def _one_octave(objective):
+  return Recipe("quick", "uniform", 48, (Octave(1, objective),))
+
+
+def test_bad_priors_give_one_line_errors_naming_recipe_and_field():
+  clf = tiny()
+  lucid = P.Sigmoid(P.Decorrelated(P.Fourier()))
+  with pytest.raises(ValueError, match=r"^recipe 'quick' octave 1: Octave.after acts on the "
+                                       r"canvas's pixels, but the recipe optimises Sigmoid"):
+    dataclasses.replace(quick(after=(Clip(),)), image=lucid)
+  with pytest.raises(ValueError, match=r"^recipe 'quick' octave 1: Octave.resize"):
+    Recipe("quick", "parameters", 48, (Octave(2, obj.class_logit(), resize=ResizeCycle(
+        (40,), until=1)),), image=lucid)
+  with pytest.raises(ValueError, match=r"^recipe 'quick' octave 1 objective: the weight of "
+                                       r"total_variation_l2\(\) is -inf"):
+    _one_octave(obj.class_logit() - float("inf") * obj.total_variation_l2())
+  with pytest.raises(ValueError, match=r"^recipe 'quick' octave 1 objective: "
+                                       r"batch_norm_statistics\(10.0\) is a prior"):
+    _one_octave(obj.class_logit() + 0.01 * obj.batchnorm_statistics())
+  no_batchnorm = dataclasses.replace(clf, variables={"params": clf.variables["params"]})
+  assert clf.has_batchnorm and not no_batchnorm.has_batchnorm
+  with pytest.raises(ValueError, match=r"^recipe 'quick' octave 1 objective: the BatchNorm "
+                                       r"statistics prior needs .* has none"):
+    engine.generate(no_batchnorm, [1], _one_octave(
+        obj.class_logit() - 0.01 * obj.batchnorm_statistics()))
+  with pytest.raises(ValueError, match=r"^recipe 'quick' octave 2: Maco's photo spectrum .* "
+                                       r"canvas is 240 px"):
+    engine.generate(clf, [1], Recipe("quick", "parameters", 48, (
+        Octave(1, obj.class_logit()), Octave(1, obj.class_logit(), canvas=240)),
+        image=P.Sigmoid(P.Decorrelated(P.Maco()))))
+
+
+def test_several_views_average_the_objective_over_views():
+  """views=1 is the single view; with 3 views the first view is the same
+  draw, and the recorded objective is the mean over the three."""
+  one = quick(view=(Crop(40), Roll(3), Flip()), iterations=1)
+  three = dataclasses.replace(one, octaves=(dataclasses.replace(one.octaves[0], views=3),))
+  draws_one = engine.random_draws(one, [1, 2], [0, 0], 0)[0][0]
+  draws_three = engine.random_draws(three, [1, 2], [0, 0], 0)[0][0]
+  for a, b in zip(draws_one, draws_three[:3]):
+    np.testing.assert_array_equal(a, b)
+  others = draws_three[3]
+  assert len(others) == 2 and not np.array_equal(others[0][0], draws_one[0])
+  clf = tiny()
+  result = engine.generate(clf, [1, 2], three)
+  start = engine.initial_images(three, engine.image_keys(0, [1, 2], [0, 0]))
+  logits = []
+  for view_draws in (draws_one, *others):
+    views = []
+    for j in range(2):
+      view = T.crop(start[j], view_draws[0][j], size=40)
+      view = T.flip_horizontal(T.shift(view, view_draws[1][j]), view_draws[2][j])
+      views.append(view)
+    logits.append(clf(jnp.stack(views))["logits"][np.arange(2), [1, 2]])
+  np.testing.assert_allclose(result.trace.objective[0], np.mean(logits, axis=0), rtol=1e-5)
+  np.testing.assert_allclose(result.trace.target_logit[0], logits[0], rtol=1e-5)
+
+
 def test_transfiguration_starts_from_the_antialiased_photo():
   """A photo start is resized as torchvision's ``Resize`` (antialiased), as the
   article loads its photos."""
@@ -236,7 +333,8 @@ def test_octave_recipes_read_the_article():
 
 # A representative few in the default run (sign steps, the cyclic resize,
 # padding and crops, Adam with jitter and flips); every recipe, the aux-headed
-# ones with L1 steps (deepdraw, aux) included, in the slow pass.
+# ones with L1 steps (deepdraw, aux) and the image priors (Fourier and phase
+# images, several views, the BatchNorm prior) included, in the slow pass.
 _PARITY_DEFAULT = ("sign", "jittered_adam")
 
 

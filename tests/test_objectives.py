@@ -6,9 +6,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch
 
+import converters
 from classgen_jax import objectives as obj
-from tests.conftest import tiny
+from converters.reference import loop
+from converters.reference import objectives as torch_objectives
+from tests.conftest import random_torch_model, tiny, tiny_torch
 
 TARGETS = jnp.array([3, 250])
 
@@ -26,6 +30,9 @@ OBJECTIVES = {
     "l2": obj.l2(),
     "article_l1": obj.logit_distance(200.0) - 0.001 * obj.l1(),
     "smooth_logit": obj.class_logit() - 0.05 * obj.total_variation(),
+    "total_variation_l2": obj.total_variation_l2(),
+    "l2_norm": obj.l2_norm(),
+    "batchnorm_prior": -obj.batchnorm_statistics(),
 }
 
 
@@ -71,3 +78,72 @@ def test_algebra():
 def test_abs_subgradient_is_zero_at_zero():
   grad = jax.grad(lambda x: obj.l1()({}, x, TARGETS).sum())(jnp.zeros((2, 4, 4, 3)))
   assert np.all(np.asarray(grad) == 0)
+
+
+@pytest.mark.parametrize("model", ["tiny", pytest.param("googlenet", marks=pytest.mark.slow)])
+def test_batchnorm_prior_matches_torch_forward_hooks(model, x64):
+  """The statistics the Flax interceptor records are those DeepInversion's
+  forward hooks see: every BatchNorm2d's input, per image, float64."""
+  module = (tiny_torch() if model == "tiny" else random_torch_model("googlenet")).double()
+  try:
+    clf = converters.from_torchvision(module, dtype=jnp.float64)
+    images = np.asarray(_images(3), np.float64)[:2]
+    heads = ("logits", obj.BATCHNORM_STATS)
+    ours = clf(jnp.asarray(images), heads=heads)
+    with torch.no_grad():
+      theirs = loop.torch_outputs(module, loop.to_nchw(images), heads)
+  finally:
+    module.float()
+  recorded = theirs[obj.BATCHNORM_STATS]
+  layers = [m for m in module.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+  # GoogLeNet's two aux heads (one BatchNorm each) are not run for the logits.
+  assert len(ours[obj.BATCHNORM_STATS]) == len(recorded) == len(layers) - (
+      0 if model == "tiny" else 2)
+  for (mean, var, _, running_var), (x, layer) in zip(ours[obj.BATCHNORM_STATS],
+                                                                recorded):
+    np.testing.assert_allclose(mean, x.mean(dim=(2, 3)).numpy(), rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(var, x.var(dim=(2, 3), unbiased=False).numpy(), rtol=1e-9,
+                               atol=1e-10)
+    np.testing.assert_allclose(running_var[1], layer.running_var.numpy(), rtol=1e-12)
+  prior = obj.batchnorm_statistics()
+  value = prior(ours, jnp.asarray(images), TARGETS[:2])
+  torch_value = torch_objectives.objective(prior, theirs, loop.to_nchw(images), None)
+  np.testing.assert_allclose(value, torch_value.numpy(), rtol=1e-10)
+  # Per image: the second image's value does not depend on the first.
+  alone = prior(clf(jnp.asarray(images[1:]), heads=heads), jnp.asarray(images[1:]), None)
+  np.testing.assert_allclose(alone, value[1:], rtol=1e-10)
+
+
+def test_image_priors_match_deepinversion_and_their_twins(x64):
+  images = np.asarray(_images(), np.float64)
+  x = torch.from_numpy(images).permute(0, 3, 1, 2)
+  for term in (obj.total_variation_l2(), obj.l2_norm()):
+    np.testing.assert_allclose(term({}, jnp.asarray(images), TARGETS),
+                               torch_objectives.objective(term, {}, x, None).numpy(),
+                               rtol=1e-12)
+  # DeepInversion's get_image_prior_losses, on one image (its norms run over the batch).
+  one = x[:1]
+  d1 = one[:, :, :, :-1] - one[:, :, :, 1:]
+  d2 = one[:, :, :-1, :] - one[:, :, 1:, :]
+  d3 = one[:, :, 1:, :-1] - one[:, :, :-1, 1:]
+  d4 = one[:, :, :-1, :-1] - one[:, :, 1:, 1:]
+  want = torch.norm(d1) + torch.norm(d2) + torch.norm(d3) + torch.norm(d4)
+  np.testing.assert_allclose(obj.total_variation_l2()({}, jnp.asarray(images[:1]), None)[0],
+                             want.item(), rtol=1e-12)
+  np.testing.assert_allclose(obj.l2_norm()({}, jnp.asarray(images[:1]), None)[0],
+                             torch.norm((one - 0.5).reshape(1, -1), dim=1).item(), rtol=1e-12)
+
+
+def test_weights_must_be_finite_and_priors_subtracted():
+  where = "recipe 'mine' octave 1 objective"
+  (obj.class_logit() - 0.01 * obj.batchnorm_statistics()).check(where)
+  with pytest.raises(ValueError, match=r"recipe 'mine' octave 1 objective: the weight of "
+                                       r"logit\(logits\) is nan"):
+    (float("nan") * obj.class_logit()).check(where)
+  with pytest.raises(ValueError, match=r"recipe 'mine' .*batch_norm_statistics.* is a prior"):
+    (obj.class_logit() + 0.01 * obj.batchnorm_statistics()).check(where)
+  with pytest.raises(ValueError, match=r"first_layer must be finite and >= 0"):
+    (-obj.batchnorm_statistics(first_layer=-1.0)).check(where)
+  # The prior stays on its output when the class terms move to another head.
+  moved = (obj.class_logit() - obj.batchnorm_statistics()).with_head("aux")
+  assert moved.heads == ("aux", obj.BATCHNORM_STATS)

@@ -8,9 +8,10 @@ import inspect
 
 import pytest
 
-from classgen_jax import objectives, operations, updates
+from classgen_jax import objectives, operations, parameterisations, updates
 from converters.reference import objectives as torch_objectives
 from converters.reference import operations as torch_operations
+from converters.reference import parameterisations as torch_parameterisations
 from converters.reference import updates as torch_updates
 
 
@@ -24,6 +25,8 @@ def _concrete(module, base):
     (operations, operations.Operation, torch_operations.OPERATIONS),
     (objectives, objectives.Term, torch_objectives.TERMS),
     (updates, updates.Rule, torch_updates.RULES),
+    (parameterisations, parameterisations.Parameterisation, torch_parameterisations.RENDER),
+    (parameterisations, parameterisations.Parameterisation, torch_parameterisations.ENCODE),
 ])
 def test_every_value_has_a_torch_twin(module, base, twins):
   kinds = _concrete(module, base)

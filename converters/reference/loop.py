@@ -16,6 +16,7 @@ import torchvision
 from converters.reference import transforms as TT
 from converters.reference.objectives import objective
 from converters.reference.operations import OPERATIONS, Context, linear
+from converters.reference.parameterisations import encode, render
 from converters.reference.updates import stepper
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -45,11 +46,25 @@ def torch_outputs(module: torch.nn.Module, x: torch.Tensor,
     module: torchvision ``GoogLeNet``, ``Inception3`` or ``ResNet``, in eval
       mode.
     x: NCHW images in [0, 1].
-    heads: outputs to compute.
+    heads: outputs to compute; ``"batchnorm_stats"`` records, with forward
+      hooks (as DeepInversion does), ``(input, layer)`` of every
+      ``BatchNorm2d`` the pass runs, in order.
     normalisation: ``"imagenet"``: normalised here, as torchvision's
       transforms do; ``"none"``: fed as they are, as the article's code does
       (``classgen_jax.Classifier.normalisation``).
   """
+  if "batchnorm_stats" in heads:
+    recorded = []
+    hooks = [layer.register_forward_hook(
+        lambda layer, inputs, output: recorded.append((inputs[0], layer)))
+        for layer in module.modules() if isinstance(layer, torch.nn.BatchNorm2d)]
+    try:
+      out = torch_outputs(module, x, tuple(h for h in heads if h != "batchnorm_stats")
+                          or ("logits",), normalisation)
+    finally:
+      for hook in hooks:
+        hook.remove()
+    return {**out, "batchnorm_stats": recorded}
   if normalisation == "imagenet":
     x = normalize(x)
   elif normalisation != "none":
@@ -97,9 +112,11 @@ def torch_generate(module: torch.nn.Module, targets, recipe, init, draws,
                    normalisation: str = "imagenet") -> torch.Tensor:
   """A recipe run in torch, one iteration at a time, as the article's code.
 
-  Every operation, objective term and update rule runs as its torch twin
-  (``operations``, ``objectives``, ``updates`` of this package), with the
-  engine's own draws.
+  Every operation, objective term, update rule and image parameterisation
+  runs as its torch twin (``operations``, ``objectives``, ``updates``,
+  ``parameterisations`` of this package), with the engine's own draws.
+  A recipe whose image is not pixels encodes the image at each octave's
+  start, renders it every step, and steps its parameters.
 
   Args:
     module: an eval-mode torchvision classifier (its dtype and device set
@@ -130,16 +147,21 @@ def torch_generate(module: torch.nn.Module, targets, recipe, init, draws,
     first = len(octave.before_resize)
     first_view = first + len(octave.before)
     first_after = first_view + len(octave.view)
+    pixels, views = recipe.image.pixels, octave.views
+    if not pixels:
+      x = encode(recipe.image, x).detach()
     for i, params in enumerate(octave_draws):
       side = sides[plan.size_indices(i)[1]]
       for op, p in zip(octave.before_resize, params[:first]):
         x = OPERATIONS(op, x, p, Context(i, octave.iterations, None))
       if octave.resize is not None:
         x = OPERATIONS(octave.resize, x, side, None)
-      region = None
+      region, view_input = None, side
       for op, p in zip(octave.view, params[first_view:first_after]):
-        region = region or op.region(p, side)
-      count[0] = region[1] * region[1] * 3 if region else None
+        if view_input == side:
+          region = region or op.region(p, side)
+        view_input = op.output_side(view_input)
+      count[0] = region[1] * region[1] * 3 if region and pixels else None
       context = Context(i, octave.iterations, region)
 
       def apply(ops, params, x, context=context):
@@ -149,10 +171,32 @@ def torch_generate(module: torch.nn.Module, targets, recipe, init, draws,
 
       x = apply(octave.before, params[first:first_view], x)
       x = x.detach().requires_grad_(True)
-      view = apply(octave.view, params[first_view:first_after], x)
+      images = x if pixels else render(recipe.image, x)
+      view_params = params[first_view:first_after]
+      if views == 1:
+        view = apply(octave.view, view_params, images)
+        view_targets = targets
+      else:
+        # Image-major, as the engine batches them: image 0's views first.
+        per_view = [view_params, *params[len(octave.operations)]]
+        view_params = [_interleave([v[j] for v in per_view]) for j in range(len(octave.view))]
+        view = apply(octave.view, view_params, images.repeat_interleave(views, dim=0),
+                     context._replace(region=None))
+        view_targets = targets.repeat_interleave(views)
       outputs = torch_outputs(module, view, octave.heads, normalisation)
-      loss = -objective(octave.objective, outputs, view, targets).sum()
+      values = objective(octave.objective, outputs, view, view_targets)
+      loss = -values.reshape(-1, views).mean(dim=1).sum()
       (grad,) = torch.autograd.grad(loss, x)
       x = (x + step(grad, linear(octave.step_size, i, octave.iterations))).detach()
       x = apply(octave.after, params[first_after:], x)
+    if not pixels:
+      x = render(recipe.image, x).detach()
   return x.permute(0, 2, 3, 1)
+
+
+def _interleave(draws):
+  """Per-view draws ``[(N, ...)] * K`` as one image-major ``(N * K, ...)`` batch."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  if draws[0] is None:
+    return None
+  return np.stack([np.asarray(d) for d in draws], axis=1).reshape(-1, *np.shape(draws[0])[1:])

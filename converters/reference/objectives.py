@@ -49,6 +49,35 @@ def _l2(term, outputs, images, targets):
   return (images - 0.5).square().sum(dim=(1, 2, 3))
 
 
+@TERMS.register(obj.TotalVariationL2)
+def _total_variation_l2(term, outputs, images, targets):
+  diffs = (images[:, :, :, :-1] - images[:, :, :, 1:],
+           images[:, :, :-1, :] - images[:, :, 1:, :],
+           images[:, :, 1:, :-1] - images[:, :, :-1, 1:],
+           images[:, :, :-1, :-1] - images[:, :, 1:, 1:])
+  return sum(d.flatten(1).norm(dim=1) for d in diffs)
+
+
+@TERMS.register(obj.L2Norm)
+def _l2_norm(term, outputs, images, targets):
+  return (images - 0.5).flatten(1).norm(dim=1)
+
+
+@TERMS.register(obj.BatchNormStatistics)
+def _batchnorm_statistics(term, outputs, images, targets):
+  """DeepInversion's hook arithmetic, per image: ``outputs["batchnorm_stats"]``
+  holds each BatchNorm2d's input, as ``loop.torch_outputs`` records it with
+  forward hooks, and the layer."""
+  total = 0.0
+  for index, (x, layer) in enumerate(outputs[obj.BATCHNORM_STATS]):
+    mean = x.mean(dim=(2, 3))
+    var = x.var(dim=(2, 3), unbiased=False)
+    term_ = ((mean - layer.running_mean.to(x.dtype)).norm(dim=1)
+             + (var - layer.running_var.to(x.dtype)).norm(dim=1))
+    total = total + (term.first_layer if index == 0 else 1.0) * term_
+  return total
+
+
 def objective(objective: obj.Objective, outputs, images, targets) -> torch.Tensor:
   """``Objective`` evaluated on torch tensors: its weighted sum of twins."""
   total = torch.zeros(images.shape[0], dtype=images.dtype, device=images.device)

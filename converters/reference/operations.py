@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 
 from classgen_jax import operations as ops
@@ -48,6 +49,44 @@ def _roll(op, x, params, context):
 def _flip(op, x, params, context):
   del op, context
   return TT.flip_horizontal(x, params)
+
+
+@OPERATIONS.register(ops.Pad)
+def _pad(op, x, params, context):
+  del params, context
+  if op.mode == "reflect":
+    return TT.pad_reflect(x, width=op.width)
+  return TT.pad(x, width=op.width, value=op.value)
+
+
+def _matrices(make, params, x):
+  angles = torch.as_tensor(np.asarray(params), dtype=x.dtype).reshape(-1)
+  return torch.stack([make(a) for a in angles])
+
+
+@OPERATIONS.register(ops.Scale)
+def _scale(op, x, params, context):
+  del op, context
+  return TT.affine(x, _matrices(lambda s: torch.eye(2, dtype=x.dtype) / s, params, x))
+
+
+@OPERATIONS.register(ops.Rotate)
+def _rotate(op, x, params, context):
+  del op, context
+
+  def rotation(degrees):
+    angle = torch.deg2rad(degrees)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    return torch.stack([torch.stack([cos, -sin]), torch.stack([sin, cos])])
+
+  return TT.affine(x, _matrices(rotation, params, x))
+
+
+@OPERATIONS.register(ops.Noise)
+def _noise(op, x, params, context):
+  del op, context
+  noise = torch.as_tensor(np.asarray(params), dtype=x.dtype, device=x.device)
+  return x + noise.permute(0, 3, 1, 2)
 
 
 @OPERATIONS.register(ops.ColourJitter)

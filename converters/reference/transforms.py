@@ -163,3 +163,42 @@ def adjust_color(x: torch.Tensor, factors, orders, *,
         image = adjusts[op](image, image_factors[op])
     out.append(image[0])
   return torch.stack(out)
+
+
+def _reflect(coordinate: torch.Tensor, size: int) -> torch.Tensor:
+  if size == 1:
+    return torch.zeros_like(coordinate)
+  period = 2 * (size - 1)
+  folded = torch.remainder(coordinate.abs(), period)
+  return torch.where(folded > size - 1, period - folded, folded)
+
+
+def affine(x: torch.Tensor, matrices) -> torch.Tensor:
+  """``classgen_jax.transforms.affine`` of each image under its ``(2, 2)``
+  matrix: bilinear, sources reflected into the image."""
+  n, _, height, width = x.shape
+  matrices = torch.as_tensor(np.asarray(matrices), dtype=x.dtype, device=x.device)
+  matrices = matrices.reshape(n, 2, 2)
+  dy = (torch.arange(height, dtype=x.dtype, device=x.device)[:, None] - (height - 1) / 2)
+  dx = (torch.arange(width, dtype=x.dtype, device=x.device)[None, :] - (width - 1) / 2)
+  m = matrices[:, :, :, None, None]
+  source_y = _reflect((height - 1) / 2 + m[:, 0, 0] * dy + m[:, 0, 1] * dx, height)
+  source_x = _reflect((width - 1) / 2 + m[:, 1, 0] * dy + m[:, 1, 1] * dx, width)
+  y0 = source_y.floor().long().clamp(0, max(height - 2, 0))
+  x0 = source_x.floor().long().clamp(0, max(width - 2, 0))
+  y1, x1 = (y0 + 1).clamp(max=height - 1), (x0 + 1).clamp(max=width - 1)
+  wy = (source_y - y0)[:, None]
+  wx = (source_x - x0)[:, None]
+  batch = torch.arange(n, device=x.device)[:, None, None]
+
+  def at(y, xs):
+    return x[batch, :, y, xs].permute(0, 3, 1, 2)
+
+  top = (1 - wx) * at(y0, x0) + wx * at(y0, x1)
+  bottom = (1 - wx) * at(y1, x0) + wx * at(y1, x1)
+  return (1 - wy) * top + wy * bottom
+
+
+def pad_reflect(x: torch.Tensor, *, width: int) -> torch.Tensor:
+  """Reflect padding on all four sides."""
+  return F.pad(x, [width] * 4, mode="reflect")

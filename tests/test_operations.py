@@ -1,0 +1,80 @@
+"""The view operations of transformation robustness (pad, scale, rotate, noise):
+what they do, eager == jit == vmap, and their torch twins."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from classgen_jax import transforms as T
+from classgen_jax.operations import Context, Pad, Rotate, Scale
+from classgen_jax.operations import Noise as NoiseOp
+from converters.reference import operations as torch_ops
+
+SIDE = 12
+CONTEXT = Context(jnp.int32(0), 1)
+OPS = {"pad": Pad(3), "pad_reflect": Pad(2, mode="reflect"), "scale": Scale(0.8, 1.25),
+       "rotate": Rotate(30.0), "noise": NoiseOp(0.1)}
+
+
+def _images(n=3, side=SIDE, dtype=jnp.float32):
+  return jax.random.uniform(jax.random.key(1), (n, side, side, 3), dtype)
+
+
+def _draws(op, n, side, dtype):
+  keys = jax.random.split(jax.random.key(2), n)
+  return jax.vmap(lambda k: op.draw(k, side, dtype))(keys)
+
+
+@pytest.mark.parametrize("name", OPS)
+def test_eager_jit_vmap_and_torch_twin_agree(name, x64):
+  op = OPS[name]
+  images = _images(dtype=jnp.float64)
+  params = _draws(op, 3, SIDE, jnp.float64)
+  one = lambda x, p: op(x, p, CONTEXT)  # noqa: E731
+  eager = np.stack([one(x, None if params is None else params[i])
+                    for i, x in enumerate(images)])
+  batched = jax.jit(jax.vmap(one))(images, params)
+  np.testing.assert_allclose(batched, eager, atol=1e-12)
+  assert batched.shape[1] == op.output_side(SIDE)
+  theirs = torch_ops.OPERATIONS(op, torch.from_numpy(np.array(images)).permute(0, 3, 1, 2),
+                                None if params is None else np.asarray(params), None)
+  np.testing.assert_allclose(theirs.permute(0, 2, 3, 1).numpy(), batched, atol=1e-12)
+
+
+def test_scale_and_rotate_move_the_content_as_asked():
+  image = _images(1, side=9)[0]
+  np.testing.assert_allclose(T.affine(image, T.scale_matrix(1.0)), image, atol=1e-6)
+  np.testing.assert_allclose(T.affine(image, T.rotation_matrix(0.0)), image, atol=1e-6)
+  # A quarter turn is a permutation of the pixels (clockwise on screen, y down).
+  np.testing.assert_allclose(T.affine(image, T.rotation_matrix(90.0)),
+                             np.rot90(image, k=-1, axes=(0, 1)), atol=1e-5)
+  # Zooming in by 2 puts pixel (c + d/2) at (c + d): the centre stays, an
+  # off-centre pixel moves out.
+  zoomed = T.affine(image, T.scale_matrix(2.0))
+  np.testing.assert_allclose(zoomed[4, 4], image[4, 4], atol=1e-6)
+  np.testing.assert_allclose(zoomed[8, 4], image[6, 4], atol=1e-6)
+  # Zooming out mirrors the image into the uncovered border (no flat fill):
+  # row 0 reads row -4, reflected to row 4; row 1 reads -2, i.e. row 2.
+  out = T.affine(image, T.scale_matrix(0.5))
+  np.testing.assert_allclose(out[0, 4], image[4, 4], atol=1e-6)
+  np.testing.assert_allclose(out[1, 4], image[2, 4], atol=1e-6)
+
+
+def test_draws_stay_in_range_and_bad_settings_are_refused():
+  scales = _draws(Scale(0.9, 1.1), 200, SIDE, jnp.float32)
+  assert 0.9 <= scales.min() and scales.max() <= 1.1 and scales.std() > 0.04
+  angles = _draws(Rotate(10.0), 200, SIDE, jnp.float32)
+  assert -10 <= angles.min() and angles.max() <= 10 and angles.std() > 4
+  noise = _draws(NoiseOp(0.08), 4, SIDE, jnp.float32)
+  assert noise.shape == (4, SIDE, SIDE, 3) and abs(float(noise.std()) - 0.08) < 0.01
+  for bad, message in [(lambda: Scale(0.0, 1.0), "0 < low <= high"),
+                       (lambda: Scale(1.2, 1.1), "0 < low <= high"),
+                       (lambda: Rotate(-1.0), "Rotate.degrees"),
+                       (lambda: NoiseOp(float("inf")), "Noise.std"),
+                       (lambda: Pad(2, mode="wrap"), "Pad.mode")]:
+    with pytest.raises(ValueError, match=message):
+      bad()
