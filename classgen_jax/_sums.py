@@ -10,6 +10,7 @@ image stays bit-identical whatever batch made it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import jax
@@ -38,3 +39,22 @@ def pairwise_mean(x: jax.Array, axes: Sequence[int]) -> jax.Array:
   for a in axes:
     count *= x.shape[a]
   return pairwise_sum(x, axes) / count
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def mean_like(x: jax.Array, axes: tuple[int, ...]) -> jax.Array:
+  """``pairwise_mean(x, axes)`` broadcast back to ``x``'s shape.
+
+  Subtracting a plain ``pairwise_mean`` would broadcast it, and the
+  gradient of a broadcast is an XLA sum (batch-dependent again); this one's
+  gradient is the same pairwise mean of the cotangent (the map is symmetric).
+  """
+  return _broadcast_mean(x, axes)
+
+
+def _broadcast_mean(x, axes):
+  return jnp.broadcast_to(jnp.expand_dims(pairwise_mean(x, axes), axes), x.shape)
+
+
+mean_like.defvjp(lambda x, axes: (_broadcast_mean(x, axes), None),
+                 lambda axes, _, g: (_broadcast_mean(g, axes),))

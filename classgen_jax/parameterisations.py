@@ -52,7 +52,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from classgen_jax._sums import pairwise_mean
+from classgen_jax._sums import mean_like, pairwise_mean
 
 # Lucid's square root of ImageNet's colour correlation (``color_correlation_svd_sqrt``):
 # column j is the RGB colour of decorrelated channel j (luminance, then two opponents).
@@ -251,8 +251,10 @@ def _standardise(x):
   """Mean 0 and standard deviation 1 over the image, summed in an order
   that does not depend on the batch (``_sums``)."""
   axes = tuple(range(x.ndim))
-  x = x - pairwise_mean(x, axes)
-  return x / (jnp.sqrt(pairwise_mean(jnp.square(x), axes)) + 1e-4)
+  x = x - mean_like(x, axes)
+  # A reciprocal, then a product: XLA rewrites a division by a broadcast
+  # value in a way that depends on the image's place in the batch.
+  return x * (1 / (jnp.sqrt(mean_like(jnp.square(x), axes)) + 1e-4))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -292,7 +294,9 @@ class Maco(Parameterisation):
   def render(self, params):
     side = params.shape[0]
     magnitude = self.magnitude(side, params.dtype)
-    spectrum = jax.lax.complex(magnitude * jnp.cos(params), magnitude * jnp.sin(params))
+    # As ``exp(i phase)`` times the magnitude: a lone image's gradient
+    # through ``magnitude * cos(phase)`` rounds differently from a batch's.
+    spectrum = magnitude * jnp.exp(1j * params)
     return _standardise(jnp.fft.irfft2(spectrum, s=(side, side), axes=(0, 1)))
 
   def check(self, where, side):

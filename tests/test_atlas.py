@@ -155,6 +155,7 @@ def test_resume_after_kill_matches_uninterrupted_run(reference, tmp_path):
   assert not list(out.glob(".*.tmp"))
 
 
+@pytest.mark.slow
 def test_truncated_png_is_redone(reference, tmp_path):
   out = tmp_path / "run"
   atlas.make_atlas(tiny(), CLASSES[:2], out, QUICK)
@@ -172,6 +173,7 @@ def test_truncated_png_is_redone(reference, tmp_path):
 # Refusals and failures.
 
 
+@pytest.mark.slow
 def test_changed_config_is_refused_and_overwrite_replaces(tmp_path):
   atlas.make_atlas(tiny(), [5], tmp_path, QUICK)
   with pytest.raises(atlas.AtlasError, match=r"seed differ\); use a new --out or --overwrite"):

@@ -77,6 +77,7 @@ def test_bfloat16_model_keeps_a_float32_canvas():
   assert 0 < np.abs(result.images - full.images).mean() < 0.05
 
 
+@pytest.mark.slow
 def test_time_recipes_reports_every_recipe_asked():
   import dataclasses
 

@@ -109,6 +109,7 @@ def test_logits_match_torch_float64(name, x64):
 
 
 @pytest.mark.parametrize("name", NAMES)
+@pytest.mark.slow
 def test_logits_match_torch_float32(name):
   diff = _logits_diff(name, _batch(name), jnp.float32, torch.float32)
   assert diff <= F32_LOGITS_TOL
@@ -125,6 +126,7 @@ def test_input_gradient_matches_torch_float64(name, x64):
 
 
 @pytest.mark.parametrize("name", NAMES)
+@pytest.mark.slow
 def test_input_gradient_matches_torch_float32(name):
   ours, theirs = _input_gradients(name, _batch(name)[0], jnp.float32,
                                   torch.float32, TABBY)

@@ -30,6 +30,7 @@ def test_judge_scores():
   assert score.mean_target_prob == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.slow
 def test_evaluate_skips_missing_heads_and_marks_self_judging():
   clf = tiny()
   scores, skipped = judging.evaluate(clf, {"tiny": clf}, [QUICK, "deepdraw"], [1, "tabby", 7])

@@ -36,7 +36,13 @@ OBJECTIVES = {
 }
 
 
-@pytest.mark.parametrize("name", OBJECTIVES)
+# The logit, one sum of squares and the BatchNorm prior in the default pass.
+_ASCENT_DEFAULT = ("class_logit", "total_variation_l2", "batchnorm_prior")
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=[] if n in _ASCENT_DEFAULT else [pytest.mark.slow])
+    for n in OBJECTIVES])
 def test_a_few_ascent_steps_raise_it(name):
   objective, clf = OBJECTIVES[name], tiny()
   heads = objective.heads or ("logits",)

@@ -91,6 +91,7 @@ generate.run()
 """
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_within_seconds_with_the_resume_line(tmp_path):
   import signal
   import time

@@ -60,6 +60,7 @@ def test_frames_of_a_resizing_recipe_show_the_image_at_its_size():
     assert drawn[0].max() - drawn[0].min() + 1 == drawn[1].max() - drawn[1].min() + 1 == shown
 
 
+@pytest.mark.slow
 def test_transfiguration_marks_the_photo_class_in_green():
   photo = np.random.default_rng(0).random((32, 32, 3))
   result = engine.generate(tiny(), [3], QUICK, seed=0, init=photo, snapshot_every=1)
