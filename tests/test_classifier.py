@@ -12,6 +12,7 @@ import pytest
 
 import classgen_jax
 from classgen_jax import models
+from classgen_jax import objectives as obj
 from tests.conftest import tiny
 
 
@@ -92,6 +93,28 @@ def test_heads_not_asked_for_cost_nothing():
   convs = {h: _count(jax.make_jaxpr(lambda c, x, h=h: c(x, heads=h))(clf, x))
            for h in [("aux",), ("logits",), ("logits", "aux")]}
   assert convs[("aux",)] < convs[("logits",)] < convs[("logits", "aux")]
+
+
+def test_batchnorm_statistics_come_from_the_same_pass_and_only_when_asked():
+  """The statistics prior's inputs are recorded during the one forward pass
+  (as many convolutions as without them), and a pass that does not ask
+  for them is the same program as before they existed (no extra reduction)."""
+  clf = flax_abstract("resnet18")
+  x = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)
+
+  def program(heads):
+    return str(jax.make_jaxpr(lambda c, x: c(x, heads=heads))(clf, x))
+
+  plain, stats = program(("logits",)), program(("logits", obj.BATCHNORM_STATS))
+  bare = str(jax.make_jaxpr(lambda c, x: c.module.apply(c.variables, x, heads=("logits",)))(
+      clf, x))
+  assert plain == bare
+  assert _count(stats) == _count(plain) == 20  # ResNet-18: 20 convolutions
+  batchnorms = 20
+  assert _count(stats, "reduce_sum") >= _count(plain, "reduce_sum") + 2 * batchnorms
+  outputs = jax.eval_shape(lambda c, x: c(x, heads=("logits", obj.BATCHNORM_STATS)),
+                           clf, x)
+  assert len(outputs[obj.BATCHNORM_STATS]) == batchnorms
 
 
 def test_weights_are_jit_arguments_not_constants():
