@@ -52,7 +52,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from classgen_jax._sums import mean_like, pairwise_mean
+from classgen_jax._sums import mean_like
 
 # Lucid's square root of ImageNet's colour correlation (``color_correlation_svd_sqrt``):
 # column j is the RGB colour of decorrelated channel j (luminance, then two opponents).

@@ -206,7 +206,7 @@ def gaussian_blur_region(image: jax.Array, offset: jax.Array, *, size: Size,
 _RESIZE_METHODS = ("bilinear", "nearest")
 
 
-def _nearest_indices(in_size: int, out_size: int) -> np.ndarray:
+def nearest_indices(in_size: int, out_size: int) -> np.ndarray:
   """torch's legacy 'nearest' source index: floor(dst * in / out).
 
   Computed in float32, as torch's kernels do for float32 images, so that the
@@ -320,7 +320,7 @@ def resize(image: jax.Array, size: Size, *,
   if antialias:
     return _resize_antialiased(image, out_h, out_w)
   if method == "nearest":
-    return image[_nearest_indices(in_h, out_h)][:, _nearest_indices(in_w, out_w)]
+    return image[nearest_indices(in_h, out_h)][:, nearest_indices(in_w, out_w)]
   h0, h1, h_lam0, h_lam1 = _linear_indices(in_h, out_h, image.dtype)
   w0, w1, w_lam0, w_lam1 = _linear_indices(in_w, out_w, image.dtype)
   dtype = image.dtype

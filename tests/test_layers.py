@@ -95,7 +95,7 @@ def test_max_pool_matches_torch_float64(case, x64):
 def test_max_pool_forward_is_the_plain_reduce_window(case):
   (h, w), k, s, p, ceil = case
   x = jnp.asarray(np.random.default_rng(1).standard_normal((2, h, w, 4)), jnp.float32)
-  pads = [L._torch_pool_padding(n, k, s, p, ceil) for n in (h, w)]
+  pads = [L.torch_pool_padding(n, k, s, p, ceil) for n in (h, w)]
   np.testing.assert_array_equal(np.asarray(L.max_pool(x, k, s, p, ceil_mode=ceil)),
                                 np.asarray(nn.max_pool(x, (k, k), (s, s), pads)))
 

@@ -309,7 +309,7 @@ def test_nearest_indices_match_torch_float32(size_in, size_out):
   # below, the case an exact-rational index would get wrong.
   row = torch.arange(size_in, dtype=torch.float32).view(1, 1, 1, size_in)
   expected = TT.resize(row, (1, size_out), method="nearest")[0, 0, 0]
-  np.testing.assert_array_equal(T._nearest_indices(size_in, size_out),
+  np.testing.assert_array_equal(T.nearest_indices(size_in, size_out),
                                 expected.long().numpy())
 
 

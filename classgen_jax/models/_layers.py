@@ -51,7 +51,7 @@ def pool_output_size(size: int, kernel: int, stride: int, padding: int = 0,
   return out
 
 
-def _torch_pool_padding(size: int, kernel: int, stride: int, padding: int,
+def torch_pool_padding(size: int, kernel: int, stride: int, padding: int,
                         ceil_mode: bool) -> tuple[int, int]:
   out = pool_output_size(size, kernel, stride, padding, ceil_mode)
   high = (out - 1) * stride + kernel - size - padding
@@ -69,7 +69,7 @@ def max_pool(x, kernel: Pair, stride: Pair, padding: Pair = 0, *,
   """
   kernel, stride, padding = pair(kernel), pair(stride), pair(padding)
   pads = tuple(
-      _torch_pool_padding(size, k, s, p, ceil_mode)
+      torch_pool_padding(size, k, s, p, ceil_mode)
       for size, k, s, p in zip(x.shape[-3:-1], kernel, stride, padding)
   )
   return _max_pool(x, kernel, stride, pads)

@@ -117,7 +117,7 @@ def _functions(op: Op):
 
     return forward, default, custom
 
-  pool_pads = tuple(L._torch_pool_padding(op.size, op.kernel, op.stride, op.padding[0],
+  pool_pads = tuple(L.torch_pool_padding(op.size, op.kernel, op.stride, op.padding[0],
                                           op.ceil_mode) for _ in range(2))
 
   def forward(x, w):
