@@ -167,20 +167,37 @@ class Fourier(Parameterisation):
 @dataclasses.dataclass(frozen=True)
 class Decorrelated(Parameterisation):
   """``inner``'s three channels as decorrelated colours, mapped to RGB by
-  ``COLOUR`` (Lucid's decorrelated colour space)."""
+  ``COLOUR`` (Lucid's decorrelated colour space).
+
+  Attributes:
+    inner: the parameterisation of the three decorrelated channels.
+    saturation: scales the two colour-opponent columns of ``COLOUR`` (1:
+      Lucid's). Lucid's normalisation makes a unit step of an opponent
+      channel a third to an eighth of a luminance step, so images stay
+      greyer than photos; 2 doubles how far a step moves the colours.
+  """
   inner: Parameterisation = Pixels()
+  saturation: float = 1.0
+
+  @property
+  def matrix(self) -> np.ndarray:
+    """RGB = ``matrix @ decorrelated`` (``COLOUR`` with its opponents scaled)."""
+    return COLOUR * np.array([1.0, self.saturation, self.saturation])
 
   def init(self, key, side, dtype):
     return self.inner.init(key, side, dtype)
 
   def encode(self, image):
-    return self.inner.encode(image @ jnp.asarray(np.linalg.inv(COLOUR).T, image.dtype))
+    return self.inner.encode(image @ jnp.asarray(np.linalg.inv(self.matrix).T, image.dtype))
 
   def render(self, params):
     values = self.inner.render(params)
-    return values @ jnp.asarray(COLOUR.T, values.dtype)
+    return values @ jnp.asarray(self.matrix.T, values.dtype)
 
   def check(self, where, side):
+    if not (math.isfinite(self.saturation) and self.saturation > 0):
+      raise ValueError(f"{where}: Decorrelated.saturation must be finite and > 0, got "
+                       f"{self.saturation}")
     self.inner.check(where, side)
 
 

@@ -96,6 +96,21 @@ def test_time_recipes_reports_every_recipe_asked():
 
 
 @pytest.mark.slow
+def test_time_pieces_times_each_piece_alone():
+  from converters.reference import benchmark
+  from tests.conftest import tiny
+  recipes_ = benchmark.pieces(2, side=32)
+  base = recipes_["pixels"]
+  for name, recipe in recipes_.items():  # each differs from the plain recipe in one place
+    if name != "pixels":
+      assert (recipe.image != base.image) + (recipe.octaves != base.octaves) == 1, name
+  results = benchmark.time_pieces(tiny(), iterations=2, batch=2, side=32)
+  assert set(results) == set(recipes_)
+  assert all(r["ms_per_image_iter"] > 0 for r in results.values())
+  assert results["pixels"]["extra"] == 0
+
+
+@pytest.mark.slow
 def test_trace_summary_names_the_convolutions(tmp_path):
   from converters.reference import benchmark
   from tests.conftest import tiny

@@ -73,6 +73,14 @@ def test_colour_decorrelation_matrix():
   # A unit step in decorrelated channel 1 is an RGB step of COLOUR's column 1.
   step = P.Decorrelated().render(jnp.zeros((2, 2, 3)).at[..., 1].set(1.0))
   np.testing.assert_allclose(step[0, 0], P.COLOUR[:, 1], rtol=1e-6)
+  # saturation scales the opponents' steps only, and round-trips.
+  bright = P.Decorrelated(saturation=2.0)
+  np.testing.assert_allclose(bright.matrix, P.COLOUR * [1, 2, 2])
+  x = _image()
+  np.testing.assert_allclose(bright.render(bright.encode(x)), x, atol=1e-5)
+  for bad in (0.0, -1.0, float("nan")):
+    with pytest.raises(ValueError, match=r"^here: Decorrelated.saturation must be finite"):
+      P.Decorrelated(saturation=bad).check("here", SIDE)
 
 
 def test_maco_keeps_the_magnitude_and_optimises_the_phase():
@@ -122,9 +130,10 @@ def test_eager_jit_vmap_and_scan_agree(name):
   assert red(scanned) > red(params)
 
 
-@pytest.mark.parametrize("name", [*ALL, "pixels"])
+@pytest.mark.parametrize("name", [*ALL, "pixels", "saturated"])
 def test_torch_twin_renders_and_encodes_alike(name, x64):
-  image = ALL.get(name, P.Pixels())
+  image = ALL.get(name, {"saturated": P.Decorrelated(P.Fourier(), saturation=2.0)}.get(
+      name, P.Pixels()))
   params = jax.vmap(lambda k: image.init(k, SIDE, jnp.float64))(
       jax.random.split(jax.random.key(0), 2))
   ours = np.asarray(jax.vmap(image.render)(params))

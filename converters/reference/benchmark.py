@@ -35,8 +35,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from classgen_jax import devices, engine, octave, operations, step
+from classgen_jax import objectives as obj
+from classgen_jax import parameterisations as P
 from classgen_jax import recipes as recipes_lib
 from classgen_jax.recipes import Recipe
+from classgen_jax.updates import Adam
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -524,8 +527,8 @@ def report(result: dict[str, Any]) -> str:
 
 
 __all__ = ["Config", "benchmark_recipe", "breakdown", "flops_per_image_iter", "flops_table",
-           "measure_jax", "measure_torch", "models", "report", "run", "sweep", "threads",
-           "trace_summary"]
+           "measure_jax", "measure_torch", "models", "pieces", "report", "run", "sweep",
+           "threads", "time_pieces", "time_recipes", "trace_summary"]
 
 
 def time_recipes(classifier, *, steps_scale: float = 0.05,
@@ -552,4 +555,68 @@ def time_recipes(classifier, *, steps_scale: float = 0.05,
     second = time.perf_counter() - start
     results[name] = {"iterations": recipe.iterations, "compile_s": first - second,
                      "ms_per_iter": 1000 * second / recipe.iterations}
+  return results
+
+
+def pieces(iterations: int, side: int = 224) -> dict[str, Recipe]:
+  """A plain recipe (Adam on the pixels, flips, the class logit, ``side`` px)
+  and that recipe with one piece of the image priors added, by name."""
+  ops = operations
+  base_octave = recipes_lib.Octave(iterations, obj.class_logit(), Adam(), (0.05, 0.05),
+                                   view=(ops.Flip(),))
+  base = Recipe("pixels", "normal", side, (base_octave,))
+
+  def octave_(**changes):
+    return (dataclasses.replace(base_octave, **changes),)
+
+  def image(name, parameterisation):
+    return Recipe(name, "parameters", side, base.octaves, image=parameterisation)
+
+  def view(name, *extra):
+    return dataclasses.replace(base, name=name, octaves=octave_(view=(*extra, ops.Flip())))
+
+  def objective(name, term):
+    return dataclasses.replace(base, name=name,
+                               octaves=octave_(objective=obj.class_logit() - term))
+
+  return {r.name: r for r in (
+      base,
+      image("Fourier", P.Fourier()),
+      image("Sigmoid(Decorrelated(Fourier))", P.Sigmoid(P.Decorrelated(P.Fourier()))),
+      image("Sigmoid(Decorrelated(Maco))", P.Sigmoid(P.Decorrelated(P.Maco(alpha=1.4)))),
+      view("Pad+Crop (jitter)", ops.Pad(12), ops.Crop(side)),
+      view("Scale", ops.Scale(0.9, 1.1)),
+      view("Rotate", ops.Rotate(10.0)),
+      view("Noise", ops.Noise(0.05)),
+      dataclasses.replace(base, name="views=2", octaves=octave_(views=2)),
+      dataclasses.replace(base, name="views=4", octaves=octave_(views=4)),
+      objective("BatchNorm statistics", 0.01 * obj.batchnorm_statistics()),
+      objective("TV-L2 + L2", 1e-4 * obj.total_variation_l2() + 1e-5 * obj.l2_norm()),
+      dataclasses.replace(base, name="Blur (after)",
+                          octaves=octave_(after=(ops.Blur((1.0, 0.5)), ops.Clip()))),
+  )}
+
+
+def time_pieces(classifier, *, iterations: int = 16, batch: int = 4,
+                side: int = 224) -> dict[str, dict[str, float]]:
+  """Per-iteration time of each of ``pieces``, ``batch`` images at once.
+
+  Each runs twice (the second call reuses the compiled octave and is timed);
+  ``ms_per_image_iter`` is its time per image and iteration, and ``extra``
+  that minus the plain recipe's (what the piece costs).
+  """
+  results = {}
+  targets = list(range(1, batch + 1))
+  for name, recipe in pieces(iterations, side).items():
+    start = time.perf_counter()
+    engine.generate(classifier, targets, recipe)
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    engine.generate(classifier, targets, recipe, seed=1)
+    second = time.perf_counter() - start
+    results[name] = {"compile_s": first - second,
+                     "ms_per_image_iter": 1000 * second / (iterations * batch)}
+  base = results["pixels"]["ms_per_image_iter"]
+  for r in results.values():
+    r["extra"] = r["ms_per_image_iter"] - base
   return results

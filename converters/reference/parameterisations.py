@@ -71,12 +71,12 @@ def _colour(x, matrix):
 
 @RENDER.register(P.Decorrelated)
 def _decorrelated_render(image, params):
-  return _colour(render(image.inner, params), P.COLOUR)
+  return _colour(render(image.inner, params), image.matrix)
 
 
 @ENCODE.register(P.Decorrelated)
 def _decorrelated_encode(image, x):
-  return encode(image.inner, _colour(x, np.linalg.inv(P.COLOUR)))
+  return encode(image.inner, _colour(x, np.linalg.inv(image.matrix)))
 
 
 @RENDER.register(P.Sigmoid)
