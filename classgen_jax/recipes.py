@@ -453,12 +453,16 @@ _register(Recipe(
     "natural", "parameters", 224,
     (Octave(256, obj.class_logit() - 0.005 * obj.batchnorm_statistics(), Adam(),
             (0.05, 0.05), view=_robust(224), views=2),),
-    image=_LUCID_IMAGE,
-    description="Lucid's image and transformation robustness with DeepInversion's BatchNorm "
-                "statistics prior (0.005, per image), two views a step: images the judges "
-                "name with the colours and spectrum of photos."))
+    image=Sigmoid(Decorrelated(Fourier(), saturation=3.0)),
+    description="Lucid's image, its colour opponents' steps tripled (saturation 3: photos' "
+                "colourfulness), and transformation robustness, with DeepInversion's "
+                "BatchNorm statistics prior (0.005, per image), two views a step, 256 steps: "
+                "images the judges name, with the colours and spectrum of photos."))
 
-DEFAULT = "jittered_adam"
+# Chosen by measurement (README, Quality): on 8 classes at half length,
+# judged as well as jittered_adam, with photos' colourfulness and a steeper
+# spectrum, at 1.7 times its time per image.
+DEFAULT = "natural"
 
 # Earlier names, still accepted by ``get`` (runs and commands made with them).
 ALIASES = {"recognisable": "jittered_adam"}

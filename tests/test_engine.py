@@ -69,7 +69,7 @@ def test_steps_scale_shortens_every_octave():
   with pytest.raises(ValueError, match="did you mean octaves"):
     recipes.get("octave")
   assert recipes.get("recognisable") is recipes.get("jittered_adam")  # its earlier name
-  assert recipes.DEFAULT == "jittered_adam"
+  assert recipes.DEFAULT == "natural"
 
 
 # The image priors: Lucid's parameterisation, several views a step with
