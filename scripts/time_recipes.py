@@ -1,5 +1,5 @@
 r"""Compile time and per-iteration time of every recipe on one model, or
-(``--pieces``) of each piece of the image priors added to a plain recipe.
+(--pieces) of each piece of the image priors added to a plain recipe.
 
   python scripts/time_recipes.py --model=efficientnet_lite0 --steps_scale=0.05
   python scripts/time_recipes.py --pieces --batch_size=4
