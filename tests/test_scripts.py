@@ -96,8 +96,11 @@ def test_ctrl_c_stops_within_seconds_with_the_resume_line(tmp_path):
   import signal
   import time
   env = {**os.environ, "PYTHONPATH": str(ROOT)}
+  # As from a terminal: a job a shell started in the background (CI's, say)
+  # inherits SIGINT ignored, and Python then installs no Ctrl-C handler.
   process = subprocess.Popen([sys.executable, "-c", _GENERATE_TINY, str(tmp_path / "out")],
-                             stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+                             stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
   lines = []
   try:
     for line in process.stderr:  # a progress line within the octave, then Ctrl-C
