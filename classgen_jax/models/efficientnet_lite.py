@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 import flax.linen as nn
 import jax.numpy as jnp
 
-from classgen_jax.models._layers import batch_norm, normalize
+from classgen_jax.models._layers import batch_norm, conv_general_dilated, normalize
 
 # Inception-style input scaling of the Lite checkpoints, on [0, 1] images.
 INPUT_MEAN = (127.0 / 255.0,) * 3
@@ -122,7 +122,8 @@ def same_conv(x, features: int, kernel: int, *, stride: int = 1,
   pads = [same_padding(n, kernel, stride) for n in x.shape[1:3]]
   return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
                  padding=pads, feature_group_count=groups, use_bias=False,
-                 dtype=dtype, name=name)(x)
+                 dtype=dtype, conv_general_dilated=conv_general_dilated,
+                 name=name)(x)
 
 
 class MBConvBlock(nn.Module):
