@@ -14,7 +14,15 @@
 Rerunning the same command resumes: images whose PNG is complete (it decodes
 and its metadata names this run's configuration) are kept, the rest are
 made. A different configuration in the same folder is refused rather than
-mixed. Every image depends only on the seed, its class and its restart index
+mixed. Runs started together on one folder share the work: each claims a
+class before making it (``classgen_jax.claims``), skips classes another live run has
+claimed, and waits for them at the end, so no image is made twice and no
+summary row is written twice. Several processes of one job
+(``jax.distributed``, or ``process_index``/``process_count``) each make
+their share of the classes on their own devices, write their own summary
+part, and merge the parts when they finish (``merge_summaries``).
+
+Every image depends only on the seed, its class and its restart index
 (``engine`` derives its keys from those), so a resumed run, whatever its
 batches, makes the same images as an uninterrupted one.
 
@@ -44,7 +52,7 @@ from typing import Any
 import jax.numpy as jnp
 from PIL import Image
 
-from classgen_jax import devices, engine, imagenet
+from classgen_jax import claims, devices, engine, imagenet
 from classgen_jax import recipes as recipes_lib
 from classgen_jax._classifier import Classifier
 from classgen_jax._files import write_text
@@ -214,9 +222,18 @@ def _csv_text(rows: Sequence[dict[str, Any]], header: bool) -> str:
   return buffer.getvalue()
 
 
-def read_summary(out: str | os.PathLike) -> list[dict[str, Any]]:
-  """The rows of ``summary.jsonl`` (a line cut short by a kill is ignored)."""
-  path = Path(out) / SUMMARY_JSONL
+def summary_files(out: str | os.PathLike, part: int | None = None) -> tuple[Path, Path]:
+  """``(jsonl, csv)`` of the summary, or of process ``part``'s share of it."""
+  out = Path(out)
+  if part is None:
+    return out / SUMMARY_JSONL, out / SUMMARY_CSV
+  return out / f"summary.p{part}.jsonl", out / f"summary.p{part}.csv"
+
+
+def read_summary(out: str | os.PathLike, part: int | None = None) -> list[dict[str, Any]]:
+  """The rows of ``summary.jsonl`` (or of a process's part; a line cut short
+  by a kill is ignored)."""
+  path = summary_files(out, part)[0]
   rows = []
   if path.exists():
     for line in path.read_text(encoding="utf-8").splitlines():
@@ -227,11 +244,29 @@ def read_summary(out: str | os.PathLike) -> list[dict[str, Any]]:
   return rows
 
 
-def write_summary(out: str | os.PathLike, rows: Sequence[dict[str, Any]]) -> None:
-  """Replace ``summary.jsonl`` and ``summary.csv`` with ``rows``, atomically."""
+def write_summary(out: str | os.PathLike, rows: Sequence[dict[str, Any]],
+                  part: int | None = None) -> None:
+  """Replace ``summary.jsonl`` and ``summary.csv`` (or a process's part) with
+  ``rows``, atomically."""
+  jsonl, csv_path = summary_files(out, part)
+  write_text(jsonl, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+  write_text(csv_path, _csv_text(rows, header=True))
+
+
+def merge_summaries(out: str | os.PathLike) -> list[dict[str, Any]]:
+  """Merges the processes' summary parts (``summary.p<i>.jsonl``) of a
+  several-process run into ``summary.jsonl`` and ``summary.csv``, one row
+  per image in class order (rows already there are kept), and returns them."""
   out = Path(out)
-  write_text(out / SUMMARY_JSONL, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-  write_text(out / SUMMARY_CSV, _csv_text(rows, header=True))
+  rows = {r["file"]: r for r in read_summary(out)}
+  for path in sorted(out.glob("summary.p*.jsonl")):
+    part = re.fullmatch(r"summary\.p(\d+)\.jsonl", path.name)
+    if part:
+      rows.update((r["file"], r) for r in read_summary(out, int(part.group(1))))
+  merged = sorted(rows.values(), key=lambda r: (r.get("init") or "", r["target"], r["restart"]))
+  with claims.folder_lock(out):
+    write_summary(out, merged)
+  return merged
 
 
 def _storage_error(path: Path, error: OSError) -> StorageError:
@@ -314,7 +349,9 @@ def make_atlas(classifier: Classifier, classes: Sequence[int | str], out: str | 
                steps_scale: float = 1.0, head: str | None = None, snapshot_every: int = 0,
                weights: str = "default", overwrite: bool = False,
                log: Callable[[str], None] = logging.info,
-               progress: Callable[[engine.Progress], None] | None = None) -> AtlasResult:
+               progress: Callable[[engine.Progress], None] | None = None,
+               process_index: int | None = None, process_count: int | None = None,
+               poll: float = 2.0) -> AtlasResult:
   """Images of ``classes`` (``restarts`` each) in ``out``, resuming an earlier run.
 
   Args:
@@ -339,6 +376,13 @@ def make_atlas(classifier: Classifier, classes: Sequence[int | str], out: str | 
     progress: hears of compiling and of iterations within each batch
       (``classgen_jax.progress.Reporter``; with it, each octave runs in
       chunks and a Ctrl-C lands between them at once).
+    process_index, process_count: this process's share of the classes
+      (every ``process_count``-th from ``process_index``), made on its own
+      devices, with its own summary part ``summary.p<index>.jsonl``; the
+      last process to finish merges the parts into ``summary.jsonl``
+      (``merge_summaries`` does it again on demand). Default: JAX's
+      processes (``jax.distributed.initialize``), else the whole list.
+    poll: seconds between looks at classes that another run is making.
 
   Returns:
     An ``AtlasResult``.
@@ -362,6 +406,12 @@ def make_atlas(classifier: Classifier, classes: Sequence[int | str], out: str | 
     raise AtlasError(f"restarts must be at least 1, got {restarts}")
   if batch_size < 1:
     raise AtlasError(f"batch_size must be at least 1, got {batch_size}")
+  part, parts = _share(process_index, process_count)
+  if parts > 1:
+    if overwrite:
+      raise AtlasError("--overwrite with several processes would delete each other's "
+                       "images: empty the folder first, then start the processes")
+    indices = indices[part::parts]  # this process's share
   recipe = recipes_lib.get(recipe, steps_scale=steps_scale)
   if head:
     recipe = recipe.with_head(head)
@@ -371,86 +421,116 @@ def make_atlas(classifier: Classifier, classes: Sequence[int | str], out: str | 
                       dtype=str(classifier.dtype))
   run_id = config_id(config)
   _prepare_folder(out, config, overwrite)
+  part = part if parts > 1 else None
+  jsonl, csv_path = summary_files(out, part)
+  ledger = claims.Claims(out)
+  try:
+    with devices.process_local(parts > 1):
+      return _make(classifier, out, recipe, config, run_id, indices, photos, ledger, part,
+                   seed=seed, restarts=restarts, batch_size=batch_size,
+                   snapshot_every=snapshot_every, weights=weights, log=log,
+                   progress=progress, poll=poll, start=start, jsonl=jsonl, csv_path=csv_path)
+  finally:
+    ledger.close()
 
+
+def _share(index: int | None, count: int | None) -> tuple[int, int]:
+  """This process's ``(index, count)``: given, or JAX's processes."""
+  if count is None:
+    import jax  # pylint: disable=g-import-not-at-top
+    index, count = jax.process_index(), jax.process_count()
+  index = 0 if index is None else index
+  if not 0 <= index < count:
+    raise AtlasError(f"process index {index} is not in [0, {count})")
+  return index, count
+
+
+def _make(classifier, out, recipe, config, run_id, indices, photos, ledger, part, *, seed,
+          restarts, batch_size, snapshot_every, weights, log, progress, poll, start, jsonl,
+          csv_path) -> AtlasResult:
+  """``make_atlas`` once the folder is ready: claim, make, write, repeat."""
   # Every image of the run, and which of them a complete PNG already holds.
   photo_keys: list[Path | None] = list(photos) or [None]
   labels = classifier.labels
   planned = [(photo, t, r) for photo in photo_keys for t in indices for r in range(restarts)]
   names = {key: image_name(key[1], key[2], labels, key[0] and key[0].stem) for key in planned}
-  done = {}
-  for key in planned:
-    row = read_complete(out / names[key], run_id)
-    if row is not None:
-      done[key] = row
-  # The summary is rebuilt from the PNGs (the truth), keeping fields that
-  # other tools added to rows (``classify --folder``).
-  extra = {r.get("file"): r for r in read_summary(out)}
-  rows = {key: {**extra.get(names[key], {}), **row} for key, row in done.items()}
+  done: dict[tuple, dict[str, Any]] = {}
+  rows: dict[tuple, dict[str, Any]] = {}
+
+  def collect(keys) -> None:
+    """Rows of the complete PNGs among ``keys`` (the truth), keeping fields
+    that other tools added to summary rows (``classify --folder``)."""
+    extra = {r.get("file"): r for r in read_summary(out, part)}
+    for key in keys:
+      if key not in done and (row := read_complete(out / names[key], run_id)) is not None:
+        done[key] = row
+        rows[key] = {**extra.get(names[key], {}), **row}
+
   try:
-    write_summary(out, [rows[k] for k in planned if k in rows])
+    with ledger.lock():  # another run may be appending
+      collect(planned)
+      write_summary(out, [rows[k] for k in planned if k in rows], part)
   except OSError as error:
-    raise _storage_error(out / SUMMARY_JSONL, error) from None
+    raise _storage_error(jsonl, error) from None
 
   kept = len(done)
   per_batch = max(1, batch_size // restarts)
+  # Classes to make, in order; a class is one claim (all its restarts).
   todo = [(photo, t) for photo in photo_keys for t in indices
           if any((photo, t, r) not in done for r in range(restarts))]
+  claim_name = {item: names[(item[0], item[1], 0)].rsplit("_r0", 1)[0] for item in todo}
   total = len(todo) * restarts
   if done:
     log(f"atlas: resuming in {out}: {len(done)} of {len(planned)} images already complete")
   made, began, sleep = 0, time.perf_counter(), float(os.environ.get(_SLEEP_ENV, 0) or 0)
-  batches = [todo[i:i + per_batch] for i in range(0, len(todo), per_batch)]
-  # One generate call per batch, a batch sharing one start photo.
-  batches = [b for batch in batches for b in _split_by_photo(batch)]
+  waiting_said: set[str] = set()
   writers = concurrent.futures.ThreadPoolExecutor(min(16, os.cpu_count() or 1))
+
+  def complete(item) -> bool:
+    return all((item[0], item[1], r) in done for r in range(restarts))
+
   try:
-    for batch in batches:
-      photo = batch[0][0]
-      result = engine.generate(classifier, [t for _, t in batch], recipe, seed=seed,
-                               restarts=restarts, snapshot_every=snapshot_every,
-                               init=None if photo is None else load_image(photo),
-                               batch_size=batch_size, pad_to=per_batch * restarts,
-                               progress=progress)
-      new_rows, writes = [], []
-      for j, (target, restart) in enumerate(zip(result.targets, result.restarts)):
-        key = (photo, int(target), int(restart))
-        if key in done:
+    while todo:
+      # The next batch: unclaimed classes sharing one start photo, claimed now.
+      batch, others = [], {}
+      for item in todo:
+        if len(batch) == per_batch or (batch and item[0] != batch[0][0]):
+          break
+        if ledger.take(claim_name[item]):
+          collect([(item[0], item[1], r) for r in range(restarts)])  # made meanwhile?
+          if complete(item):
+            ledger.release(claim_name[item])
+          else:
+            batch.append(item)
+        else:
+          others[item] = ledger.holder(claim_name[item])
+      todo = [item for item in todo if item not in batch and not complete(item)]
+      if not batch:
+        if not others:
           continue
-        row = dict(
-            target=int(target), name=labels[int(target)], restart=int(restart),
-            init=None if photo is None else photo.name,
-            probability=float(result.probability[j]), rank=int(result.rank[j]),
-            target_logit=float(result.target_logit[j]),
-            top1_fraction=float(result.stability["top1_fraction"][j]),
-            zscore_jitter=float(result.stability["zscore_jitter"][j]),
-            top1_fraction_per_octave=[
-                float(x) for x in result.stability["top1_fraction_per_octave"][j]],
-            zscore_jitter_per_octave=[
-                float(x) for x in result.stability["zscore_jitter_per_octave"][j]],
-            seed=int(seed), file=names[key])
-        metadata = dict(model=classifier.name, weights=weights, recipe=config["recipe"],
-                        seed=str(seed), restart=str(int(restart)), target=str(int(target)),
-                        name=labels[int(target)], probability=f"{row['probability']:.6g}",
-                        run_id=run_id, summary=json.dumps(row, sort_keys=True))
-        writes.append((out / names[key], j, metadata))
-        done[key] = rows[key] = row
-        new_rows.append(row)
-      # PNG encoding (zlib, outside the GIL) on every core: a 1000-class run
-      # would otherwise spend longer writing than a GPU spends generating.
-      with WRITING:  # a Ctrl-C's watchdog waits for a batch's writes to end
-        pending = [(path, writers.submit(_write_image, path, result, j, metadata, labels,
-                                         snapshot_every, photo is not None))
-                   for path, j, metadata in writes]
-        concurrent.futures.wait([written for _, written in pending])
-        for path, written in pending:
-          if (error := written.result()) is not None:
-            raise _storage_error(path, error)
-        try:
-          _fsync_append(out / SUMMARY_JSONL,
-                        "".join(json.dumps(r, sort_keys=True) + "\n" for r in new_rows))
-          _fsync_append(out / SUMMARY_CSV, _csv_text(new_rows, header=False))
-        except OSError as error:
-          raise _storage_error(out / SUMMARY_JSONL, error) from None
+        # Everything left is being made by other runs: wait for their PNGs.
+        holders = {claims.who(o) for o in others.values() if o} - waiting_said
+        if holders:
+          log(f"atlas: {len(others)} classes are being made by {', '.join(sorted(holders))}"
+              f" in {out}; waiting for them (a run that died is taken over)")
+          waiting_said |= holders
+        time.sleep(poll)
+        collect([(photo, t, r) for photo, t in todo for r in range(restarts)])
+        todo = [item for item in todo if not complete(item)]
+        continue
+      photo = batch[0][0]
+      try:
+        result = engine.generate(classifier, [t for _, t in batch], recipe, seed=seed,
+                                 restarts=restarts, snapshot_every=snapshot_every,
+                                 init=None if photo is None else load_image(photo),
+                                 batch_size=batch_size, pad_to=per_batch * restarts,
+                                 progress=progress)
+        new_rows = _write_batch(result, batch, photo, out, names, run_id, config, labels,
+                                seed, weights, snapshot_every, writers, ledger, jsonl,
+                                csv_path, done, rows)
+      finally:
+        for item in batch:
+          ledger.release(claim_name[item])
       made += len(new_rows)
       rate = made / max(time.perf_counter() - began, 1e-9)
       eta = (total - made) / rate if rate else float("inf")
@@ -465,11 +545,62 @@ def make_atlas(classifier: Classifier, classes: Sequence[int | str], out: str | 
   except KeyboardInterrupt:
     # The writes of the batch in hand finish (each file is atomic anyway).
     writers.shutdown(wait=True)
-    complete = sum(read_complete(out / names[key], run_id) is not None for key in planned)
-    raise Interrupted(complete, len(planned)) from None
+    finished = sum(read_complete(out / names[key], run_id) is not None for key in planned)
+    raise Interrupted(finished, len(planned)) from None
   writers.shutdown(wait=True)
+  if part is not None:
+    merge_summaries(out)  # the last process to finish leaves the whole summary
   return AtlasResult(out, made, kept, [rows[k] for k in planned],
                      time.perf_counter() - start)
+
+
+def _write_batch(result, batch, photo, out, names, run_id, config, labels, seed, weights,
+                 snapshot_every, writers, ledger, jsonl, csv_path, done, rows):
+  """Writes a generated batch's PNGs (on every core) and appends its summary
+  rows; returns the rows."""
+  new_rows, writes = [], []
+  for j, (target, restart) in enumerate(zip(result.targets, result.restarts)):
+    key = (photo, int(target), int(restart))
+    if key in done:
+      continue
+    row = dict(
+        target=int(target), name=labels[int(target)], restart=int(restart),
+        init=None if photo is None else photo.name,
+        probability=float(result.probability[j]), rank=int(result.rank[j]),
+        target_logit=float(result.target_logit[j]),
+        top1_fraction=float(result.stability["top1_fraction"][j]),
+        zscore_jitter=float(result.stability["zscore_jitter"][j]),
+        top1_fraction_per_octave=[
+            float(x) for x in result.stability["top1_fraction_per_octave"][j]],
+        zscore_jitter_per_octave=[
+            float(x) for x in result.stability["zscore_jitter_per_octave"][j]],
+        seed=int(seed), file=names[key])
+    metadata = dict(model=config["model"], weights=weights, recipe=config["recipe"],
+                    seed=str(seed), restart=str(int(restart)), target=str(int(target)),
+                    name=labels[int(target)], probability=f"{row['probability']:.6g}",
+                    run_id=run_id, summary=json.dumps(row, sort_keys=True))
+    writes.append((out / names[key], j, metadata))
+    new_rows.append((key, row))
+  # PNG encoding (zlib, outside the GIL) on every core: a 1000-class run
+  # would otherwise spend longer writing than a GPU spends generating.
+  with WRITING:  # a Ctrl-C's watchdog waits for a batch's writes to end
+    pending = [(path, writers.submit(_write_image, path, result, j, metadata, labels,
+                                     snapshot_every, photo is not None))
+               for path, j, metadata in writes]
+    concurrent.futures.wait([written for _, written in pending])
+    for path, written in pending:
+      if (error := written.result()) is not None:
+        raise _storage_error(path, error)
+    try:
+      with ledger.lock():
+        _fsync_append(jsonl, "".join(json.dumps(r, sort_keys=True) + "\n"
+                                     for _, r in new_rows))
+        _fsync_append(csv_path, _csv_text([r for _, r in new_rows], header=False))
+    except OSError as error:
+      raise _storage_error(jsonl, error) from None
+    for key, row in new_rows:
+      done[key] = rows[key] = row
+  return [row for _, row in new_rows]
 
 
 def _write_image(path: Path, result: engine.Generation, j: int, metadata: dict[str, str],
@@ -487,16 +618,6 @@ def _write_image(path: Path, result: engine.Generation, j: int, metadata: dict[s
   except OSError as error:
     return error
   return None
-
-
-def _split_by_photo(batch):
-  groups: list[list] = []
-  for item in batch:
-    if groups and groups[-1][0][0] == item[0]:
-      groups[-1].append(item)
-    else:
-      groups.append([item])
-  return groups
 
 
 def weights_identity(model: str, weights: str | None) -> str:

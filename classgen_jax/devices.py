@@ -8,6 +8,8 @@ on one device as on many, and across hosts after
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import time
 from typing import Any
@@ -21,10 +23,25 @@ from jax.sharding import PartitionSpec as P
 
 from classgen_jax._classifier import Classifier
 
+_LOCAL = contextvars.ContextVar("process_local", default=False)
+
+
+@contextlib.contextmanager
+def process_local(local: bool = True):
+  """Within it (when ``local``), a batch computes on this process's devices
+  only and nothing is gathered from other processes: for jobs whose
+  processes each make their own share (an atlas on several hosts)."""
+  token = _LOCAL.set(local or _LOCAL.get())
+  try:
+    yield
+  finally:
+    _LOCAL.reset(token)
+
 
 def batch_mesh() -> Mesh:
-  """A 1-D mesh over every visible device (all hosts'), axis ``"batch"``."""
-  return Mesh(np.asarray(jax.devices()), ("batch",))
+  """A 1-D mesh over every visible device (all hosts', or this process's
+  within ``process_local``), axis ``"batch"``."""
+  return Mesh(np.asarray(jax.local_devices() if _LOCAL.get() else jax.devices()), ("batch",))
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
@@ -45,7 +62,7 @@ def padded_size(n: int, mesh: Mesh, at_least: int = 0) -> int:
 
 def to_host(tree):
   """Numpy copies of (possibly sharded, possibly multi-host) arrays."""
-  if jax.process_count() > 1:
+  if jax.process_count() > 1 and not _LOCAL.get():
     return multihost_utils.process_allgather(tree, tiled=True)
   return jax.tree_util.tree_map(np.asarray, tree)
 

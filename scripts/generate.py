@@ -5,6 +5,18 @@ r"""Generate images that a classifier sees as chosen classes: an atlas.
 
 Writes one PNG per image, summary.jsonl, summary.csv and run.json into the
 --out folder; rerunning the same command resumes (classgen_jax.atlas).
+
+Several processes, one job (each makes its share of the classes on its own
+devices and writes its own summary part; the last to finish merges them):
+
+  python scripts/generate.py --classes=all --out=atlas \
+      --coordinator=10.0.0.1:1234 --num_processes=2 --process_id=0   # host 0
+  python scripts/generate.py --classes=all --out=atlas \
+      --coordinator=10.0.0.1:1234 --num_processes=2 --process_id=1   # host 1
+  python scripts/generate.py --out=atlas --merge_summaries           # again, by hand
+
+--distributed instead takes all three from the cluster (SLURM, TPU pods).
+Two runs started on one folder without either simply share the work.
 """
 
 from __future__ import annotations
@@ -34,6 +46,14 @@ flags.DEFINE_float("steps_scale", 1.0, "Scale every octave's iterations by this.
 flags.DEFINE_integer("snapshot_every", 0, "Also write a GIF per image, a frame every N steps.")
 flags.DEFINE_string("out", "atlas", "Output folder.")
 flags.DEFINE_bool("overwrite", False, "Replace another run's images in --out.")
+flags.DEFINE_bool("distributed", False, "Start jax.distributed with the cluster's settings "
+                  "(SLURM, TPU pods): this process makes its share of the classes.")
+flags.DEFINE_string("coordinator", None, "host:port of process 0, for jax.distributed "
+                    "(with --num_processes and --process_id).")
+flags.DEFINE_integer("num_processes", None, "Processes in the job (with --coordinator).")
+flags.DEFINE_integer("process_id", None, "This process's index in the job (with --coordinator).")
+flags.DEFINE_bool("merge_summaries", False, "Only merge the processes' summary parts in --out "
+                  "into summary.jsonl and summary.csv, then stop.")
 flags.DEFINE_bool("progress", True, "Report compiling and iterations as they happen (a bar on "
                   "a terminal, plain lines in a log); --noprogress: one line per batch.")
 
@@ -42,6 +62,11 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   _cli.check_out_folder(FLAGS.out)
+  if FLAGS.merge_summaries:
+    rows = atlas.merge_summaries(FLAGS.out)
+    logging.info("merged %d rows into %s", len(rows), FLAGS.out)
+    return
+  _start_distributed()
   reporter = progress.Reporter() if FLAGS.progress else None
   with _cli.interruptible(FLAGS.out, atlas.WRITING) as handled:
     try:
@@ -64,6 +89,24 @@ def main(argv):
       sys.exit(f"error: {error}")
   logging.info("made %d images, kept %d, in %s (%.0f s)", result.made, result.kept,
                result.out, result.seconds)
+
+
+def _start_distributed() -> None:
+  given = [FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id]
+  if any(v is not None for v in given) and not all(v is not None for v in given):
+    sys.exit("error: --coordinator, --num_processes and --process_id go together "
+             "(or use --distributed to read them from the cluster)")
+  if FLAGS.distributed or FLAGS.coordinator:
+    import jax  # pylint: disable=g-import-not-at-top
+    kwargs = {} if FLAGS.distributed else dict(
+        coordinator_address=FLAGS.coordinator, num_processes=FLAGS.num_processes,
+        process_id=FLAGS.process_id)
+    try:
+      jax.distributed.initialize(**kwargs)
+    except (RuntimeError, ValueError) as error:
+      sys.exit(f"error: jax.distributed could not start ({str(error).splitlines()[0]}); "
+               "check --coordinator is process 0's reachable host:port")
+    logging.info("process %d of %d", jax.process_index(), jax.process_count())
 
 
 def run():

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from classgen_jax import atlas, imagenet
+from classgen_jax import atlas, claims, imagenet
 from classgen_jax.images import read_png_metadata
 from tests.conftest import CLASSES, QUICK, tiny
 
@@ -236,3 +236,123 @@ def _unreadable_only(tmp_path: Path) -> Path:
   folder.mkdir()
   (folder / "bad.jpg").write_bytes(b"nope")
   return folder
+
+
+# ----------------------------------------------------------------------------
+# Several runs on one folder, several processes in one job.
+
+
+def testclaims_are_exclusive_and_a_dead_run_is_taken_over(tmp_path, caplog):
+  ours = claims.Claims(tmp_path, heartbeat=0.05)
+  other = claims.Claims(tmp_path)
+  other.me = {"host": other.me["host"], "pid": os.getppid()}  # a live process, not us
+  try:
+    assert other.take("0019_chickadee")
+    assert not ours.take("0019_chickadee")
+    assert ours.holder("0019_chickadee")["pid"] == os.getppid()
+    other.release("0019_chickadee")
+    assert ours.take("0019_chickadee") and ours.holder("0019_chickadee") is None
+    # A claim left by a process that no longer exists is taken over, with a warning.
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    path = tmp_path / claims.CLAIMS_DIR / "0001_goldfish.claim"
+    path.write_text(json.dumps({"host": ours.me["host"], "pid": int(dead.stdout)}))
+    assert ours.take("0001_goldfish")
+    assert "taking over process" in caplog.text
+    # Another host's claim is live while refreshed, stale once it is not.
+    path = tmp_path / claims.CLAIMS_DIR / "0002_great_white_shark.claim"
+    path.write_text(json.dumps({"host": "elsewhere", "pid": 1}))
+    assert not ours.take("0002_great_white_shark")
+    os.utime(path, (time.time() - 3600,) * 2)
+    assert ours.take("0002_great_white_shark")
+    before = (tmp_path / claims.CLAIMS_DIR / "0019_chickadee.claim").stat().st_mtime
+    time.sleep(0.3)  # the heartbeat refreshes what we hold
+    assert (tmp_path / claims.CLAIMS_DIR / "0019_chickadee.claim").stat().st_mtime > before
+  finally:
+    ours.close()
+    other.close()
+  assert not list((tmp_path / claims.CLAIMS_DIR).glob("*.claim"))
+
+
+def test_processes_make_their_share_and_merge_the_summary(reference, tmp_path):
+  first = atlas.make_atlas(tiny(), CLASSES, tmp_path, QUICK, batch_size=2,
+                           process_index=1, process_count=2)
+  assert first.made == 2 and [r["target"] for r in first.rows] == CLASSES[1::2]
+  assert [r["target"] for r in atlas.read_summary(tmp_path, 1)] == CLASSES[1::2]
+  second = atlas.make_atlas(tiny(), CLASSES, tmp_path, QUICK, batch_size=2,
+                            process_index=0, process_count=2)
+  assert second.made == 2
+  # The last to finish merged both parts: the summary of a one-process run.
+  assert [r["file"] for r in atlas.read_summary(tmp_path)] == [
+      r["file"] for r in atlas.read_summary(reference)]
+  expected, got = images_of(reference), images_of(tmp_path)
+  assert expected.keys() == got.keys()
+  for name in expected:
+    np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+  # Each process resumes its own share.
+  again = atlas.make_atlas(tiny(), CLASSES, tmp_path, QUICK, process_index=1, process_count=2)
+  assert again.made == 0 and again.kept == 2
+  with pytest.raises(atlas.AtlasError, match="empty the folder first"):
+    atlas.make_atlas(tiny(), CLASSES, tmp_path, QUICK, process_index=0, process_count=2,
+                     overwrite=True)
+
+
+_RUN = ("import sys\nfrom classgen_jax import atlas\nfrom tests.conftest import QUICK, "
+        "CLASSES, tiny\n"
+        "r = atlas.make_atlas(tiny(), CLASSES, sys.argv[1], QUICK, batch_size=1, poll=0.2)\n"
+        "print('made', r.made, 'rows', len(r.rows))\n")
+
+
+@pytest.mark.slow  # two processes, ~30 s
+def test_two_runs_on_one_folder_share_the_work(reference, tmp_path):
+  """Started together by mistake: no image made twice, no row written twice,
+  and both end with the whole atlas."""
+  env = dict(os.environ, CLASSGEN_JAX_ATLAS_SLEEP="1", JAX_PLATFORMS="cpu")
+  runs = [subprocess.Popen([sys.executable, "-c", _RUN, str(tmp_path)], cwd=ROOT, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+          for _ in range(2)]
+  outputs = [run.communicate(timeout=300) for run in runs]
+  for run, (_, err) in zip(runs, outputs):
+    assert run.returncode == 0, err[-2000:]
+  made = [int(out.split()[1]) for out, _ in outputs]
+  assert sum(made) == len(CLASSES) and [out.split()[3] for out, _ in outputs] == ["4", "4"]
+  rows = atlas.read_summary(tmp_path)
+  assert sorted(r["file"] for r in rows) == sorted(atlas.image_name(t, 0) for t in CLASSES)
+  expected, got = images_of(reference), images_of(tmp_path)
+  for name in expected:
+    np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+  assert not list((tmp_path / claims.CLAIMS_DIR).glob("*.claim"))
+
+
+_DISTRIBUTED = (
+    "import sys, jax\n"
+    "jax.distributed.initialize(coordinator_address=sys.argv[2], num_processes=2, "
+    "process_id=int(sys.argv[3]), initialization_timeout=120)\n"
+    "from classgen_jax import atlas\nfrom tests.conftest import QUICK, CLASSES, tiny\n"
+    "r = atlas.make_atlas(tiny(), CLASSES, sys.argv[1], QUICK, batch_size=2)\n"
+    "print('made', r.made)\njax.distributed.shutdown()\n")
+
+
+@pytest.mark.slow  # two processes, ~40 s
+def test_jax_distributed_processes_equal_a_single_process_run(reference, tmp_path):
+  import socket  # pylint: disable=g-import-not-at-top
+  with socket.socket() as probe:
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  runs = [subprocess.Popen([sys.executable, "-c", _DISTRIBUTED, str(tmp_path),
+                            f"127.0.0.1:{port}", str(i)], cwd=ROOT, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+          for i in range(2)]
+  outputs = [run.communicate(timeout=300) for run in runs]
+  for run, (_, err) in zip(runs, outputs):
+    assert run.returncode == 0, err[-2000:]
+  assert [out.split() for out, _ in outputs] == [["made", "2"], ["made", "2"]]
+  assert {p.name for p in tmp_path.glob("summary.p*.jsonl")} == {
+      "summary.p0.jsonl", "summary.p1.jsonl"}
+  assert [r["file"] for r in atlas.read_summary(tmp_path)] == [
+      r["file"] for r in atlas.read_summary(reference)]
+  expected, got = images_of(reference), images_of(tmp_path)
+  assert expected.keys() == got.keys()
+  for name in expected:
+    np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
