@@ -33,6 +33,7 @@ written, so a test can kill the process mid-run at a known point.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import csv
 import dataclasses
 import errno
@@ -290,12 +291,21 @@ class AtlasResult:
     kept: complete images found from an earlier run and kept.
     rows: the summary rows of every image of the run, in class order.
     seconds: wall-clock time.
+    timings: where the wall time went, in seconds: ``compile`` (the
+      octaves' programs, first use), ``generate`` (the ``engine.generate``
+      calls, compiling included: the device's work and the host's NaN
+      checks and final metrics), ``write`` (PNG encoding and writing, on
+      worker threads, overlapping the next batch's generation),
+      ``write_wait`` (the part of it the run waited for), ``setup``
+      (reading the folder, before the first batch) and ``waiting`` (for
+      classes other runs were making).
   """
   out: Path
   made: int
   kept: int
   rows: list[dict[str, Any]]
   seconds: float
+  timings: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 def _prepare_folder(out: Path, config: dict[str, Any], overwrite: bool) -> None:
@@ -329,10 +339,44 @@ def _prepare_folder(out: Path, config: dict[str, Any], overwrite: bool) -> None:
   write_text(run_file, json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
-# Held while a batch's files are written: whoever must stop the process at
-# once (a Ctrl-C during compiling, see scripts/generate.py) takes it first, so
-# no file is left half-written and the summary has every row of its PNGs.
-WRITING = threading.Lock()
+class WriteGate:
+  """Files being written, by any number of threads at once (``writing()``);
+  ``with gate:`` waits until none is and lets none start until it exits.
+
+  Whoever must stop the process at once (a Ctrl-C during compiling, see
+  ``scripts/_cli.interruptible``) enters it first, so no file is left
+  half-written and the summary has every row of its PNGs.
+  """
+
+  def __init__(self):
+    self._changed = threading.Condition()
+    self._active, self._closed = 0, False
+
+  @contextlib.contextmanager
+  def writing(self):
+    with self._changed:
+      self._changed.wait_for(lambda: not self._closed)
+      self._active += 1
+    try:
+      yield
+    finally:
+      with self._changed:
+        self._active -= 1
+        self._changed.notify_all()
+
+  def __enter__(self):
+    with self._changed:
+      self._closed = True
+      self._changed.wait_for(lambda: not self._active)
+    return self
+
+  def __exit__(self, *exc_info):
+    with self._changed:
+      self._closed = False
+      self._changed.notify_all()
+
+
+WRITING = WriteGate()
 
 
 class Interrupted(Exception):
@@ -483,8 +527,43 @@ def _make(classifier, out, recipe, config, run_id, indices, photos, ledger, part
   if done:
     log(f"atlas: resuming in {out}: {len(done)} of {len(planned)} images already complete")
   made, began, sleep = 0, time.perf_counter(), float(os.environ.get(_SLEEP_ENV, 0) or 0)
+  timings = dict.fromkeys(("compile", "generate", "write", "write_wait", "waiting"), 0.0)
+  timings["setup"] = began - start
   waiting_said: set[str] = set()
   writers = concurrent.futures.ThreadPoolExecutor(min(16, os.cpu_count() or 1))
+  in_flight = None  # the previous batch's writes, finished after the next batch is made
+
+  def heard(event: engine.Progress) -> None:
+    if event.event == "compiled":
+      timings["compile"] += event.seconds
+    if progress is not None:
+      progress(event)
+
+  def finish(pending) -> int:
+    """Waits for a batch's PNGs, appends its rows, releases its classes."""
+    nonlocal made
+    if pending is None:
+      return 0
+    waited = time.perf_counter()
+    try:
+      new_rows = pending.finish()
+    finally:
+      for item in pending.batch:
+        ledger.release(claim_name[item])
+      timings["write_wait"] += time.perf_counter() - waited
+    timings["write"] += pending.seconds
+    made += len(new_rows)
+    rate = made / max(time.perf_counter() - began, 1e-9)
+    eta = (total - made) / rate if rate else float("inf")
+    line = (f"atlas: {len(done)}/{len(planned)} images, {rate:.2f} images/s, "
+            f"ETA {duration(eta)}")
+    if progress is not None and hasattr(progress, "line"):
+      progress.line(line)
+    else:
+      log(line)
+    if sleep:
+      time.sleep(sleep)
+    return len(new_rows)
 
   def complete(item) -> bool:
     return all((item[0], item[1], r) in done for r in range(restarts))
@@ -508,6 +587,9 @@ def _make(classifier, out, recipe, config, run_id, indices, photos, ledger, part
       if not batch:
         if not others:
           continue
+        finish(in_flight)  # ours first: another run may be waiting for them
+        in_flight = None
+        waited = time.perf_counter()
         # Everything left is being made by other runs: wait for their PNGs.
         holders = {claims.who(o) for o in others.values() if o} - waiting_said
         if holders:
@@ -517,47 +599,97 @@ def _make(classifier, out, recipe, config, run_id, indices, photos, ledger, part
         time.sleep(poll)
         collect([(photo, t, r) for photo, t in todo for r in range(restarts)])
         todo = [item for item in todo if not complete(item)]
+        timings["waiting"] += time.perf_counter() - waited
         continue
       photo = batch[0][0]
       try:
+        generating = time.perf_counter()
         result = engine.generate(classifier, [t for _, t in batch], recipe, seed=seed,
                                  restarts=restarts, snapshot_every=snapshot_every,
                                  init=None if photo is None else load_image(photo),
                                  batch_size=batch_size, pad_to=per_batch * restarts,
-                                 progress=progress)
-        new_rows = _write_batch(result, batch, photo, out, names, run_id, config, labels,
-                                seed, weights, snapshot_every, writers, ledger, jsonl,
-                                csv_path, done, rows)
-      finally:
+                                 progress=heard)
+        timings["generate"] += time.perf_counter() - generating
+      except BaseException:
         for item in batch:
           ledger.release(claim_name[item])
-      made += len(new_rows)
-      rate = made / max(time.perf_counter() - began, 1e-9)
-      eta = (total - made) / rate if rate else float("inf")
-      line = (f"atlas: {len(done)}/{len(planned)} images, {rate:.2f} images/s, "
-              f"ETA {duration(eta)}")
-      if progress is not None and hasattr(progress, "line"):
-        progress.line(line)
-      else:
-        log(line)
-      if sleep:
-        time.sleep(sleep)
+        raise
+      # This batch's PNGs are encoded while the next batch is generated.
+      previous, in_flight = in_flight, _Writes(
+          result, batch, photo, out, names, run_id, config, labels, seed, weights,
+          snapshot_every, writers, ledger, jsonl, csv_path, done, rows)
+      finish(previous)
+    finish(in_flight)
+    in_flight = None
   except KeyboardInterrupt:
     # The writes of the batch in hand finish (each file is atomic anyway).
+    pending, in_flight = in_flight, None
+    with contextlib.suppress(Exception):
+      finish(pending)
     writers.shutdown(wait=True)
     finished = sum(read_complete(out / names[key], run_id) is not None for key in planned)
     raise Interrupted(finished, len(planned)) from None
-  writers.shutdown(wait=True)
+  finally:
+    if in_flight is not None:  # an error: what was written stays, rows included
+      pending, in_flight = in_flight, None
+      with contextlib.suppress(Exception):
+        finish(pending)
+    writers.shutdown(wait=True)
   if part is not None:
     merge_summaries(out)  # the last process to finish leaves the whole summary
-  return AtlasResult(out, made, kept, [rows[k] for k in planned],
-                     time.perf_counter() - start)
+  timings["wall"] = time.perf_counter() - start
+  return AtlasResult(out, made, kept, [rows[k] for k in planned], timings["wall"], timings)
 
 
-def _write_batch(result, batch, photo, out, names, run_id, config, labels, seed, weights,
-                 snapshot_every, writers, ledger, jsonl, csv_path, done, rows):
-  """Writes a generated batch's PNGs (on every core) and appends its summary
-  rows; returns the rows."""
+class _Writes:
+  """A generated batch's PNGs, submitted to the writer threads at once;
+  ``finish`` waits for them, then appends their summary rows.
+
+  PNG encoding (zlib, outside the GIL) runs on every core, and while the
+  next batch is generated: a 1000-class run would otherwise spend longer
+  writing than a GPU spends generating.
+  """
+
+  def __init__(self, result, batch, photo, out, names, run_id, config, labels, seed, weights,
+               snapshot_every, writers, ledger, jsonl, csv_path, done, rows):
+    self.batch, self.seconds = batch, 0.0
+    self._ledger, self._jsonl, self._csv = ledger, jsonl, csv_path
+    self._done, self._rows = done, rows
+    self._new_rows, self._pending = _summary_rows(
+        result, photo, out, names, run_id, config, labels, seed, weights, done)
+    self._pending = [
+        (path, writers.submit(self._timed, path, result, j, metadata, labels, snapshot_every,
+                              photo is not None))
+        for path, j, metadata in self._pending]
+
+  def _timed(self, *args) -> OSError | None:
+    began = time.perf_counter()
+    try:
+      with WRITING.writing():
+        return _write_image(*args)
+    finally:
+      self.seconds += time.perf_counter() - began  # one += per file, under the GIL
+
+  def finish(self) -> list[dict[str, Any]]:
+    concurrent.futures.wait([written for _, written in self._pending])
+    for path, written in self._pending:
+      if (error := written.result()) is not None:
+        raise _storage_error(path, error)
+    try:
+      with WRITING.writing(), self._ledger.lock():
+        _fsync_append(self._jsonl, "".join(json.dumps(r, sort_keys=True) + "\n"
+                                           for _, r in self._new_rows))
+        _fsync_append(self._csv, _csv_text([r for _, r in self._new_rows], header=False))
+    except OSError as error:
+      raise _storage_error(self._jsonl, error) from None
+    for key, row in self._new_rows:
+      self._done[key] = self._rows[key] = row
+    return [row for _, row in self._new_rows]
+
+
+def _summary_rows(result, photo, out, names, run_id, config, labels, seed, weights, done):
+  """``([(key, summary row)], [(png path, index in batch, PNG metadata)])``
+  of a generated batch's new images."""
   new_rows, writes = [], []
   for j, (target, restart) in enumerate(zip(result.targets, result.restarts)):
     key = (photo, int(target), int(restart))
@@ -581,26 +713,7 @@ def _write_batch(result, batch, photo, out, names, run_id, config, labels, seed,
                     run_id=run_id, summary=json.dumps(row, sort_keys=True))
     writes.append((out / names[key], j, metadata))
     new_rows.append((key, row))
-  # PNG encoding (zlib, outside the GIL) on every core: a 1000-class run
-  # would otherwise spend longer writing than a GPU spends generating.
-  with WRITING:  # a Ctrl-C's watchdog waits for a batch's writes to end
-    pending = [(path, writers.submit(_write_image, path, result, j, metadata, labels,
-                                     snapshot_every, photo is not None))
-               for path, j, metadata in writes]
-    concurrent.futures.wait([written for _, written in pending])
-    for path, written in pending:
-      if (error := written.result()) is not None:
-        raise _storage_error(path, error)
-    try:
-      with ledger.lock():
-        _fsync_append(jsonl, "".join(json.dumps(r, sort_keys=True) + "\n"
-                                     for _, r in new_rows))
-        _fsync_append(csv_path, _csv_text([r for _, r in new_rows], header=False))
-    except OSError as error:
-      raise _storage_error(jsonl, error) from None
-    for key, row in new_rows:
-      done[key] = rows[key] = row
-  return [row for _, row in new_rows]
+  return new_rows, writes
 
 
 def _write_image(path: Path, result: engine.Generation, j: int, metadata: dict[str, str],

@@ -14,7 +14,8 @@ no longer exists, from another host when the owner stopped refreshing it
 seconds; a claim untouched for ``stale_after`` seconds is stale).
 
 ``lock()`` serialises the short sections where runs rewrite or append to the
-shared summary files (``fcntl.flock``; a no-op where there is none).
+shared summary files (``fcntl.flock`` on ``.claims/lock``; a no-op where
+there is none). ``.claims/`` stays in the folder, empty but for that file.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ try:
 except ImportError:  # pragma: no cover - not POSIX
   fcntl = None
 
-CLAIMS_DIR = ".claims"
-LOCK_FILE = ".atlas.lock"
+CLAIMS_DIR = ".claims"  # the claims, and the lock file
+LOCK_FILE = "lock"
 
 
 def _alive(pid: int) -> bool:
@@ -134,11 +135,12 @@ class Claims:
 
 @contextlib.contextmanager
 def folder_lock(folder: Path):
-  """``flock`` on ``folder/.atlas.lock`` (a no-op without ``fcntl``)."""
+  """``flock`` on ``folder/.claims/lock`` (a no-op without ``fcntl``)."""
   if fcntl is None:  # pragma: no cover
     yield
     return
-  with open(Path(folder) / LOCK_FILE, "a+b") as f:
+  (Path(folder) / CLAIMS_DIR).mkdir(exist_ok=True)
+  with open(Path(folder) / CLAIMS_DIR / LOCK_FILE, "a+b") as f:
     fcntl.flock(f, fcntl.LOCK_EX)
     try:
       yield

@@ -109,7 +109,7 @@ def completed_rows(out: str) -> int:
 
 
 @contextlib.contextmanager
-def interruptible(out: str, writing: threading.Lock):
+def interruptible(out: str, writing: contextlib.AbstractContextManager):
   """Ends the process within about two seconds of a Ctrl-C, with one line.
 
   The main thread handles a Ctrl-C itself whenever it is in Python (it waits

@@ -137,9 +137,12 @@ def test_resume_after_kill_matches_uninterrupted_run(reference, tmp_path):
     child.send_signal(signal.SIGKILL)
     child.wait()
   assert child.returncode == -signal.SIGKILL
-  assert len(list(out.glob("*.png"))) == 1  # killed mid-run, after its first batch
+  # Killed mid-run, once the first batch's row was written; the second
+  # batch's PNG (encoded while a batch is generated) may be there too.
+  pngs = len(list(out.glob("*.png")))
+  assert 1 <= pngs <= 2 and len(atlas.read_summary(out)) == 1
   resumed = atlas.make_atlas(tiny(), CLASSES, out, QUICK, batch_size=2)
-  assert resumed.kept == 1 and resumed.made == 3
+  assert resumed.kept == pngs and resumed.made == 4 - pngs
   expected, got = images_of(reference), images_of(out)
   assert expected.keys() == got.keys()
   for name in expected:

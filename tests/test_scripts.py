@@ -121,7 +121,8 @@ def test_ctrl_c_stops_within_seconds_with_the_resume_line(tmp_path):
   assert last.startswith("interrupted: 0 of 2 images complete, no partial files; resume with:")
   assert last.endswith("--recipe=long --classes=1,2 --batch_size=1 --out=" + str(tmp_path / "out"))
   assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-      "run.json", "summary.csv", "summary.jsonl"]
+      ".claims", "run.json", "summary.csv", "summary.jsonl"]
+  assert [p.name for p in (tmp_path / "out" / ".claims").iterdir()] == ["lock"]  # released
 
 
 def test_compilation_cache_under_the_project_cache(tmp_path, monkeypatch):
