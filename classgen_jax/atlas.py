@@ -292,7 +292,8 @@ class AtlasResult:
     rows: the summary rows of every image of the run, in class order.
     seconds: wall-clock time.
     timings: where the wall time went, in seconds: ``compile`` (the
-      octaves' programs, first use), ``generate`` (the ``engine.generate``
+      octaves' programs, first use; measured only with ``progress``),
+      ``generate`` (the ``engine.generate``
       calls, compiling included: the device's work and the host's NaN
       checks and final metrics), ``write`` (PNG encoding and writing, on
       worker threads, overlapping the next batch's generation),
@@ -478,6 +479,24 @@ def make_atlas(classifier: Classifier, classes: Sequence[int | str], out: str | 
     ledger.close()
 
 
+def describe_timings(timings: dict[str, float]) -> str:
+  """One line: where an atlas's wall time went (``AtlasResult.timings``)."""
+  wall = timings.get("wall", 0.0)
+  generating = timings.get("generate", 0.0)
+  compiling = min(timings.get("compile", 0.0), generating)
+  accounted = timings.get("setup", 0.0) + generating + timings.get("write_wait", 0.0) + (
+      timings.get("waiting", 0.0))
+  parts = [f"setup {timings.get('setup', 0.0):.1f} s",
+           f"compiling {compiling:.1f} s",
+           f"generating {generating - compiling:.1f} s (device, NaN checks, final metrics)",
+           f"writing PNGs {timings.get('write', 0.0):.1f} s on worker threads, "
+           f"{timings.get('write_wait', 0.0):.1f} s of it waited for"]
+  if timings.get("waiting"):
+    parts.append(f"waiting for other runs {timings['waiting']:.1f} s")
+  parts.append(f"other {max(wall - accounted, 0.0):.1f} s")
+  return f"wall {wall:.1f} s: " + ", ".join(parts)
+
+
 def _share(index: int | None, count: int | None) -> tuple[int, int]:
   """This process's ``(index, count)``: given, or JAX's processes."""
   if count is None:
@@ -608,7 +627,7 @@ def _make(classifier, out, recipe, config, run_id, indices, photos, ledger, part
                                  restarts=restarts, snapshot_every=snapshot_every,
                                  init=None if photo is None else load_image(photo),
                                  batch_size=batch_size, pad_to=per_batch * restarts,
-                                 progress=heard)
+                                 progress=heard if progress is not None else None)
         timings["generate"] += time.perf_counter() - generating
       except BaseException:
         for item in batch:

@@ -4,6 +4,7 @@ r"""Throughput of classgen_jax's compiled octave against the torch reference.
   python scripts/benchmark.py --model=googlenet --dtype=bfloat16 --json_out=bf16.json
   python scripts/benchmark.py --model=resnet18 --sweep --max_batch=32
   python scripts/benchmark.py --flops=googlenet,inception_v3,resnet50,efficientnet_lite0
+  python scripts/benchmark.py --model=googlenet --recipe=octaves --atlas=1000 --batch_size=250
 
 See converters/reference/benchmark.py for what is measured and how.
 """
@@ -35,6 +36,10 @@ flags.DEFINE_bool("breakdown", False, "Also time the model's forward pass and fo
                   "alone, to show where a step's time goes.")
 flags.DEFINE_string("trace_dir", None, "Also trace one compiled octave call (jax.profiler) "
                     "into this folder and print its largest ops.")
+flags.DEFINE_integer("atlas", 0, "Only run the atlas end to end for this many classes (0 to "
+                     "N-1, PNGs written to a temporary folder) and print where its wall time "
+                     "went; --recipe is the whole recipe, --batch_size the atlas's.")
+flags.DEFINE_float("steps_scale", 1.0, "With --atlas: scale every octave's iterations.")
 flags.DEFINE_list("flops", [], "Only count FLOPs per image-iteration (and per forward pass) "
                   "of these models at their native sizes; nothing is timed.")
 
@@ -49,6 +54,16 @@ def main(argv):
             f"{row['forward_gflops']:>15.2f}")
     if FLAGS.json_out:
       write_text(FLAGS.json_out, json.dumps(table, indent=1) + "\n")
+    return
+  if FLAGS.atlas:
+    result = benchmark.atlas(FLAGS.model, FLAGS.recipe, FLAGS.atlas, FLAGS.batch_size,
+                             dtype=FLAGS.dtype, steps_scale=FLAGS.steps_scale)
+    print(f"{FLAGS.model} {FLAGS.recipe} atlas, {FLAGS.atlas} classes, batch {FLAGS.batch_size}"
+          f", {FLAGS.dtype}, steps x{FLAGS.steps_scale:g}; {result['device']} "
+          f"x{result['devices']}: {result['images']} images, "
+          f"{result['images_per_s']:.2f} images/s\n{result['summary']}")
+    if FLAGS.json_out:
+      write_text(FLAGS.json_out, json.dumps(result, indent=1) + "\n")
     return
   config = benchmark.Config(
       model=FLAGS.model, recipe=FLAGS.recipe, image_size=FLAGS.image_size,

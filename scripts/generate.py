@@ -54,6 +54,8 @@ flags.DEFINE_integer("num_processes", None, "Processes in the job (with --coordi
 flags.DEFINE_integer("process_id", None, "This process's index in the job (with --coordinator).")
 flags.DEFINE_bool("merge_summaries", False, "Only merge the processes' summary parts in --out "
                   "into summary.jsonl and summary.csv, then stop.")
+flags.DEFINE_string("profile", None, "Write a jax.profiler trace of the run to this folder "
+                    "(TensorBoard or Perfetto read it) and print where the wall time went.")
 flags.DEFINE_bool("progress", True, "Report compiling and iterations as they happen (a bar on "
                   "a terminal, plain lines in a log); --noprogress: one line per batch.")
 
@@ -70,7 +72,7 @@ def main(argv):
   reporter = progress.Reporter() if FLAGS.progress else None
   with _cli.interruptible(FLAGS.out, atlas.WRITING) as handled:
     try:
-      with reporter or contextlib.nullcontext():
+      with reporter or contextlib.nullcontext(), _profiling(FLAGS.profile):
         result = atlas.run(
             model=FLAGS.model, weights=FLAGS.weights, classes=FLAGS.classes, out=FLAGS.out,
             recipe=FLAGS.recipe, seed=FLAGS.seed, restarts=FLAGS.restarts,
@@ -89,6 +91,15 @@ def main(argv):
       sys.exit(f"error: {error}")
   logging.info("made %d images, kept %d, in %s (%.0f s)", result.made, result.kept,
                result.out, result.seconds)
+  if FLAGS.profile:
+    print(f"profile: {atlas.describe_timings(result.timings)}; trace in {FLAGS.profile}")
+
+
+def _profiling(folder: str | None):
+  if not folder:
+    return contextlib.nullcontext()
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.profiler.trace(folder)
 
 
 def _start_distributed() -> None:

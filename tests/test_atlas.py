@@ -108,6 +108,19 @@ def test_run_writes_pngs_metadata_and_summary(reference):
     assert len(row["top1_fraction_per_octave"]) == len(row["zscore_jitter_per_octave"]) == 1
 
 
+def test_timings_say_where_the_wall_time_went(tmp_path):
+  events = []
+  result = atlas.make_atlas(tiny(), CLASSES[:2], tmp_path, QUICK, batch_size=1,
+                            progress=events.append)
+  t = result.timings
+  assert set(t) == {"compile", "generate", "write", "write_wait", "waiting", "setup", "wall"}
+  assert t["generate"] > 0 and t["write"] > 0 and t["wall"] == result.seconds
+  assert t["setup"] + t["generate"] + t["write_wait"] <= t["wall"]
+  assert t["compile"] == sum(e.seconds for e in events if e.event == "compiled")
+  line = atlas.describe_timings(t)
+  assert line.startswith(f"wall {t['wall']:.1f} s: setup") and "writing PNGs" in line
+
+
 def test_rerun_does_nothing_and_other_batches_make_the_same_images(reference, tmp_path):
   again = atlas.make_atlas(tiny(), CLASSES, reference, QUICK, batch_size=3)
   assert again.made == 0 and again.kept == 4

@@ -139,3 +139,32 @@ def test_compilation_cache_under_the_project_cache(tmp_path, monkeypatch):
     assert jax.config.jax_compilation_cache_dir == previous
   finally:
     jax.config.update("jax_compilation_cache_dir", previous)
+
+
+_PROFILE_TINY = """
+import sys
+import classgen_jax.weights
+from tests.conftest import tiny
+classgen_jax.weights.load_classifier = lambda *args, **kwargs: tiny()
+from scripts import generate
+sys.argv = ["scripts/generate.py", "--recipe=quick_for_profile", "--classes=1,2",
+            "--batch_size=1", "--out=" + sys.argv[1], "--profile=" + sys.argv[2]]
+from classgen_jax import recipes
+from tests.conftest import QUICK
+recipes.RECIPES["quick_for_profile"] = QUICK
+generate.run()
+"""
+
+
+@pytest.mark.slow  # a subprocess, ~20 s
+def test_generate_profile_writes_a_trace_and_says_where_the_time_went(tmp_path):
+  env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
+  done = subprocess.run([sys.executable, "-c", _PROFILE_TINY, str(tmp_path / "out"),
+                         str(tmp_path / "trace")], capture_output=True, text=True, env=env,
+                        cwd=ROOT, timeout=300)
+  assert done.returncode == 0, done.stderr[-2000:]
+  line = next(x for x in done.stdout.splitlines() if x.startswith("profile: "))
+  for part in ("wall", "compiling", "generating", "writing PNGs", "trace in"):
+    assert part in line, line
+  assert list((tmp_path / "trace").rglob("*.xplane.pb"))
+  assert len(list((tmp_path / "out").glob("*.png"))) == 2

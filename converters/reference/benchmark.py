@@ -26,6 +26,7 @@ import functools
 import os
 import resource
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -387,6 +388,29 @@ def trace_summary(classifier, config: Config, trace_dir: str, top: int = 12) -> 
           "kinds": {kind: ms / total for kind, ms in kinds.most_common(top)},
           "ops": [{"name": name, "ms": ms, "share": ms / total if total else 0.0,
                    "count": counts[name]} for name, ms in totals.most_common(top)]}
+
+
+def atlas(model: str, recipe: str, classes: int, batch_size: int, *, dtype: str = "float32",
+          steps_scale: float = 1.0, out: str | None = None) -> dict[str, Any]:
+  """The atlas end to end: classes ``0 .. classes-1`` into a fresh folder
+  (``out``, or a temporary one), PNGs written; the wall time split as in
+  ``AtlasResult.timings``. The model is built as for the step benchmark
+  (random weights for the torchvision ports)."""
+  from classgen_jax import atlas as atlas_lib  # pylint: disable=g-import-not-at-top
+
+  _, classifier = models(model)
+  if dtype != "float32":
+    classifier = devices.mixed_precision(classifier, DTYPES[dtype])
+  with tempfile.TemporaryDirectory() as tmp:
+    made = atlas_lib.make_atlas(classifier, list(range(classes)), out or tmp, recipe,
+                                batch_size=batch_size, steps_scale=steps_scale,
+                                overwrite=True, progress=lambda event: None)  # compile times
+  wall = made.timings["wall"]
+  return {"config": {"model": model, "recipe": recipe, "classes": classes,
+                     "batch_size": batch_size, "dtype": dtype, "steps_scale": steps_scale},
+          "device": jax.devices()[0].device_kind, "devices": jax.device_count(),
+          "images": made.made, "images_per_s": made.made / wall, "timings": made.timings,
+          "summary": atlas_lib.describe_timings(made.timings)}
 
 
 def threads() -> int:
