@@ -292,8 +292,7 @@ class AtlasResult:
     rows: the summary rows of every image of the run, in class order.
     seconds: wall-clock time.
     timings: where the wall time went, in seconds: ``compile`` (the
-      octaves' programs, first use; measured only with ``progress``),
-      ``generate`` (the ``engine.generate``
+      octaves' programs, all at once before the first batch), ``generate`` (the ``engine.generate``
       calls, compiling included: the device's work and the host's NaN
       checks and final metrics), ``write`` (PNG encoding and writing, on
       worker threads, overlapping the next batch's generation),
@@ -552,12 +551,6 @@ def _make(classifier, out, recipe, config, run_id, indices, photos, ledger, part
   writers = concurrent.futures.ThreadPoolExecutor(min(16, os.cpu_count() or 1))
   in_flight = None  # the previous batch's writes, finished after the next batch is made
 
-  def heard(event: engine.Progress) -> None:
-    if event.event == "compiled":
-      timings["compile"] += event.seconds
-    if progress is not None:
-      progress(event)
-
   def finish(pending) -> int:
     """Waits for a batch's PNGs, appends its rows, releases its classes."""
     nonlocal made
@@ -627,8 +620,9 @@ def _make(classifier, out, recipe, config, run_id, indices, photos, ledger, part
                                  restarts=restarts, snapshot_every=snapshot_every,
                                  init=None if photo is None else load_image(photo),
                                  batch_size=batch_size, pad_to=per_batch * restarts,
-                                 progress=heard if progress is not None else None)
+                                 progress=progress)
         timings["generate"] += time.perf_counter() - generating
+        timings["compile"] += result.compile_seconds
       except BaseException:
         for item in batch:
           ledger.release(claim_name[item])

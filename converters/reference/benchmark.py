@@ -404,7 +404,7 @@ def atlas(model: str, recipe: str, classes: int, batch_size: int, *, dtype: str 
   with tempfile.TemporaryDirectory() as tmp:
     made = atlas_lib.make_atlas(classifier, list(range(classes)), out or tmp, recipe,
                                 batch_size=batch_size, steps_scale=steps_scale,
-                                overwrite=True, progress=lambda event: None)  # compile times
+                                overwrite=True)
   wall = made.timings["wall"]
   return {"config": {"model": model, "recipe": recipe, "classes": classes,
                      "batch_size": batch_size, "dtype": dtype, "steps_scale": steps_scale},
