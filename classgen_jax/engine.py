@@ -153,6 +153,9 @@ _CHUNKS_WITH_PROGRESS = 16
 # shape and dtype, model dtype, devices), for the "compiling" report and
 # ``precompile``.
 _COMPILED: set[tuple] = set()
+# What ``precompile`` compiled, by the same key: called directly, so the
+# octave's first call does not trace and lower it again.
+_EXECUTABLES: dict[tuple, Any] = {}
 
 
 def image_keys(seed: int, targets: Sequence[int], restarts: Sequence[int]) -> jax.Array:
@@ -398,8 +401,10 @@ def precompile(classifier: Classifier, plans: Sequence[step_lib.Plan], size: int
                                                      batch))
     lowered.append(octave_lib.compiled(plan, length).lower(replicated, state, targets, keys))
   with concurrent.futures.ThreadPoolExecutor(len(lowered)) as pool:
-    for (plan, length, canvas), _ in zip(todo, pool.map(lambda low: low.compile(), lowered)):
+    for (plan, length, canvas), executable in zip(todo, pool.map(lambda low: low.compile(),
+                                                                 lowered)):
       _COMPILED.add(_signature(plan, length, canvas, classifier))
+      _EXECUTABLES[_signature(plan, length, canvas, classifier)] = executable
   seconds = time.perf_counter() - start
   if progress is not None:
     for plan, _, _ in todo:
@@ -426,7 +431,16 @@ def _run_octave(plan: step_lib.Plan, classifier, canvas, targets, keys, *, chunk
       report("compiling", begin, 0.0)
     start = time.perf_counter()
     # Dispatch returns once the program is compiled; it runs asynchronously.
-    state, trace, snaps = run(classifier, state, targets, keys)
+    executable = _EXECUTABLES.get(signature)
+    if executable is not None:
+      try:
+        state, trace, snaps = executable(classifier, state, targets, keys)
+      except (TypeError, ValueError) as error:  # shardings or layouts differ: jit's own
+        logging.debug("precompiled octave %d not usable (%s)", plan.index, error)
+        _EXECUTABLES.pop(signature, None)
+        executable = None
+    if executable is None:
+      state, trace, snaps = run(classifier, state, targets, keys)
     _COMPILED.add(signature)
     if compiling:
       seconds = time.perf_counter() - start

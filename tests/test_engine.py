@@ -236,27 +236,28 @@ def test_bad_priors_give_one_line_errors_naming_recipe_and_field():
 
 
 def test_several_views_average_the_objective_over_views():
-  """views=1 is the single view; with 3 views the first view is the same
-  draw, and the recorded objective is the mean over the three."""
+  """views=1 is the single view; with 2 views the first view is the same
+  draw, and the recorded objective is the mean over the two."""
   one = quick(view=(Crop(40), Roll(3), Flip()), iterations=1)
-  three = dataclasses.replace(one, octaves=(dataclasses.replace(one.octaves[0], views=3),))
+  three = dataclasses.replace(one, octaves=(dataclasses.replace(one.octaves[0], views=2),))
   draws_one = engine.random_draws(one, [1, 2], [0, 0], 0)[0][0]
   draws_three = engine.random_draws(three, [1, 2], [0, 0], 0)[0][0]
   for a, b in zip(draws_one, draws_three[:3]):
     np.testing.assert_array_equal(a, b)
   others = draws_three[3]
-  assert len(others) == 2 and not np.array_equal(others[0][0], draws_one[0])
+  assert len(others) == 1 and not np.array_equal(others[0][0], draws_one[0])
   clf = tiny()
   result = engine.generate(clf, [1, 2], three)
   start = engine.initial_images(three, engine.image_keys(0, [1, 2], [0, 0]))
   logits = []
+  logits_of = jax.jit(lambda c, x: c(x)["logits"])  # one compile, not three eager passes
   for view_draws in (draws_one, *others):
     views = []
     for j in range(2):
       view = T.crop(start[j], view_draws[0][j], size=40)
       view = T.flip_horizontal(T.shift(view, view_draws[1][j]), view_draws[2][j])
       views.append(view)
-    logits.append(clf(jnp.stack(views))["logits"][np.arange(2), [1, 2]])
+    logits.append(logits_of(clf, jnp.stack(views))[np.arange(2), [1, 2]])
   np.testing.assert_allclose(result.trace.objective[0], np.mean(logits, axis=0), rtol=1e-5)
   np.testing.assert_allclose(result.trace.target_logit[0], logits[0], rtol=1e-5)
 

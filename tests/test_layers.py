@@ -172,7 +172,7 @@ def _drop_in(x, kernel, strides, padding, groups):
 # takes another rule (grouped convs).
 @pytest.mark.parametrize("case,conv", [
     *((case, _drop_in) for case in CONVS + DEPTHWISE),
-    *((case, L.forward_grad_conv) for case in CONVS + DEPTHWISE if case[-1] > 1),
+    *((case, L.forward_grad_conv) for case in CONVS if 1 < case[-1] < case[-3]),
 ], ids=lambda v: _conv_id(v) if isinstance(v, tuple) else v.__name__.strip("_"))
 def test_conv_rules_match_torch_float64(case, conv, x64):
   (h, w), k, s, (top, bottom, left, right), cin, cout, groups = case
@@ -251,9 +251,9 @@ def test_conv_general_dilated_keeps_flax_conv_as_it_was():
       (2, 32, 32, "depthwise_conv"), (1, 32, 32, "depthwise_conv"), (2, 2, 8, None)):
     layer = (L.conv(features, 3, stride=stride, padding=1, groups=groups) if features
              else L.conv(8, 1))  # 1x1: a matrix product, JAX's own gradient
-    layer_vars = layer.init(jax.random.key(0), wide)
+    layer_vars = jax.eval_shape(layer.init, jax.random.key(0), wide)
     jaxpr = str(jax.make_jaxpr(jax.grad(
-        lambda x, layer=layer, v=layer_vars: layer.apply(v, x).sum()))(wide))
+        lambda x, v, layer=layer: layer.apply(v, x).sum()))(wide, layer_vars))
     assert ("custom_vjp_call" in jaxpr) == (rule not in (None, "dot")), (stride, groups)
     assert rule is None or f"name={rule}" in jaxpr or (
         rule == "dot" and "dot_general" in jaxpr and "conv_general" not in jaxpr), rule
