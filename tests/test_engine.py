@@ -235,6 +235,7 @@ def test_bad_priors_give_one_line_errors_naming_recipe_and_field():
         image=P.Sigmoid(P.Decorrelated(P.Maco()))))
 
 
+@pytest.mark.slow  # a two-view program compiled, ~7 s
 def test_several_views_average_the_objective_over_views():
   """views=1 is the single view; with 2 views the first view is the same
   draw, and the recorded objective is the mean over the two."""

@@ -36,8 +36,9 @@ OBJECTIVES = {
 }
 
 
-# The logit, one sum of squares and the BatchNorm prior in the default pass.
-_ASCENT_DEFAULT = ("class_logit", "total_variation_l2", "batchnorm_prior")
+# The logit and the BatchNorm prior in the default pass (the sums of squares
+# are checked against their torch twins there; their ascent in the slow pass).
+_ASCENT_DEFAULT = ("class_logit", "batchnorm_prior")
 
 
 @pytest.mark.parametrize("name", [
