@@ -32,6 +32,25 @@ def images_of(out: Path) -> dict[str, np.ndarray]:
   return {p.name: pixels(p) for p in sorted(out.glob("*.png"))}
 
 
+def assert_same_images(reference: Path, out: Path) -> None:
+  expected, got = images_of(reference), images_of(out)
+  assert expected.keys() == got.keys()
+  for name in expected:
+    np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+
+
+def run_together(script: str, argvs: list[list[str]], **env: str) -> list[str]:
+  """``script`` in one process per argument list, all at once; their stdouts."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu", **env)
+  runs = [subprocess.Popen([sys.executable, "-c", script, *argv], cwd=ROOT, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+          for argv in argvs]
+  outputs = [run.communicate(timeout=300) for run in runs]
+  for run, (_, err) in zip(runs, outputs):
+    assert run.returncode == 0, err[-2000:]
+  return [out for out, _ in outputs]
+
+
 _REFERENCE: dict[str, atlas.AtlasResult] = {}
 
 
@@ -303,10 +322,7 @@ def test_processes_make_their_share_and_merge_the_summary(reference, tmp_path):
   # The last to finish merged both parts: the summary of a one-process run.
   assert [r["file"] for r in atlas.read_summary(tmp_path)] == [
       r["file"] for r in atlas.read_summary(reference)]
-  expected, got = images_of(reference), images_of(tmp_path)
-  assert expected.keys() == got.keys()
-  for name in expected:
-    np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+  assert_same_images(reference, tmp_path)
   # Each process resumes its own share.
   again = atlas.make_atlas(tiny(), CLASSES, tmp_path, QUICK, process_index=1, process_count=2)
   assert again.made == 0 and again.kept == 2
@@ -325,20 +341,12 @@ _RUN = ("import sys\nfrom classgen_jax import atlas\nfrom tests.conftest import 
 def test_two_runs_on_one_folder_share_the_work(reference, tmp_path):
   """Started together by mistake: no image made twice, no row written twice,
   and both end with the whole atlas."""
-  env = dict(os.environ, CLASSGEN_JAX_ATLAS_SLEEP="1", JAX_PLATFORMS="cpu")
-  runs = [subprocess.Popen([sys.executable, "-c", _RUN, str(tmp_path)], cwd=ROOT, env=env,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-          for _ in range(2)]
-  outputs = [run.communicate(timeout=300) for run in runs]
-  for run, (_, err) in zip(runs, outputs):
-    assert run.returncode == 0, err[-2000:]
-  made = [int(out.split()[1]) for out, _ in outputs]
-  assert sum(made) == len(CLASSES) and [out.split()[3] for out, _ in outputs] == ["4", "4"]
+  outputs = run_together(_RUN, [[str(tmp_path)]] * 2, CLASSGEN_JAX_ATLAS_SLEEP="1")
+  made = [int(out.split()[1]) for out in outputs]
+  assert sum(made) == len(CLASSES) and [out.split()[3] for out in outputs] == ["4", "4"]
   rows = atlas.read_summary(tmp_path)
   assert sorted(r["file"] for r in rows) == sorted(atlas.image_name(t, 0) for t in CLASSES)
-  expected, got = images_of(reference), images_of(tmp_path)
-  for name in expected:
-    np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+  assert_same_images(reference, tmp_path)
   assert not list((tmp_path / claims.CLAIMS_DIR).glob("*.claim"))
 
 
@@ -357,20 +365,11 @@ def test_jax_distributed_processes_equal_a_single_process_run(reference, tmp_pat
   with socket.socket() as probe:
     probe.bind(("127.0.0.1", 0))
     port = probe.getsockname()[1]
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  runs = [subprocess.Popen([sys.executable, "-c", _DISTRIBUTED, str(tmp_path),
-                            f"127.0.0.1:{port}", str(i)], cwd=ROOT, env=env,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-          for i in range(2)]
-  outputs = [run.communicate(timeout=300) for run in runs]
-  for run, (_, err) in zip(runs, outputs):
-    assert run.returncode == 0, err[-2000:]
-  assert [out.split() for out, _ in outputs] == [["made", "2"], ["made", "2"]]
+  outputs = run_together(_DISTRIBUTED,
+                         [[str(tmp_path), f"127.0.0.1:{port}", str(i)] for i in range(2)])
+  assert [out.split() for out in outputs] == [["made", "2"], ["made", "2"]]
   assert {p.name for p in tmp_path.glob("summary.p*.jsonl")} == {
       "summary.p0.jsonl", "summary.p1.jsonl"}
   assert [r["file"] for r in atlas.read_summary(tmp_path)] == [
       r["file"] for r in atlas.read_summary(reference)]
-  expected, got = images_of(reference), images_of(tmp_path)
-  assert expected.keys() == got.keys()
-  for name in expected:
-    np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+  assert_same_images(reference, tmp_path)
