@@ -389,7 +389,8 @@ class Interrupted(Exception):
 
 def make_atlas(classifier: Classifier, classes: Sequence[int | str], out: str | os.PathLike,
                recipe: str | recipes_lib.Recipe = recipes_lib.DEFAULT, *, seed: int = 0,
-               restarts: int = 1, batch_size: int = 8, init: str | os.PathLike | None = None,
+               restarts: int = 1, batch_size: int | None = None,
+               init: str | os.PathLike | None = None,
                steps_scale: float = 1.0, head: str | None = None, snapshot_every: int = 0,
                weights: str = "default", overwrite: bool = False,
                log: Callable[[str], None] = logging.info,
@@ -407,6 +408,8 @@ def make_atlas(classifier: Classifier, classes: Sequence[int | str], out: str | 
     restarts: images per class (and start photo).
     batch_size: images per ``engine.generate`` call; whole classes go in a
       batch, so at least ``restarts`` images. Does not change the images.
+      Default: what fits the free device memory
+      (``engine.choose_batch_size``; 8 per device on CPUs).
     init: a photo, or a folder of photos, to transfigure (each photo into
       every class); unreadable files in a folder are skipped with a warning.
     steps_scale: scales every octave's iterations.
@@ -448,7 +451,7 @@ def make_atlas(classifier: Classifier, classes: Sequence[int | str], out: str | 
     raise AtlasError("a class is given twice")
   if restarts < 1:
     raise AtlasError(f"restarts must be at least 1, got {restarts}")
-  if batch_size < 1:
+  if batch_size is not None and batch_size < 1:
     raise AtlasError(f"batch_size must be at least 1, got {batch_size}")
   part, parts = _share(process_index, process_count)
   if parts > 1:
@@ -535,21 +538,29 @@ def _make(classifier, out, recipe, config, run_id, indices, photos, ledger, part
   except OSError as error:
     raise _storage_error(jsonl, error) from None
 
-  kept = len(done)
-  per_batch = max(1, batch_size // restarts)
+  kept, chosen = len(done), 0.0
   # Classes to make, in order; a class is one claim (all its restarts).
   todo = [(photo, t) for photo in photo_keys for t in indices
           if any((photo, t, r) not in done for r in range(restarts))]
+  if batch_size is None:
+    compiling = time.perf_counter()
+    batch_size = engine.choose_batch_size(classifier, recipe, max(1, len(todo)) * restarts,
+                                          snapshot_every=snapshot_every, progress=progress)
+    chosen = time.perf_counter() - compiling
+    log(f"atlas: batch size {batch_size} (what fits the free device memory)")
+  per_batch = max(1, batch_size // restarts)
   claim_name = {item: names[(item[0], item[1], 0)].rsplit("_r0", 1)[0] for item in todo}
   total = len(todo) * restarts
   if done:
     log(f"atlas: resuming in {out}: {len(done)} of {len(planned)} images already complete")
   made, began, sleep = 0, time.perf_counter(), float(os.environ.get(_SLEEP_ENV, 0) or 0)
   timings = dict.fromkeys(("compile", "generate", "write", "write_wait", "waiting"), 0.0)
-  timings["setup"] = began - start
+  timings["setup"] = began - start - chosen
+  timings["compile"] = timings["generate"] = chosen
   waiting_said: set[str] = set()
   writers = concurrent.futures.ThreadPoolExecutor(min(16, os.cpu_count() or 1))
   in_flight = None  # the previous batch's writes, finished after the next batch is made
+  queued = None  # the batch on the device: (engine.Pending, classes, photo)
 
   def finish(pending) -> int:
     """Waits for a batch's PNGs, appends its rows, releases its classes."""
@@ -577,6 +588,28 @@ def _make(classifier, out, recipe, config, run_id, indices, photos, ledger, part
       time.sleep(sleep)
     return len(new_rows)
 
+  def read(entry) -> None:
+    """Reads a queued batch (waiting for the device), then starts its
+    writes and finishes the previous batch's."""
+    nonlocal in_flight
+    if entry is None:
+      return
+    pending, batch, photo = entry
+    try:
+      reading = time.perf_counter()
+      result = pending.result()
+      timings["generate"] += time.perf_counter() - reading
+      timings["compile"] += result.compile_seconds
+    except BaseException:
+      for item in batch:
+        ledger.release(claim_name[item])
+      raise
+    # This batch's PNGs are encoded while the next batch is generated.
+    previous, in_flight = in_flight, _Writes(
+        result, batch, photo, out, names, run_id, config, labels, seed, weights,
+        snapshot_every, writers, ledger, jsonl, csv_path, done, rows)
+    finish(previous)
+
   def complete(item) -> bool:
     return all((item[0], item[1], r) in done for r in range(restarts))
 
@@ -599,7 +632,9 @@ def _make(classifier, out, recipe, config, run_id, indices, photos, ledger, part
       if not batch:
         if not others:
           continue
-        finish(in_flight)  # ours first: another run may be waiting for them
+        entry, queued = queued, None
+        read(entry)  # ours first: another run may be waiting for them
+        finish(in_flight)
         in_flight = None
         waited = time.perf_counter()
         # Everything left is being made by other runs: wait for their PNGs.
@@ -616,22 +651,23 @@ def _make(classifier, out, recipe, config, run_id, indices, photos, ledger, part
       photo = batch[0][0]
       try:
         generating = time.perf_counter()
-        result = engine.generate(classifier, [t for _, t in batch], recipe, seed=seed,
-                                 restarts=restarts, snapshot_every=snapshot_every,
-                                 init=None if photo is None else load_image(photo),
-                                 batch_size=batch_size, pad_to=per_batch * restarts,
-                                 progress=progress)
+        pending = engine.start(classifier, [t for _, t in batch], recipe, seed=seed,
+                               restarts=restarts, snapshot_every=snapshot_every,
+                               init=None if photo is None else load_image(photo),
+                               batch_size=batch_size, pad_to=per_batch * restarts,
+                               progress=progress,
+                               follows=None if queued is None else queued[0])
         timings["generate"] += time.perf_counter() - generating
-        timings["compile"] += result.compile_seconds
       except BaseException:
         for item in batch:
           ledger.release(claim_name[item])
         raise
-      # This batch's PNGs are encoded while the next batch is generated.
-      previous, in_flight = in_flight, _Writes(
-          result, batch, photo, out, names, run_id, config, labels, seed, weights,
-          snapshot_every, writers, ledger, jsonl, csv_path, done, rows)
-      finish(previous)
+      # The previous batch is read (NaN check, scores, PNGs) while this one
+      # computes on the device.
+      entry, queued = queued, (pending, batch, batch[0][0])
+      read(entry)
+    entry, queued = queued, None
+    read(entry)
     finish(in_flight)
     in_flight = None
   except KeyboardInterrupt:
@@ -643,6 +679,9 @@ def _make(classifier, out, recipe, config, run_id, indices, photos, ledger, part
     finished = sum(read_complete(out / names[key], run_id) is not None for key in planned)
     raise Interrupted(finished, len(planned)) from None
   finally:
+    if queued is not None:  # generated, never read: its classes are free again
+      for item in queued[1]:
+        ledger.release(claim_name[item])
     if in_flight is not None:  # an error: what was written stays, rows included
       pending, in_flight = in_flight, None
       with contextlib.suppress(Exception):

@@ -60,9 +60,15 @@ def padded_size(n: int, mesh: Mesh, at_least: int = 0) -> int:
   return -(-max(n, at_least) // mesh.size) * mesh.size
 
 
+def spans_processes() -> bool:
+  """Whether a batch computes on several processes' devices (after
+  ``jax.distributed.initialize()``, outside ``process_local``)."""
+  return jax.process_count() > 1 and not _LOCAL.get()
+
+
 def to_host(tree):
   """Numpy copies of (possibly sharded, possibly multi-host) arrays."""
-  if jax.process_count() > 1 and not _LOCAL.get():
+  if spans_processes():
     return multihost_utils.process_allgather(tree, tiled=True)
   return jax.tree_util.tree_map(np.asarray, tree)
 

@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -286,8 +288,10 @@ def generate(classifier: Classifier, targets: Sequence[int | str] | int | str,
       array in [0, 1], or one per target.
     restarts: images per target, each from its own random start.
     snapshot_every: keep the image and logits every this many iterations.
-    batch_size: images optimised at once (default: all), sharded over all
-      devices; results do not depend on it nor on the device count.
+    batch_size: images optimised at once, sharded over all devices; results
+      do not depend on it nor on the device count. Default
+      (``choose_batch_size``): all, as far as the free device memory allows
+      (on CPUs, 8 per device).
     pad_to: run fewer images than this as a batch of this many (copies,
       dropped afterwards), so that a caller's last, smaller batch reuses the
       programs compiled for its full ones.
@@ -307,7 +311,75 @@ def generate(classifier: Classifier, targets: Sequence[int | str] | int | str,
     UnknownClassError, ValueError, InputError: bad targets, recipe or sizes.
     GenerationError: a step produced NaN or Inf.
   """
-  start = time.perf_counter()
+  return start(classifier, targets, recipe, seed=seed, init=init, restarts=restarts,
+               snapshot_every=snapshot_every, batch_size=batch_size, pad_to=pad_to,
+               chunk=chunk, progress=progress).result()
+
+
+class Pending:
+  """A ``generate`` call whose first batch is queued on the device.
+
+  ``start`` returns one; ``result`` runs the rest and returns the
+  ``Generation``. Between the two the host is free: an atlas starts its
+  next batch, then reads this one (NaN checks, scores, PNGs) while the
+  device computes that one.
+  """
+
+  def __init__(self, began: float, first: _Dispatched, begins: Sequence[int],
+               dispatch: Callable[[int, Callable[[], None] | None], _Dispatched],
+               timing: dict[str, float]):
+    self._began, self._first, self._begins = began, first, list(begins)
+    self._dispatch, self._timing = dispatch, timing
+    self._result: Generation | None = None
+
+  def result(self) -> Generation:
+    """The ``Generation`` (waits for the device; once, then cached).
+
+    Raises:
+      GenerationError: a step produced NaN or Inf.
+    """
+    if self._result is None:
+      parts, previous = [], self._first
+      for begin in self._begins:
+        # Queued before the host reads the previous batch, which reports
+        # its last chunk once this one's first is queued.
+        queued = self._dispatch(begin, previous.behind)
+        parts.append(_finish_batch(previous._replace(behind=None)))
+        previous = queued
+      parts.append(_finish_batch(previous))
+      result = _concatenate(parts)
+      result.seconds = time.perf_counter() - self._began
+      result.compile_seconds = self._timing["compile"]
+      self._result = result
+    return self._result
+
+  def _hand_over(self) -> Callable[[], None] | None:
+    """The last chunk's progress report, for the next call to make once its
+    own first chunk is queued (reports then come in order); None where
+    batches of this call are still to be queued."""
+    if self._begins or self._result is not None:
+      return None
+    behind, self._first = self._first.behind, self._first._replace(behind=None)
+    return behind
+
+
+def start(classifier: Classifier, targets: Sequence[int | str] | int | str,
+          recipe: str | Recipe = recipes_lib.DEFAULT, *, seed: int = 0, init: Any = None,
+          restarts: int = 1, snapshot_every: int = 0,
+          batch_size: int | None = None, pad_to: int = 0, chunk: int | None = None,
+          progress: Callable[[Progress], None] | None = None,
+          follows: Pending | None = None) -> Pending:
+  """``generate``, returning once its first batch is queued on the device.
+
+  Arguments as for ``generate``; bad ones raise here. Batches after the
+  first are queued by ``Pending.result`` one ahead of the host: while batch
+  ``k + 1`` computes, the host reads batch ``k`` (its NaN check, scores and
+  images), so the device does not wait for the host between batches.
+  ``follows``: the call before this one, not yet read; its last progress
+  report is made once this call's first chunk is queued, so reports stay
+  in order.
+  """
+  began = time.perf_counter()
   recipe = recipes_lib.get(recipe) if isinstance(recipe, str) else recipe
   if isinstance(targets, (int, str, np.integer)):
     targets = [targets]
@@ -327,19 +399,22 @@ def generate(classifier: Classifier, targets: Sequence[int | str] | int | str,
     photos = _photos(init, len(indices))
     photos = [p for p in photos for _ in range(restarts)]
   n = len(target_ids)
+  timing = {"compile": 0.0}
+  if batch_size is None:
+    batch_size, timing["compile"] = _choose_batch_size(
+        classifier, recipe, max(n, pad_to), snapshot_every=snapshot_every, chunk=chunk,
+        progress=progress)
   per_batch, size = _batch_sizes(n, batch_size, pad_to)
-  timing = {"compile": precompile(classifier, plans, size, chunk=chunk, progress=progress)}
-  parts = []
-  for begin in range(0, n, per_batch):
+  timing["compile"] += precompile(classifier, plans, size, chunk=chunk, progress=progress)
+
+  def dispatch(begin: int, behind: Callable[[], None] | None) -> _Dispatched:
     sl = slice(begin, begin + per_batch)
-    parts.append(_generate_batch(classifier, recipe, plans, target_ids[sl],
-                                 restart_ids[sl], seed,
-                                 None if photos is None else photos[sl], size=size,
-                                 chunk=chunk, progress=progress, timing=timing))
-  result = _concatenate(parts)
-  result.seconds = time.perf_counter() - start
-  result.compile_seconds = timing["compile"]
-  return result
+    return _dispatch_batch(classifier, recipe, plans, target_ids[sl], restart_ids[sl], seed,
+                           None if photos is None else photos[sl], size=size, chunk=chunk,
+                           progress=progress, timing=timing, behind=behind)
+
+  first = dispatch(0, follows._hand_over() if follows is not None else None)
+  return Pending(began, first, range(per_batch, n, per_batch), dispatch, timing)
 
 
 def _batch_sizes(n: int, batch_size: int | None, pad_to: int) -> tuple[int, int]:
@@ -376,49 +451,204 @@ def precompile(classifier: Classifier, plans: Sequence[step_lib.Plan], size: int
   of the sum; the octave's first call then finds its executable compiled.
   Programs compiled before in this process are skipped.
   """
+  return _compile(classifier, plans, size, chunk=chunk, progress=progress, at_least=2)[1]
+
+
+def _compile(classifier, plans, size, *, chunk, progress, at_least=1) -> tuple[list, float]:
+  """``precompile``, compiling only when at least ``at_least`` programs are
+  new (one program compiles as fast on its first call); returns the
+  octaves' executables (None where not compiled) and the seconds."""
   mesh = devices.batch_mesh()
   padded = devices.padded_size(size, mesh)
   batch = devices.batch_sharding(mesh)
-  todo = []
+  todo, signatures = [], []
   for plan in plans:
     canvas = jax.ShapeDtypeStruct((padded, plan.buffer, plan.buffer, 3), jnp.float32,
                                   sharding=batch)
     length = _chunk_length(plan, chunk, progress is not None)
-    if _signature(plan, length, canvas, classifier) not in _COMPILED:
+    signatures.append(_signature(plan, length, canvas, classifier))
+    # precompile skips what a first call compiled; the batch-size choice
+    # needs each program's executable (its memory analysis).
+    if signatures[-1] not in (_COMPILED if at_least > 1 else _EXECUTABLES):
       todo.append((plan, length, canvas))
-  if len(todo) < 2:  # one program compiles as fast on its first call
-    return 0.0
-  start = time.perf_counter()
-  replicated = jax.device_put(classifier, devices.replicated(mesh))
-  targets = jax.device_put(np.zeros(padded, np.int32), batch)
-  keys = jax.device_put(image_keys(0, np.zeros(padded, np.int32), np.zeros(padded, np.int32)),
-                        batch)
-  lowered = []
-  for plan, length, canvas in todo:
+  seconds, total = 0.0, sum(plan.octave.iterations for plan in plans)
+  if len(todo) >= at_least:
+    start = time.perf_counter()
+    replicated = jax.device_put(classifier, devices.replicated(mesh))
+    targets = jax.device_put(np.zeros(padded, np.int32), batch)
+    keys = jax.device_put(image_keys(0, np.zeros(padded, np.int32),
+                                     np.zeros(padded, np.int32)), batch)
+    lowered = []
+    for plan, length, canvas in todo:
+      if progress is not None:
+        progress(Progress("compiling", plan.index, len(plans), 0, total, size))
+      state = step_lib.init_state(plan, jax.device_put(jnp.zeros(canvas.shape, canvas.dtype),
+                                                       batch))
+      lowered.append(octave_lib.compiled(plan, length).lower(replicated, state, targets, keys))
+    with concurrent.futures.ThreadPoolExecutor(len(lowered)) as pool:
+      for (plan, length, canvas), executable in zip(todo, pool.map(lambda low: low.compile(),
+                                                                   lowered)):
+        _COMPILED.add(_signature(plan, length, canvas, classifier))
+        _EXECUTABLES[_signature(plan, length, canvas, classifier)] = executable
+    seconds = time.perf_counter() - start
     if progress is not None:
-      progress(Progress("compiling", plan.index, len(plans), 0, 0, size))
-    state = step_lib.init_state(plan, jax.device_put(jnp.zeros(canvas.shape, canvas.dtype),
-                                                     batch))
-    lowered.append(octave_lib.compiled(plan, length).lower(replicated, state, targets, keys))
-  with concurrent.futures.ThreadPoolExecutor(len(lowered)) as pool:
-    for (plan, length, canvas), executable in zip(todo, pool.map(lambda low: low.compile(),
-                                                                 lowered)):
-      _COMPILED.add(_signature(plan, length, canvas, classifier))
-      _EXECUTABLES[_signature(plan, length, canvas, classifier)] = executable
-  seconds = time.perf_counter() - start
-  if progress is not None:
-    for plan, _, _ in todo:
-      progress(Progress("compiled", plan.index, len(plans), 0, 0, size, seconds))
-  logging.debug("compiled %d octaves at once in %.1f s", len(todo), seconds)
-  return seconds
+      for plan, _, _ in todo:
+        progress(Progress("compiled", plan.index, len(plans), 0, total, size, seconds))
+    logging.debug("compiled %d octaves at once in %.1f s", len(todo), seconds)
+  return [_EXECUTABLES.get(signature) for signature in signatures], seconds
+
+
+# Without a batch size, the first guess per device: on an accelerator, as
+# many as the memory allows up to this; on a CPU, whose step is
+# compute-bound from a few images on, a batch the size of the benchmarks'.
+_GUESS_PER_DEVICE = {"cpu": 8}
+_MAX_PER_DEVICE = 256
+# The share of a device's free memory a batch may plan to use (XLA's
+# estimate leaves out fragmentation and the runtime's own buffers).
+_MEMORY_SHARE = 0.8
+# Compiles tried before a size that fits is found (or not one image fits).
+_SIZE_TRIES = 4
+
+
+class BatchSizeError(ValueError):
+  """Not even one image per device fits in the free memory."""
+
+
+def free_memory() -> int | None:
+  """Bytes free on the fullest of the batch's devices; on CPUs, the host's
+  available memory shared by its CPU devices. None where it cannot be known.
+  A job spanning processes agrees on the least of theirs."""
+  local = devices.batch_mesh().local_devices
+  free = []
+  for device in local:
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    if stats and "bytes_limit" in stats:
+      free.append(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+  if not free:
+    available = _host_available_memory()
+    free = [] if available is None else [available // max(1, len(local))]
+  if devices.spans_processes():  # every process must run the same batch
+    free = devices.to_host(np.asarray([min(free) if free else -1], np.int64))
+    free = [f for f in free if f >= 0]
+  return min(free) if free else None
+
+
+def _host_available_memory() -> int | None:
+  try:
+    with open("/proc/meminfo", encoding="ascii") as meminfo:
+      for line in meminfo:
+        if line.startswith("MemAvailable:"):
+          return int(line.split()[1]) * 1024
+  except (OSError, ValueError, IndexError):
+    pass
+  try:
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+  except (ValueError, OSError, AttributeError):
+    return None
+
+
+def choose_batch_size(classifier: Classifier, recipe: str | Recipe, n: int, *,
+                      snapshot_every: int = 0, chunk: int | None = None,
+                      progress: Callable[[Progress], None] | None = None,
+                      free_bytes: int | None = None) -> int:
+  """A batch size for ``n`` images of ``recipe`` that fits the devices' memory.
+
+  The first guess is all ``n`` (at most 256 per device; on CPUs 8 per
+  device). The recipe's octaves are compiled for it and XLA's memory
+  analysis of each program (arguments, outputs and temporaries, per device)
+  is compared with ``free_bytes`` (default: ``free_memory()``). If the
+  largest needs more than 80% of it, the batch shrinks in proportion (a
+  program's memory is affine in its images: the weights, or the fixed part
+  measured from two sizes, plus a part per image) and is compiled and
+  checked again. The programs compiled for the size returned are the ones
+  ``generate`` runs.
+
+  Returns:
+    Images per batch, a multiple of the device count (at most ``n`` rounded
+    up to it).
+
+  Raises:
+    BatchSizeError: one image per device does not fit; the message says how
+      much it needs and how much is free.
+  """
+  return _choose_batch_size(classifier, recipe, n, snapshot_every=snapshot_every, chunk=chunk,
+                            progress=progress, free_bytes=free_bytes)[0]
+
+
+def _choose_batch_size(classifier, recipe, n, *, snapshot_every=0, chunk=None, progress=None,
+                       free_bytes=None) -> tuple[int, float]:
+  recipe = recipes_lib.get(recipe) if isinstance(recipe, str) else recipe
+  plans = step_lib.plan(classifier, recipe, snapshot_every)
+  mesh = devices.batch_mesh()
+  count = mesh.size
+  platform = mesh.devices.flat[0].platform
+  per_device = min(-(-max(n, 1) // count), _GUESS_PER_DEVICE.get(platform, _MAX_PER_DEVICE))
+  free = free_memory() if free_bytes is None else free_bytes
+  if free is None:
+    return per_device * count, 0.0
+  budget = _MEMORY_SHARE * free
+  weights = sum(x.nbytes for x in jax.tree_util.tree_leaves(classifier) if hasattr(x, "nbytes"))
+  tried, seconds = [], 0.0  # (images per device, bytes per device) that did not fit
+  for _ in range(_SIZE_TRIES):
+    executables, took = _compile(classifier, plans, per_device * count, chunk=chunk,
+                                 progress=progress)
+    seconds += took
+    need = max((b for b in map(_program_bytes, executables) if b is not None), default=None)
+    if need is None or need <= budget:
+      if tried:
+        logging.info("batch size %d: %s per device free", per_device * count, _gib(free))
+      return per_device * count, seconds
+    tried.append((per_device, need))
+    # Memory is affine in the batch: the weights (or, from two sizes, the
+    # measured fixed part) plus a part per image.
+    if len(tried) == 1:
+      fixed, per_image = weights, max(1.0, (need - weights) / per_device)
+    else:
+      (small, small_need), (large, large_need) = sorted(tried[-2:])
+      per_image = max(1.0, (large_need - small_need) / max(large - small, 1))
+      fixed = small_need - per_image * small
+    fits = int((budget - fixed) // per_image)
+    if fits >= 8:
+      fits -= fits % 8
+    per_device = min(fits, per_device - 1)
+    if per_device < 1:
+      break
+  raise BatchSizeError(
+      f"recipe {recipe.name!r} needs about {_gib(min(b for _, b in tried))} of device memory "
+      f"for {min(k for k, _ in tried)} image(s) per device, but {_gib(free)} is free: free the "
+      "device, or use a smaller recipe or model")
+
+
+def _program_bytes(executable) -> int | None:
+  try:
+    stats = executable.memory_analysis()
+  except Exception:  # noqa: BLE001  (a backend without the analysis)
+    return None
+  if stats is None:
+    return None
+  return (stats.argument_size_in_bytes + stats.output_size_in_bytes
+          + stats.temp_size_in_bytes - stats.alias_size_in_bytes)
+
+
+def _gib(size: float) -> str:
+  return f"{size / 2**30:.2f} GiB"
 
 
 def _run_octave(plan: step_lib.Plan, classifier, canvas, targets, keys, *, chunk, report,
-                timing=None):
+                timing=None, behind=None):
   """One octave on ``canvas`` ``(N, B, B, 3)``, in chunks of ``chunk``
   iterations when given; ``report(event, done, seconds)`` hears of compiling
   and of each chunk once it has run; ``timing["compile"]`` adds up the
-  seconds spent compiling."""
+  seconds spent compiling.
+
+  Chunks are reported one behind: the host waits for a chunk only once the
+  next is queued, so the device does not idle between chunks. ``behind``
+  (the previous octave's last report, or None) is made once this octave's
+  first chunk is queued; the return value's last item is this octave's.
+
+  Returns:
+    ``(canvas, trace, snapshots, behind)``.
+  """
   n = plan.octave.iterations
   length = _chunk_length(plan, chunk, report is not None)
   run = octave_lib.compiled(plan, length)
@@ -427,6 +657,8 @@ def _run_octave(plan: step_lib.Plan, classifier, canvas, targets, keys, *, chunk
   signature = _signature(plan, length, canvas, classifier)
   for begin in range(0, n, length):
     compiling = signature not in _COMPILED
+    if compiling and behind is not None:  # the compile blocks anyway: report first
+      behind, _ = None, behind()
     if compiling and report is not None:
       report("compiling", begin, 0.0)
     start = time.perf_counter()
@@ -450,9 +682,11 @@ def _run_octave(plan: step_lib.Plan, classifier, canvas, targets, keys, *, chunk
         report("compiled", begin, seconds)
     traces.append(trace)
     snapshots.append(snaps)
-    if report is not None:
-      devices.wait(state.canvas)
-      report("iterations", min(begin + length, n), 0.0)
+    if behind is not None:
+      behind, _ = None, behind()
+    if report is not None:  # (the state is donated to the next chunk; the trace is not)
+      behind = functools.partial(_report_when_done, report, trace.finite,
+                                 min(begin + length, n))
   trace = traces[0] if len(traces) == 1 else jax.tree_util.tree_map(
       lambda *xs: jnp.concatenate(xs)[:n], *traces)
   if snapshots[0] is not None:
@@ -460,11 +694,20 @@ def _run_octave(plan: step_lib.Plan, classifier, canvas, targets, keys, *, chunk
     snapshots = jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs)[:frames], *snapshots)
   else:
     snapshots = None
-  return step_lib.canvas_images(plan, state.canvas), trace, snapshots
+  return step_lib.canvas_images(plan, state.canvas), trace, snapshots, behind
 
 
-def _generate_batch(classifier, recipe, plans, targets, restarts, seed, photos, size=0, *,
-                    chunk=None, progress=None, timing=None):
+def _report_when_done(report, output: jax.Array, done: int) -> None:
+  devices.wait(output)
+  report("iterations", done, 0.0)
+
+
+def _dispatch_batch(classifier, recipe, plans, targets, restarts, seed, photos, size=0, *,
+                    chunk=None, progress=None, timing=None, behind=None) -> _Dispatched:
+  """Queues a batch's octaves and final scores on the device (without
+  progress reports, nothing here waits for it); ``_finish_batch`` reads it.
+  ``behind``: an earlier batch's last progress report, made once this
+  batch's first chunk is queued."""
   n = len(targets)
   mesh = devices.batch_mesh()
   # Pad to ``size`` and a multiple of the device count with copies of the
@@ -479,9 +722,9 @@ def _generate_batch(classifier, recipe, plans, targets, restarts, seed, photos, 
   classifier = jax.device_put(classifier, devices.replicated(mesh))
   traces, snaps_per_octave = [], []
   side, offset = recipe.size, 0
-  # Octaves are dispatched back to back; without progress reports the host
-  # reads their traces (for the NaN check) only once all are queued, so the
-  # device never waits on it.
+  # Octaves are queued back to back; the host reads their traces (for the
+  # NaN check) only once all are queued, and with progress reports waits
+  # for a chunk only once the next is queued, so the device never waits.
   for plan in plans:
     if plan.octave.canvas is not None and plan.octave.canvas != side:
       images = jax.vmap(lambda x, s=plan.octave.canvas: T.resize(x, s, method="bilinear"))(
@@ -491,16 +734,42 @@ def _generate_batch(classifier, recipe, plans, targets, restarts, seed, photos, 
       def report(event, done, seconds, plan=plan, offset=offset):
         progress(Progress(event, plan.index, len(plans), offset + done, recipe.iterations, n,
                           seconds))
-    buffer, trace, snaps = _run_octave(plan, classifier, step_lib.embed(images, plan.buffer),
-                                       targets_device, keys, chunk=chunk, report=report,
-                                       timing=timing)
+    buffer, trace, snaps, behind = _run_octave(
+        plan, classifier, step_lib.embed(images, plan.buffer), targets_device, keys,
+        chunk=chunk, report=report, timing=timing, behind=behind)
     side = plan.final_side()
     images = buffer[:, :side, :side]
     traces.append(trace)
     snaps_per_octave.append(snaps)
     offset += plan.octave.iterations
-  target_logit, probability, rank, rank_raw = metrics.final_scores(classifier, images,
-                                                                   targets_device)
+  scores = metrics.final_scores(classifier, images, targets_device)
+  return _Dispatched(plans, np.asarray(targets), np.asarray(restarts), T.clip(images), traces,
+                     snaps_per_octave, scores, classifier, behind)
+
+
+class _Dispatched(NamedTuple):
+  """A batch queued on the device: its final canvases, traces, snapshots and
+  scores (device arrays), and what reading them needs."""
+  plans: Sequence[step_lib.Plan]
+  targets: np.ndarray
+  restarts: np.ndarray
+  images: jax.Array  # clipped to [0, 1]
+  traces: list
+  snapshots: list
+  scores: tuple
+  classifier: Classifier
+  behind: Callable[[], None] | None  # the last chunk's progress report, when it has run
+
+
+def _finish_batch(batch: _Dispatched) -> Generation:
+  """Reads a queued batch to the host: the NaN check, scores, snapshots."""
+  if batch.behind is not None:
+    batch.behind()
+  plans, targets, restarts, classifier = (batch.plans, batch.targets, batch.restarts,
+                                          batch.classifier)
+  traces, snaps_per_octave, images = batch.traces, batch.snapshots, batch.images
+  n = len(targets)
+  target_logit, probability, rank, rank_raw = batch.scores
   traces, offset = devices.to_host(traces), 0
   for plan, trace in zip(plans, traces):
     _check_finite(trace, plan, offset, targets, restarts, classifier)
@@ -522,7 +791,7 @@ def _generate_batch(classifier, recipe, plans, targets, restarts, seed, photos, 
       snapshots.sides.append(sides)
     offset += plan.octave.iterations
   images, target_logit, probability, rank, rank_raw = devices.to_host(
-      (T.clip(images), target_logit, probability, rank, rank_raw))
+      (images, target_logit, probability, rank, rank_raw))
   return Generation(
       images=images[keep], targets=np.asarray(targets),
       restarts=np.asarray(restarts), target_logit=target_logit[keep],

@@ -99,7 +99,7 @@ class Reporter:
       self.line(f"{where}: compiled in {event.seconds:.1f} s")
     else:
       now = self.clock()
-      if self._mark is None:
+      if self._mark is None or event.done < self._mark[1]:  # a new batch starts over
         self._mark = (now, event.done)
         rate = None
       else:

@@ -37,7 +37,8 @@ flags.DEFINE_integer("seed", 0, "Seed.")
 flags.DEFINE_float("steps_scale", 1.0, "Scale every octave's iterations (previews).")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
                   "Generator's compute dtype (bfloat16: mixed precision; judges stay float32).")
-flags.DEFINE_integer("batch_size", None, "Images optimised at once (default: all).")
+flags.DEFINE_integer("batch_size", None, "Images optimised at once (default: what fits the "
+                     "free device memory; 8 per device on a CPU).")
 flags.DEFINE_string("json_out", None, "Write the scores as JSON here.")
 flags.DEFINE_string("grid_out", None, "Write labelled contact sheets here (one per recipe: "
                     "NAME.png, or NAME-RECIPE.png for several recipes).")

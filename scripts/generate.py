@@ -35,7 +35,8 @@ flags.DEFINE_string("weights", None, "A .pth state dict (default: the model's ow
 flags.DEFINE_string("recipe", recipes.DEFAULT, _cli.RECIPE_HELP)
 flags.DEFINE_string("classes", str(_cli.DEFAULT_CLASS), _cli.CLASSES_HELP)
 flags.DEFINE_integer("restarts", 1, "Images per class, each from its own random start.")
-flags.DEFINE_integer("batch_size", 8, "Images optimised together (does not change them).")
+flags.DEFINE_integer("batch_size", None, "Images optimised together (does not change them); "
+                     "default: what fits the free device memory (8 per device on a CPU).")
 flags.DEFINE_integer("seed", 0, "The run's seed.")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
                   "Model compute dtype (bfloat16: mixed precision, the image stays float32).")

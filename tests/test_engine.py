@@ -115,16 +115,17 @@ def test_reproducible_and_independent_of_the_batch():
 @pytest.mark.slow
 def test_second_call_reuses_the_compiled_octave():
   recipe = quick(iterations=2, after=(Blur((1.0, 0.5)),))
-  engine.generate(tiny(), [1, 2], recipe)
-  plan = step.plan(tiny(), recipe)[0]
-  compiled = octave.compiled(plan)
-  before = compiled._cache_size()
+  assert engine.generate(tiny(), [1, 2], recipe).compile_seconds > 0
+  compiled = octave.compiled(step.plan(tiny(), recipe)[0])
   # An equal recipe built anew (equal objectives, rules and operations hash
-  # equal) runs the same program.
+  # equal) runs the same program, compiled once.
   again = quick(iterations=2, after=(Blur((1.0, 0.5)),))
   assert octave.compiled(step.plan(tiny(), again)[0]) is compiled
-  engine.generate(tiny(), [3, 4], again, seed=5)
-  assert compiled._cache_size() == before == 1
+  assert engine.generate(tiny(), [3, 4], again, seed=5).compile_seconds == 0.0
+  before = compiled._cache_size()  # the same through jit's own cache
+  engine.generate(tiny(), [3, 4], again, seed=5, batch_size=1)
+  engine.generate(tiny(), [5, 6], again, seed=5, batch_size=1)
+  assert compiled._cache_size() == before + 1
   other = quick(iterations=2, after=(Blur((1.0, 0.4)),))
   assert octave.compiled(step.plan(tiny(), other)[0]) is not compiled
 
@@ -436,3 +437,60 @@ def test_precompile_compiles_every_octave_before_the_first_runs():
   result = engine.generate(clf, [1, 2], recipe, progress=events.append)
   assert not [e for e in events if e.event == "compiling"]  # the first calls found them
   assert result.compile_seconds == 0.0 and np.isfinite(result.images).all()
+
+
+def test_start_reads_each_batch_while_the_next_computes():
+  recipe = quick("sign", 0.02, iterations=3, view=(Crop(40), Roll(3)))
+  events = []
+
+  def done():
+    return [e.done for e in events if e.event == "iterations"]
+
+  pending = engine.start(tiny(), [1, 2, 3, 4], recipe, seed=3, batch_size=2, chunk=1,
+                         progress=events.append)
+  # Queued, not read: each chunk is reported once the next is queued, and
+  # the last one once the host reads the batch.
+  assert done() == [1, 2]
+  result = pending.result()
+  assert done() == [1, 2, 3, 1, 2, 3] and pending.result() is result
+  assert result.images.shape[0] == len(result.probability) == 4
+  # A call that follows an unread one reports that one's last chunk first.
+  events.clear()
+  first = engine.start(tiny(), [1, 2], recipe, seed=3, chunk=1, progress=events.append)
+  second = engine.start(tiny(), [3, 4], recipe, seed=3, chunk=1, progress=events.append,
+                        follows=first)
+  assert done() == [1, 2, 3, 1, 2]
+  np.testing.assert_array_equal(first.result().images, result.images[:2])
+  np.testing.assert_array_equal(second.result().images, result.images[2:])
+  np.testing.assert_array_equal(second.result().rank, result.rank[2:])
+  assert done() == [1, 2, 3, 1, 2, 3]
+
+
+def _program_bytes(clf, recipe, size):
+  """Device memory of the recipe's (one) octave program at ``size`` images,
+  as XLA's memory analysis counts it."""
+  plan = step.plan(clf, recipe)[0]
+  state = step.init_state(plan, jnp.zeros((size, plan.buffer, plan.buffer, 3)))
+  zeros = np.zeros(size, np.int32)
+  stats = octave.compiled(plan).lower(clf, state, jnp.asarray(zeros),
+                                      engine.image_keys(0, zeros, zeros)).compile()
+  stats = stats.memory_analysis()
+  return (stats.argument_size_in_bytes + stats.output_size_in_bytes
+          + stats.temp_size_in_bytes - stats.alias_size_in_bytes)
+
+
+@pytest.mark.slow  # seven small compiles, ~10 s
+def test_the_batch_size_fits_the_free_memory():
+  clf, recipe = tiny(), quick(iterations=2, view=(Crop(40),))
+  assert engine.choose_batch_size(clf, recipe, 5, free_bytes=2**40) == 5  # all
+  assert engine.choose_batch_size(clf, recipe, 50, free_bytes=2**40) == 8  # a CPU's guess
+  # Room for fewer than 8: the tiny model's programs have a large fixed part
+  # (weights and their transposed copies), which the second try measures.
+  one, eight = _program_bytes(clf, recipe, 1), _program_bytes(clf, recipe, 8)
+  free = int((one + eight) / 2 / 0.8)
+  chosen = engine.choose_batch_size(clf, recipe, 50, free_bytes=free)
+  assert 2 <= chosen < 8
+  assert _program_bytes(clf, recipe, chosen) <= 0.8 * free < _program_bytes(clf, recipe, 8)
+  with pytest.raises(engine.BatchSizeError, match=r"'quick' needs about .* GiB .* is free"):
+    engine.choose_batch_size(clf, recipe, 50, free_bytes=1000)
+  assert engine.free_memory() > 0  # a CPU: the host's available memory

@@ -35,6 +35,12 @@ def test_log_lines_compile_time_rate_and_eta():
   clock.now = 31.0
   reporter(Progress("iterations", 0, 2, 32, 100, 4))  # within `every`: not logged
   assert len(lines) == 3
+  clock.now = 40.0  # the next batch starts over: no negative rate
+  reporter(Progress("iterations", 0, 2, 5, 100, 4))
+  assert lines[-1] == "octave 1/2: iteration 5/100 (4 images), -- it/s, ETA --"
+  clock.now = 50.0
+  reporter(Progress("iterations", 0, 2, 25, 100, 4))
+  assert lines[-1].endswith("2.00 it/s, ETA 0:38")
 
 
 def test_bar_redraws_one_line_and_keeps_permanent_lines():
