@@ -299,6 +299,8 @@ class AtlasResult:
       ``write_wait`` (the part of it the run waited for), ``setup``
       (reading the folder, before the first batch) and ``waiting`` (for
       classes other runs were making).
+    batch_size: images per batch (given, or chosen to fit the memory; 0
+      when nothing was left to make).
   """
   out: Path
   made: int
@@ -306,6 +308,7 @@ class AtlasResult:
   rows: list[dict[str, Any]]
   seconds: float
   timings: dict[str, float] = dataclasses.field(default_factory=dict)
+  batch_size: int = 0
 
 
 def _prepare_folder(out: Path, config: dict[str, Any], overwrite: bool) -> None:
@@ -542,13 +545,14 @@ def _make(classifier, out, recipe, config, run_id, indices, photos, ledger, part
   # Classes to make, in order; a class is one claim (all its restarts).
   todo = [(photo, t) for photo in photo_keys for t in indices
           if any((photo, t, r) not in done for r in range(restarts))]
-  if batch_size is None:
+  todo_count = len(todo)
+  if batch_size is None and todo:
     compiling = time.perf_counter()
     batch_size = engine.choose_batch_size(classifier, recipe, max(1, len(todo)) * restarts,
                                           snapshot_every=snapshot_every, progress=progress)
     chosen = time.perf_counter() - compiling
     log(f"atlas: batch size {batch_size} (what fits the free device memory)")
-  per_batch = max(1, batch_size // restarts)
+  per_batch = max(1, (batch_size or restarts) // restarts)
   claim_name = {item: names[(item[0], item[1], 0)].rsplit("_r0", 1)[0] for item in todo}
   total = len(todo) * restarts
   if done:
@@ -690,7 +694,8 @@ def _make(classifier, out, recipe, config, run_id, indices, photos, ledger, part
   if part is not None:
     merge_summaries(out)  # the last process to finish leaves the whole summary
   timings["wall"] = time.perf_counter() - start
-  return AtlasResult(out, made, kept, [rows[k] for k in planned], timings["wall"], timings)
+  return AtlasResult(out, made, kept, [rows[k] for k in planned], timings["wall"], timings,
+                     batch_size if todo_count else 0)
 
 
 class _Writes:

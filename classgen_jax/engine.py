@@ -565,7 +565,7 @@ def choose_batch_size(classifier: Classifier, recipe: str | Recipe, n: int, *,
 
   Returns:
     Images per batch, a multiple of the device count (at most ``n`` rounded
-    up to it).
+    up to it), as even as batches of at most the size that fits can be.
 
   Raises:
     BatchSizeError: one image per device does not fit; the message says how
@@ -582,7 +582,7 @@ def _choose_batch_size(classifier, recipe, n, *, snapshot_every=0, chunk=None, p
   mesh = devices.batch_mesh()
   count = mesh.size
   platform = mesh.devices.flat[0].platform
-  per_device = min(-(-max(n, 1) // count), _GUESS_PER_DEVICE.get(platform, _MAX_PER_DEVICE))
+  per_device = _balanced(n, _GUESS_PER_DEVICE.get(platform, _MAX_PER_DEVICE), count)
   free = free_memory() if free_bytes is None else free_bytes
   if free is None:
     return per_device * count, 0.0
@@ -610,13 +610,23 @@ def _choose_batch_size(classifier, recipe, n, *, snapshot_every=0, chunk=None, p
     fits = int((budget - fixed) // per_image)
     if fits >= 8:
       fits -= fits % 8
-    per_device = min(fits, per_device - 1)
+    per_device = _balanced(n, min(fits, per_device - 1), count)
     if per_device < 1:
       break
   raise BatchSizeError(
       f"recipe {recipe.name!r} needs about {_gib(min(b for _, b in tried))} of device memory "
       f"for {min(k for k, _ in tried)} image(s) per device, but {_gib(free)} is free: free the "
       "device, or use a smaller recipe or model")
+
+
+def _balanced(n: int, per_device: int, count: int) -> int:
+  """At most ``per_device`` images per device, in batches as equal as the
+  device count allows (1000 images in batches of 250, not 256 and a padded
+  232); 0 when ``per_device`` is."""
+  if per_device < 1:
+    return 0
+  batches = -(-max(n, 1) // (per_device * count))
+  return -(-(-(-max(n, 1) // batches)) // count)
 
 
 def _program_bytes(executable) -> int | None:

@@ -38,7 +38,8 @@ flags.DEFINE_string("trace_dir", None, "Also trace one compiled octave call (jax
                     "into this folder and print its largest ops.")
 flags.DEFINE_integer("atlas", 0, "Only run the atlas end to end for this many classes (0 to "
                      "N-1, PNGs written to a temporary folder) and print where its wall time "
-                     "went; --recipe is the whole recipe, --batch_size the atlas's.")
+                     "went; --recipe is the whole recipe, --batch_size the atlas's (0: what "
+                     "fits the free device memory).")
 flags.DEFINE_float("steps_scale", 1.0, "With --atlas: scale every octave's iterations.")
 flags.DEFINE_list("flops", [], "Only count FLOPs per image-iteration (and per forward pass) "
                   "of these models at their native sizes; nothing is timed.")
@@ -56,9 +57,10 @@ def main(argv):
       write_text(FLAGS.json_out, json.dumps(table, indent=1) + "\n")
     return
   if FLAGS.atlas:
-    result = benchmark.atlas(FLAGS.model, FLAGS.recipe, FLAGS.atlas, FLAGS.batch_size,
+    result = benchmark.atlas(FLAGS.model, FLAGS.recipe, FLAGS.atlas, FLAGS.batch_size or None,
                              dtype=FLAGS.dtype, steps_scale=FLAGS.steps_scale)
-    print(f"{FLAGS.model} {FLAGS.recipe} atlas, {FLAGS.atlas} classes, batch {FLAGS.batch_size}"
+    print(f"{FLAGS.model} {FLAGS.recipe} atlas, {FLAGS.atlas} classes, batch "
+          f"{result['batch_size']}{'' if FLAGS.batch_size else ' (what fits)'}"
           f", {FLAGS.dtype}, steps x{FLAGS.steps_scale:g}; {result['device']} "
           f"x{result['devices']}: {result['images']} images, "
           f"{result['images_per_s']:.2f} images/s\n{result['summary']}")

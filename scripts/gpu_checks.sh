@@ -44,13 +44,14 @@ speed)
   bench b8 --batch_size=8 --steps=30 --repeats=5
   # The 1000-class atlas end to end (GoogLeNet, random weights: timing only),
   # PNGs written, wall time split; first with an empty compilation cache,
-  # then again with it warm, then in bfloat16.
+  # then again with it warm, then in bfloat16. Batch size 0: what fits the
+  # GPU's free memory (engine.choose_batch_size; 250 where four batches fit).
   XLA_CACHE=$(mktemp -d)
   for run in cold warm bf16; do
     stage "atlas $run: all 1000 classes, octaves, GoogLeNet"
     dtype=float32; [ "$run" = bf16 ] && dtype=bfloat16
     CLASSGEN_JAX_CACHE=$XLA_CACHE timeout 240 $PY scripts/benchmark.py --model=googlenet \
-      --recipe=octaves --atlas=${ATLAS_CLASSES:-1000} --batch_size=${ATLAS_BATCH:-250} \
+      --recipe=octaves --atlas=${ATLAS_CLASSES:-1000} --batch_size=${ATLAS_BATCH:-0} \
       --dtype=$dtype --json_out="$OUT/atlas_$run.json" ${ATLAS_FLAGS:-} 2>&1 | quiet \
       | tee -a "$OUT/atlas.txt"
   done

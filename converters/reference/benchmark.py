@@ -390,12 +390,14 @@ def trace_summary(classifier, config: Config, trace_dir: str, top: int = 12) -> 
                    "count": counts[name]} for name, ms in totals.most_common(top)]}
 
 
-def atlas(model: str, recipe: str, classes: int, batch_size: int, *, dtype: str = "float32",
-          steps_scale: float = 1.0, out: str | None = None) -> dict[str, Any]:
+def atlas(model: str, recipe: str, classes: int, batch_size: int | None, *,
+          dtype: str = "float32", steps_scale: float = 1.0,
+          out: str | None = None) -> dict[str, Any]:
   """The atlas end to end: classes ``0 .. classes-1`` into a fresh folder
   (``out``, or a temporary one), PNGs written; the wall time split as in
   ``AtlasResult.timings``. The model is built as for the step benchmark
-  (random weights for the torchvision ports)."""
+  (random weights for the torchvision ports). ``batch_size`` None: what fits
+  (``engine.choose_batch_size``); the record says what was used."""
   from classgen_jax import atlas as atlas_lib  # pylint: disable=g-import-not-at-top
 
   _, classifier = models(model)
@@ -408,6 +410,7 @@ def atlas(model: str, recipe: str, classes: int, batch_size: int, *, dtype: str 
   wall = made.timings["wall"]
   return {"config": {"model": model, "recipe": recipe, "classes": classes,
                      "batch_size": batch_size, "dtype": dtype, "steps_scale": steps_scale},
+          "batch_size": made.batch_size,
           "device": jax.devices()[0].device_kind, "devices": jax.device_count(),
           "images": made.made, "images_per_s": made.made / wall, "timings": made.timings,
           "summary": atlas_lib.describe_timings(made.timings)}
