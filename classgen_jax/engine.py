@@ -625,8 +625,10 @@ def _balanced(n: int, per_device: int, count: int) -> int:
   232); 0 when ``per_device`` is."""
   if per_device < 1:
     return 0
-  batches = -(-max(n, 1) // (per_device * count))
-  return -(-(-(-max(n, 1) // batches)) // count)
+  n = max(n, 1)
+  batches = -(-n // (per_device * count))
+  per_batch = -(-n // batches)
+  return -(-per_batch // count)
 
 
 def _program_bytes(executable) -> int | None:
