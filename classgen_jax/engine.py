@@ -467,9 +467,9 @@ def _compile(classifier, plans, size, *, chunk, progress, at_least=1) -> tuple[l
                                   sharding=batch)
     length = _chunk_length(plan, chunk, progress is not None)
     signatures.append(_signature(plan, length, canvas, classifier))
-    # precompile skips what a first call compiled; the batch-size choice
-    # needs each program's executable (its memory analysis).
-    if signatures[-1] not in (_COMPILED if at_least > 1 else _EXECUTABLES):
+    # Skipped: what was compiled before, here or by a first call (a program
+    # that ran at this size needs no memory check either).
+    if signatures[-1] not in _COMPILED:
       todo.append((plan, length, canvas))
   seconds, total = 0.0, sum(plan.octave.iterations for plan in plans)
   if len(todo) >= at_least:
