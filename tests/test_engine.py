@@ -439,6 +439,7 @@ def test_precompile_compiles_every_octave_before_the_first_runs():
   assert result.compile_seconds == 0.0 and np.isfinite(result.images).all()
 
 
+@pytest.mark.slow  # ~9 s; the atlas reference run (two batches) covers start/result by default
 def test_start_reads_each_batch_while_the_next_computes():
   recipe = quick("sign", 0.02, iterations=3, view=(Crop(40), Roll(3)))
   events = []
