@@ -360,6 +360,13 @@ def test_parity_with_torch_reference(name, normalisation, x64):
   ("none", GoogLeNet's transform_input kept) and ImageNet's.
   """
   recipe = runnable(name)
+  if name == "maco":
+    # At maco's rate (1.0) the paths differ by 9e-15, 8e-13, then 5e-4 after
+    # 1, 2, 3 steps: Adam turns a phase whose gradient is at rounding size
+    # into a step of up to the rate, so rounding decides it (as a sign does
+    # for the sign recipe). Same renderer and rule at any rate: compare at 0.05.
+    recipe = dataclasses.replace(recipe, octaves=tuple(
+        dataclasses.replace(o, step_size=(0.05, 0.05)) for o in recipe.octaves))
   module = model_for(recipe).double()
   try:
     clf = converters.from_torchvision(module, dtype=jnp.float64)
