@@ -300,7 +300,7 @@ class AtlasResult:
       (reading the folder, before the first batch) and ``waiting`` (for
       classes other runs were making).
     batch_size: images per batch (given, or chosen to fit the memory; 0
-      when nothing was left to make).
+      when none was given and nothing was left to make).
   """
   out: Path
   made: int
@@ -545,10 +545,9 @@ def _make(classifier, out, recipe, config, run_id, indices, photos, ledger, part
   # Classes to make, in order; a class is one claim (all its restarts).
   todo = [(photo, t) for photo in photo_keys for t in indices
           if any((photo, t, r) not in done for r in range(restarts))]
-  todo_count = len(todo)
   if batch_size is None and todo:
     compiling = time.perf_counter()
-    batch_size = engine.choose_batch_size(classifier, recipe, max(1, len(todo)) * restarts,
+    batch_size = engine.choose_batch_size(classifier, recipe, len(todo) * restarts,
                                           snapshot_every=snapshot_every, progress=progress)
     chosen = time.perf_counter() - compiling
     log(f"atlas: batch size {batch_size} (what fits the free device memory)")
@@ -668,7 +667,7 @@ def _make(classifier, out, recipe, config, run_id, indices, photos, ledger, part
         raise
       # The previous batch is read (NaN check, scores, PNGs) while this one
       # computes on the device.
-      entry, queued = queued, (pending, batch, batch[0][0])
+      entry, queued = queued, (pending, batch, photo)
       read(entry)
     entry, queued = queued, None
     read(entry)
@@ -695,7 +694,7 @@ def _make(classifier, out, recipe, config, run_id, indices, photos, ledger, part
     merge_summaries(out)  # the last process to finish leaves the whole summary
   timings["wall"] = time.perf_counter() - start
   return AtlasResult(out, made, kept, [rows[k] for k in planned], timings["wall"], timings,
-                     batch_size if todo_count else 0)
+                     batch_size or 0)
 
 
 class _Writes:

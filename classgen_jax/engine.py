@@ -402,8 +402,7 @@ def start(classifier: Classifier, targets: Sequence[int | str] | int | str,
   timing = {"compile": 0.0}
   if batch_size is None:
     batch_size, timing["compile"] = _choose_batch_size(
-        classifier, recipe, max(n, pad_to), snapshot_every=snapshot_every, chunk=chunk,
-        progress=progress)
+        classifier, recipe.name, plans, max(n, pad_to), chunk=chunk, progress=progress)
   per_batch, size = _batch_sizes(n, batch_size, pad_to)
   timing["compile"] += precompile(classifier, plans, size, chunk=chunk, progress=progress)
 
@@ -470,7 +469,7 @@ def _compile(classifier, plans, size, *, chunk, progress, at_least=1) -> tuple[l
     # Skipped: what was compiled before, here or by a first call (a program
     # that ran at this size needs no memory check either).
     if signatures[-1] not in _COMPILED:
-      todo.append((plan, length, canvas))
+      todo.append((plan, length, canvas, signatures[-1]))
   seconds, total = 0.0, sum(plan.octave.iterations for plan in plans)
   if len(todo) >= at_least:
     start = time.perf_counter()
@@ -479,20 +478,20 @@ def _compile(classifier, plans, size, *, chunk, progress, at_least=1) -> tuple[l
     keys = jax.device_put(image_keys(0, np.zeros(padded, np.int32),
                                      np.zeros(padded, np.int32)), batch)
     lowered = []
-    for plan, length, canvas in todo:
+    for plan, length, canvas, _ in todo:
       if progress is not None:
         progress(Progress("compiling", plan.index, len(plans), 0, total, size))
       state = step_lib.init_state(plan, jax.device_put(jnp.zeros(canvas.shape, canvas.dtype),
                                                        batch))
       lowered.append(octave_lib.compiled(plan, length).lower(replicated, state, targets, keys))
     with concurrent.futures.ThreadPoolExecutor(len(lowered)) as pool:
-      for (plan, length, canvas), executable in zip(todo, pool.map(lambda low: low.compile(),
-                                                                   lowered)):
-        _COMPILED.add(_signature(plan, length, canvas, classifier))
-        _EXECUTABLES[_signature(plan, length, canvas, classifier)] = executable
+      for (*_, signature), executable in zip(todo, pool.map(lambda low: low.compile(),
+                                                             lowered)):
+        _COMPILED.add(signature)
+        _EXECUTABLES[signature] = executable
     seconds = time.perf_counter() - start
     if progress is not None:
-      for plan, _, _ in todo:
+      for plan, *_ in todo:
         progress(Progress("compiled", plan.index, len(plans), 0, total, size, seconds))
     logging.debug("compiled %d octaves at once in %.1f s", len(todo), seconds)
   return [_EXECUTABLES.get(signature) for signature in signatures], seconds
@@ -571,14 +570,16 @@ def choose_batch_size(classifier: Classifier, recipe: str | Recipe, n: int, *,
     BatchSizeError: one image per device does not fit; the message says how
       much it needs and how much is free.
   """
-  return _choose_batch_size(classifier, recipe, n, snapshot_every=snapshot_every, chunk=chunk,
-                            progress=progress, free_bytes=free_bytes)[0]
-
-
-def _choose_batch_size(classifier, recipe, n, *, snapshot_every=0, chunk=None, progress=None,
-                       free_bytes=None) -> tuple[int, float]:
   recipe = recipes_lib.get(recipe) if isinstance(recipe, str) else recipe
   plans = step_lib.plan(classifier, recipe, snapshot_every)
+  return _choose_batch_size(classifier, recipe.name, plans, n, chunk=chunk, progress=progress,
+                            free_bytes=free_bytes)[0]
+
+
+def _choose_batch_size(classifier, name, plans, n, *, chunk=None, progress=None,
+                       free_bytes=None) -> tuple[int, float]:
+  """``choose_batch_size`` for the recipe ``name``'s ``plans``; also returns
+  the seconds spent compiling."""
   mesh = devices.batch_mesh()
   count = mesh.size
   platform = mesh.devices.flat[0].platform
@@ -614,7 +615,7 @@ def _choose_batch_size(classifier, recipe, n, *, snapshot_every=0, chunk=None, p
     if per_device < 1:
       break
   raise BatchSizeError(
-      f"recipe {recipe.name!r} needs about {_gib(min(b for _, b in tried))} of device memory "
+      f"recipe {name!r} needs about {_gib(min(b for _, b in tried))} of device memory "
       f"for {min(k for k, _ in tried)} image(s) per device, but {_gib(free)} is free: free the "
       "device, or use a smaller recipe or model")
 
