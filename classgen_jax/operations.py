@@ -42,6 +42,7 @@ from typing import Any, ClassVar, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from classgen_jax import blur, colour, resize_cycle
 from classgen_jax import transforms as T
 from classgen_jax.updates import linear
 
@@ -279,8 +280,8 @@ class ColourJitter(Operation):
 
   def draw(self, key, side, dtype):
     del side
-    return T.draw_color_jitter(key, brightness=self.brightness, contrast=self.contrast,
-                               saturation=self.saturation, dtype=dtype)
+    return colour.draw_color_jitter(key, brightness=self.brightness, contrast=self.contrast,
+                                    saturation=self.saturation, dtype=dtype)
 
   @property
   def enabled(self) -> tuple[bool, bool, bool]:
@@ -288,7 +289,7 @@ class ColourJitter(Operation):
 
   def __call__(self, image, params, context):
     del context
-    return T.adjust_color(image, params, enabled=self.enabled)
+    return colour.adjust_color(image, params, enabled=self.enabled)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -330,10 +331,10 @@ class Blur(Operation):
     sigma = linear(*self.sigma, context.iterations)(context.iteration)
     if self.region == "crop" and context.region is not None:
       offset, size = context.region
-      blurred = T.gaussian_blur_region(image, offset, size=size, sigma=sigma,
-                                       kernel_size=self.kernel)
+      blurred = blur.gaussian_blur_region(image, offset, size=size, sigma=sigma,
+                                          kernel_size=self.kernel)
     else:
-      blurred = T.gaussian_blur(image, sigma=sigma, kernel_size=self.kernel)
+      blurred = blur.gaussian_blur(image, sigma=sigma, kernel_size=self.kernel)
     active = True if self.until is None else context.iteration < self.until
     return jnp.where(active, blurred, image)
 
@@ -382,16 +383,16 @@ class ResizeCycle(Operation):
 
   def indices(self, iteration, iterations: int):
     """``(from, to)`` indices into ``canvas_sides`` at ``iteration``."""
-    return T.cyclic_size_indices(iteration, num_sizes=len(self.sizes),
-                                 stop=min(self.until, iterations))
+    return resize_cycle.cyclic_size_indices(iteration, num_sizes=len(self.sizes),
+                                            stop=min(self.until, iterations))
 
   def __call__(self, buffer, params, context):
-    """Resizes the image held in ``buffer`` (see ``transforms.resize_within``);
+    """Resizes the image held in ``buffer`` (see ``resize_cycle.resize_within``);
     ``params`` is ``(from_index, to_index, sides)``."""
     del context
     from_index, to_index, sides = params
-    return T.resize_within(buffer, from_index, to_index, sizes=sides,
-                           method=self.interpolation)
+    return resize_cycle.resize_within(buffer, from_index, to_index, sizes=sides,
+                                      method=self.interpolation)
 
   def scaled(self, factor):
     return dataclasses.replace(self, until=_scale_count(self.until, factor))

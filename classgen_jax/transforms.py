@@ -1,46 +1,33 @@
-"""Image transforms of the generation engine: blur, resize, crop, jitter, colour.
+"""Geometric image transforms: resize, crop and paste, roll, flip, padding, affine.
 
-Data contract: an image is a single HWC float array (float32 in the library,
-float64 in parity tests) with values in [0, 1]. The engine batches with
-``jax.vmap``; every function here works eager, under ``jax.jit`` and under
-``jax.vmap`` with identical results.
+The functional transforms behind the ``operations`` values ``Crop``, ``Roll``,
+``Flip``, ``Pad``, ``PadRing``, ``Scale`` and ``Rotate``, the resize between
+octaves and of photo starts, and ``clip``. Their siblings hold the rest:
+``blur`` (Gaussian blur), ``colour`` (colour jitter) and ``resize_cycle`` (the
+article's cyclic resize at a fixed shape).
 
-Every random transform is split in two, so that the PyTorch reference path
-(``converters/torch_transforms.py``) can replay exactly the same randomness:
+Data contract, for this module and its siblings: an image is one ``(h, w, c)``
+float array, no batch axis, float32 with values in [0, 1] in the library and
+float64 in the parity tests. Sizes and widths are static Python ints;
+offsets, shifts, flags and factors may be traced. The engine batches with
+``jax.vmap``; every function gives the same image eager, under ``jax.jit`` and
+under ``jax.vmap``, and is differentiable in the image.
 
-* a *draw*, ``draw_*(key, ...)``, turns a ``jax.random`` key into a few
-  explicit parameters (offsets, factors, an order);
-* an *apply*, a deterministic function of the image and those parameters,
-  which the torch twin implements on NCHW batches.
-
-The public random transforms are closures built from config that return
-``fn(key, image) -> image`` (lucid's ``optvis/transform.py``), chained by
-``compose``, which splits the key once per transform (optax's ``chain``)::
-
-  augment = compose(jitter(8), flip(), color_jitter(brightness=1e-4))
-  image = augment(jax.random.key(0), image)
-
-What each recipe of ``docs/RECIPES.md`` takes from here:
-
-* smoothness prior, octaves: ``gaussian_blur`` (traced sigma schedule) or,
-  for cropped octaves, ``gaussian_blur_region`` on the updated crop;
-* resilience: ``color_jitter(brightness=1e-4)`` and the fixed-shape cyclic
-  resize ``cyclic_size_indices`` + ``resize_within`` + ``apply_within``;
-* octaves: ``draw_crop_offset``, ``crop``, ``paste``; ``resize`` between
-  octaves; the padding recipe's ``fill_border``;
-* DeepInversion / Lucid style augmentation: ``jitter``, ``flip``.
+A random transform is a draw and an apply, so that the PyTorch reference path
+(``converters/reference/transforms.py``) replays exactly the engine's
+randomness: ``draw_*(key, ...)`` turns a ``jax.random`` key into a few explicit
+parameters (an offset, a shift, a flag); the apply is a deterministic function
+of the image and those parameters, which the torch twin implements on NCHW
+batches from the same draws.
 
 The article reproduced here ("Input generation") uses
-torchvision's ``gaussian_blur``, ``ColorJitter``, ``Pad`` and
-``torch.nn.functional.interpolate``; each function says which torch
-semantics it matches and where the fixed-shape world of ``lax.scan`` forced a
-choice.
+``torch.nn.functional.interpolate`` and torchvision's ``Pad`` (here),
+``gaussian_blur`` (``blur``) and ``ColorJitter`` (``colour``); each function
+says which torch semantics it matches and where the fixed-shape world of
+``lax.scan`` forced a choice.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable, Sequence
-from typing import NamedTuple
 
 import chex
 import dm_pix as pix
@@ -50,17 +37,9 @@ import numpy as np
 from jax import lax
 
 Size = int | tuple[int, int]
-# fn(key, image) -> image, the signature of every random transform.
-Transform = Callable[[jax.Array, jax.Array], jax.Array]
 
 
-# The article's 'transformation resilience' recipe: before step 76, step i
-# resizes the image to RESILIENCE_SIZES[i % 5].
-RESILIENCE_SIZES = (256, 198, 160, 180, 200)
-RESILIENCE_STOP = 76
-
-
-def _pair(size: Size) -> tuple[int, int]:
+def as_pair(size: Size) -> tuple[int, int]:
   if isinstance(size, int):
     return size, size
   height, width = size
@@ -71,133 +50,9 @@ def _check_image(image: jax.Array) -> None:
   chex.assert_rank(image, 3)
 
 
-# ---------------------------------------------------------------------------
-# Chaining and clipping.
-
-
-def compose(*fns: Transform) -> Transform:
-  """Chains random transforms, splitting the key once per transform.
-
-  Args:
-    *fns: transforms ``fn(key, image) -> image``, applied left to right.
-
-  Returns:
-    A transform ``fn(key, image) -> image``. Transform ``i`` gets
-    ``jax.random.split(key, len(fns))[i]``, so adding a transform at the end
-    does not change the randomness of the ones before it.
-  """
-
-  def composed(key: jax.Array, image: jax.Array) -> jax.Array:
-    if not fns:
-      return image
-    for fn_key, fn in zip(jax.random.split(key, len(fns)), fns):
-      image = fn(fn_key, image)
-    return image
-
-  return composed
-
-
 def clip(image: jax.Array) -> jax.Array:
   """Clips to the valid range [0, 1]."""
   return jnp.clip(image, 0.0, 1.0)
-
-
-# ---------------------------------------------------------------------------
-# Gaussian blur (torchvision.transforms.functional.gaussian_blur).
-
-
-def default_sigma(kernel_size: int) -> float:
-  """torchvision's sigma when none is given: 0.8 for the article's 3x3."""
-  return 0.3 * ((kernel_size - 1) * 0.5 - 1) + 0.8
-
-
-def gaussian_kernel(kernel_size: int, sigma: float | jax.Array, *,
-                    dtype=jnp.float32) -> jax.Array:
-  """torchvision's normalised 1-D Gaussian kernel.
-
-  Args:
-    kernel_size: odd, static.
-    sigma: standard deviation; may be traced (a per-step schedule).
-    dtype: dtype of the kernel.
-
-  Returns:
-    ``(kernel_size,)`` weights summing to 1; the 2-D kernel is their outer
-    product, as in torchvision.
-  """
-  if kernel_size < 1 or kernel_size % 2 == 0:
-    raise ValueError(f"kernel_size must be odd and positive, got {kernel_size}")
-  # Same expression order as torchvision, so float64 kernels agree to 1 ulp.
-  x = jnp.arange(kernel_size, dtype=dtype) - (kernel_size - 1) * 0.5
-  pdf = jnp.exp(-0.5 * (x / jnp.asarray(sigma, dtype)) ** 2)
-  return pdf / jnp.sum(pdf)
-
-
-def gaussian_blur(image: jax.Array, *, sigma: float | jax.Array,
-                  kernel_size: int = 3) -> jax.Array:
-  """Gaussian blur with torchvision's kernel and reflect padding.
-
-  Matches ``torchvision.transforms.functional.gaussian_blur(x, kernel_size,
-  sigma)``; the article calls it with ``kernel_size=3`` (sigma 0.8 by default,
-  a schedule in the octave recipes). Computed separably, as two depthwise 1-D
-  passes; each pass is a sum of ``kernel_size`` shifted slices, which XLA
-  fuses and which keeps float64 exact.
-
-  Args:
-    image: ``(h, w, c)`` with ``h, w > kernel_size // 2``.
-    sigma: standard deviation; may be traced.
-    kernel_size: odd, static.
-
-  Returns:
-    The blurred ``(h, w, c)`` image.
-  """
-  _check_image(image)
-  kernel = gaussian_kernel(kernel_size, sigma, dtype=image.dtype)
-  half = kernel_size // 2
-  height, width, _ = image.shape
-  # 'reflect' excludes the edge pixel, like torch's reflect padding.
-  padded = jnp.pad(image, ((half, half), (half, half), (0, 0)), mode="reflect")
-  rows = sum(kernel[k] * padded[k:k + height] for k in range(kernel_size))
-  return sum(kernel[k] * rows[:, k:k + width] for k in range(kernel_size))
-
-
-def gaussian_blur_region(image: jax.Array, offset: jax.Array, *, size: Size,
-                         sigma: float | jax.Array, kernel_size: int = 3,
-                         context: bool = False) -> jax.Array:
-  """Blurs only a rectangular region (the updated crop), leaving the rest.
-
-  The article's fix for the grey border of cropped octaves: blur only the
-  part of the canvas that the step updated, so the untouched border is not
-  blurred again and again without any gradient to restore it.
-
-  At the region's border there are two choices:
-
-  * ``context=False`` (default, the article's code): the crop is blurred as
-    an image of its own, i.e. torchvision's ``gaussian_blur`` on the crop
-    tensor, with reflect padding *inside* the crop.
-  * ``context=True``: the region's pixels are those of a blur of the whole
-    image (reflect padding only at the image's own border), so the region's
-    edge mixes in its neighbours outside and leaves no seam.
-
-  Args:
-    image: ``(h, w, c)`` canvas.
-    offset: ``(top, left)`` int array of the region, may be traced; like
-      ``lax.dynamic_slice``, it is clamped so that the region fits.
-    size: static ``(height, width)`` of the region, or an int for a square.
-    sigma: standard deviation; may be traced.
-    kernel_size: odd, static.
-    context: the border semantics above.
-
-  Returns:
-    The canvas with the region blurred.
-  """
-  _check_image(image)
-  if context:
-    region = crop(gaussian_blur(image, sigma=sigma, kernel_size=kernel_size),
-                  offset, size=size)
-  else:
-    region = gaussian_blur(crop(image, offset, size=size), sigma=sigma,
-                           kernel_size=kernel_size)
-  return paste(image, region, offset)
 
 
 # ---------------------------------------------------------------------------
@@ -312,7 +167,7 @@ def resize(image: jax.Array, size: Size, *,
     raise ValueError(f"method must be one of {_RESIZE_METHODS}, got {method!r}")
   if antialias and method != "bilinear":
     raise ValueError(f"antialias needs method='bilinear', got {method!r}")
-  out_h, out_w = _pair(size)
+  out_h, out_w = as_pair(size)
   in_h, in_w, _ = image.shape
   if (in_h, in_w) == (out_h, out_w):
     # Both torch modes are the identity at scale 1 (bilinear weights 1 and 0).
@@ -330,133 +185,6 @@ def resize(image: jax.Array, size: Size, *,
           + jnp.asarray(w_lam1, dtype)[None, :, None] * image[:, w1])
   return (jnp.asarray(h_lam0, dtype)[:, None, None] * rows[h0]
           + jnp.asarray(h_lam1, dtype)[:, None, None] * rows[h1])
-
-
-# Cyclic resizing with a fixed carry shape.
-#
-# The article's resilience recipe resizes the image itself every step
-# (299 -> 256 -> 198 -> 160 -> 180 -> 200 -> 256 -> ...), and the gradient is
-# taken and applied at that size. A lax.scan carry has a fixed shape, so the
-# image lives in the top-left corner of a fixed *buffer* at least as large as
-# every size, zero elsewhere; the current size is a function of the step, so
-# it need not be carried. Resizing from the previous size to the next one and
-# running the step's body at the next size are lax.switch-es over the static
-# sizes. This reproduces the article's chain of resizes exactly (same
-# resampling, same accumulation of nearest-neighbour drift, gradient at the
-# resized size), so the engine can be compared with the torch reference path
-# bit for bit. The alternatives drift from it: resizing to s and back to the
-# canvas every step adds a second, upsampling resize (extra blur for
-# bilinear, a different drift for nearest), and taking the objective on a
-# resized *view* keeps the canvas at full resolution and never resamples it.
-
-
-def embed(image: jax.Array, *, shape: Size) -> jax.Array:
-  """Places ``image`` in the top-left corner of a zero buffer of ``shape``."""
-  _check_image(image)
-  buf_h, buf_w = _pair(shape)
-  height, width, _ = image.shape
-  if height > buf_h or width > buf_w:
-    raise ValueError(f"image {image.shape[:2]} does not fit buffer {shape}")
-  return jnp.pad(image, ((0, buf_h - height), (0, buf_w - width), (0, 0)))
-
-
-def resize_within(buffer: jax.Array, from_index: jax.Array,
-                  to_index: jax.Array, *, sizes: Sequence[Size],
-                  method: str = "bilinear") -> jax.Array:
-  """Resizes the image held in a buffer from one listed size to another.
-
-  Args:
-    buffer: ``(H, W, c)`` holding an image of size ``sizes[from_index]`` in
-      its top-left corner (see ``embed``).
-    from_index: int scalar, may be traced; keep it the same for the whole
-      batch (not vmapped), or vmap turns the switch into running every
-      branch.
-    to_index: int scalar, may be traced, same advice.
-    sizes: static sizes, each no larger than the buffer.
-    method: as in ``resize``.
-
-  Returns:
-    The buffer holding ``resize(image, sizes[to_index])``, zero elsewhere.
-  """
-  _check_image(buffer)
-  pairs = [_pair(s) for s in sizes]
-  shape = buffer.shape[:2]
-
-  def branch(src: tuple[int, int], dst: tuple[int, int]):
-    def resized(buf: jax.Array) -> jax.Array:
-      image = buf[:src[0], :src[1]]
-      return embed(resize(image, dst, method=method), shape=shape)
-    return resized
-
-  branches = [branch(src, dst) for src in pairs for dst in pairs]
-  index = jnp.asarray(from_index) * len(pairs) + jnp.asarray(to_index)
-  return lax.switch(index, branches, buffer)
-
-
-def apply_within(buffer: jax.Array, index: jax.Array,
-                 fn: Callable[[jax.Array], object], *, sizes: Sequence[Size],
-                 has_aux: bool = False):
-  """Runs ``fn`` on the image held in a buffer at size ``sizes[index]``.
-
-  ``fn`` sees an array of the static size ``sizes[index]`` (one trace per
-  size), so a model can take the gradient at that resolution, as the
-  article's code does after each resize.
-
-  Args:
-    buffer: ``(H, W, c)`` holding an image of size ``sizes[index]``.
-    index: int scalar, may be traced; keep it unbatched under vmap.
-    fn: ``image -> image`` of the same shape, or ``image -> (image, aux)``
-      with ``has_aux``; ``aux`` must have one structure and shape for every
-      size (e.g. logits, a loss).
-    sizes: static sizes, each no larger than the buffer.
-    has_aux: whether ``fn`` returns ``(image, aux)``.
-
-  Returns:
-    The buffer holding ``fn``'s image, zero elsewhere; with ``has_aux``,
-    ``(buffer, aux)``.
-  """
-  _check_image(buffer)
-  shape = buffer.shape[:2]
-
-  def branch(size: tuple[int, int]):
-    def applied(buf: jax.Array):
-      out = fn(buf[:size[0], :size[1]])
-      if has_aux:
-        image, aux = out
-        return embed(image, shape=shape), aux
-      return embed(out, shape=shape)
-    return applied
-
-  return lax.switch(index, [branch(_pair(s)) for s in sizes], buffer)
-
-
-def cyclic_size_indices(step: jax.Array, *, num_sizes: int = 5,
-                        stop: int = RESILIENCE_STOP) -> tuple[jax.Array,
-                                                              jax.Array]:
-  """``(from_index, to_index)`` of the article's cyclic resize at ``step``.
-
-  Index 0 is the starting size and indices ``1..num_sizes`` the cycle, i.e.
-  ``sizes = (start,) + RESILIENCE_SIZES``. Step ``i < stop`` resizes to
-  ``1 + i % num_sizes`` from the previous step's size; from ``stop`` on the
-  image keeps the last size (``from == to``, and ``resize_within`` is then
-  the identity), as the article stops resizing after iteration 75.
-
-  Args:
-    step: int scalar, may be traced.
-    num_sizes: length of the cycle.
-    stop: static first step without a resize; at least 1.
-
-  Returns:
-    Two int32 scalars.
-  """
-  if stop < 1:
-    raise ValueError(f"stop must be at least 1, got {stop}")
-  step = jnp.asarray(step, jnp.int32)
-  last = 1 + (stop - 1) % num_sizes
-  to_index = jnp.where(step < stop, 1 + step % num_sizes, last)
-  previous = jnp.minimum(step, stop) - 1
-  from_index = jnp.where(step == 0, 0, 1 + previous % num_sizes)
-  return from_index.astype(jnp.int32), to_index.astype(jnp.int32)
 
 
 # ---------------------------------------------------------------------------
@@ -478,7 +206,7 @@ def draw_crop_offset(key: jax.Array, image_size: Size, *,
   Returns:
     ``(top, left)`` int32 array.
   """
-  (height, width), (crop_h, crop_w) = _pair(image_size), _pair(size)
+  (height, width), (crop_h, crop_w) = as_pair(image_size), as_pair(size)
   if crop_h > height or crop_w > width:
     raise ValueError(f"crop {size} larger than image {image_size}")
   return jax.random.randint(key, (2,), 0,
@@ -490,7 +218,7 @@ def draw_crop_offset(key: jax.Array, image_size: Size, *,
 def crop(image: jax.Array, offset: jax.Array, *, size: Size) -> jax.Array:
   """The ``size`` region at ``offset = (top, left)`` (clamped to fit)."""
   _check_image(image)
-  height, width = _pair(size)
+  height, width = as_pair(size)
   # One index dtype for all three, or x64 mode makes the literal 0 int64.
   offset = jnp.asarray(offset, jnp.int32)
   return lax.dynamic_slice(image, (offset[0], offset[1], jnp.int32(0)),
@@ -505,22 +233,8 @@ def paste(image: jax.Array, patch: jax.Array, offset: jax.Array) -> jax.Array:
                                   (offset[0], offset[1], jnp.int32(0)))
 
 
-def random_crop(size: Size) -> Transform:
-  """Random crop of static ``size``; for the offset, use the draw directly.
-
-  The engine needs the offset to paste the update back, so it calls
-  ``draw_crop_offset`` and ``crop``; this closure serves augmentation chains.
-  """
-
-  def fn(key: jax.Array, image: jax.Array) -> jax.Array:
-    offset = draw_crop_offset(key, image.shape[:2], size=size)
-    return crop(image, offset, size=size)
-
-  return fn
-
-
 # ---------------------------------------------------------------------------
-# Roll jitter and flips (DeepInversion, Lucid).
+# Roll and flips (DeepInversion's and Lucid's jitter).
 
 
 def draw_shift(key: jax.Array, *, max_shift: int) -> jax.Array:
@@ -536,19 +250,6 @@ def shift(image: jax.Array, offset: jax.Array) -> jax.Array:
   return jnp.roll(image, (offset[0], offset[1]), axis=(0, 1))
 
 
-def jitter(max_shift: int) -> Transform:
-  """Random roll by up to ``max_shift`` pixels along each axis.
-
-  DeepInversion's and Lucid's jitter: a translation with wrap-around, so the
-  image keeps its shape and no pixel is lost.
-  """
-
-  def fn(key: jax.Array, image: jax.Array) -> jax.Array:
-    return shift(image, draw_shift(key, max_shift=max_shift))
-
-  return fn
-
-
 def draw_flip(key: jax.Array, *, probability: float = 0.5) -> jax.Array:
   """Draws whether to flip (bool scalar)."""
   return jax.random.bernoulli(key, probability)
@@ -558,15 +259,6 @@ def flip_horizontal(image: jax.Array, flipped: jax.Array) -> jax.Array:
   """Mirrors left-right where ``flipped`` is true (``torch.flip(x, [-1])``)."""
   _check_image(image)
   return jnp.where(flipped, pix.flip_left_right(image), image)
-
-
-def flip(probability: float = 0.5) -> Transform:
-  """Random horizontal flip with the given probability."""
-
-  def fn(key: jax.Array, image: jax.Array) -> jax.Array:
-    return flip_horizontal(image, draw_flip(key, probability=probability))
-
-  return fn
 
 
 # ---------------------------------------------------------------------------
@@ -617,157 +309,10 @@ def fill_border(image: jax.Array, *, width: int, value: float) -> jax.Array:
   return jnp.where(ring[:, :, None], jnp.asarray(value, image.dtype), image)
 
 
-# ---------------------------------------------------------------------------
-# Colour jitter (torchvision ColorJitter: brightness, contrast, saturation).
-
-
-class ColorJitterParams(NamedTuple):
-  """The draw of a colour jitter.
-
-  Attributes:
-    factors: ``(3,)`` brightness, contrast and saturation factors (1 means
-      unchanged).
-    order: ``(3,)`` int32 permutation of ``0`` (brightness), ``1``
-      (contrast), ``2`` (saturation): the order in which they are applied.
-  """
-  factors: jax.Array
-  order: jax.Array
-
-
-def grayscale(image: jax.Array) -> jax.Array:
-  """torchvision's ``rgb_to_grayscale``, ``(h, w, 3) -> (h, w, 1)``: dm-pix's
-  Rec. 601 luma, whose weights are torchvision's (0.2989, 0.587, 0.114)."""
+def pad_reflect(image: jax.Array, *, width: int) -> jax.Array:
+  """Reflect padding on all four sides (``F.pad(..., mode="reflect")``)."""
   _check_image(image)
-  chex.assert_axis_dimension(image, 2, 3)
-  return pix.rgb_to_grayscale(image)
-
-
-def _blend(image: jax.Array, other: jax.Array | float,
-           ratio: jax.Array) -> jax.Array:
-  # torchvision's _blend clamps to [0, 1] for float images, so every enabled
-  # colour op is also a clip; the article's ColorJitter(1e-4) is in effect
-  # its only clip.
-  return jnp.clip(ratio * image + (1.0 - ratio) * other, 0.0, 1.0)
-
-
-def _adjust_brightness(image: jax.Array, factor: jax.Array) -> jax.Array:
-  return _blend(image, 0.0, factor)
-
-
-def _adjust_contrast(image: jax.Array, factor: jax.Array) -> jax.Array:
-  return _blend(image, jnp.mean(grayscale(image)), factor)
-
-
-def _adjust_saturation(image: jax.Array, factor: jax.Array) -> jax.Array:
-  return _blend(image, grayscale(image), factor)
-
-
-def _factor_range(strength: float) -> tuple[float, float]:
-  if strength < 0:
-    raise ValueError(f"colour jitter strength must be >= 0, got {strength}")
-  return max(0.0, 1.0 - strength), 1.0 + strength
-
-
-def draw_color_jitter(key: jax.Array, *, brightness: float = 0.0,
-                      contrast: float = 0.0, saturation: float = 0.0,
-                      permute: bool = True,
-                      dtype=jnp.float32) -> ColorJitterParams:
-  """Draws factors and order as torchvision's ``ColorJitter.get_params``.
-
-  Each factor is uniform in ``[max(0, 1 - s), 1 + s]`` for strength ``s``
-  (exactly 1 when ``s == 0``). torchvision applies the ops in a random
-  permutation; ``permute=True`` draws one too (uniform over the 6 orders of
-  the three ops, which is what torchvision's ``randperm(4)`` induces once hue
-  is dropped), ``permute=False`` fixes brightness, contrast, saturation.
-
-  Args:
-    key: a ``jax.random`` key.
-    brightness: strength ``s`` of the brightness factor.
-    contrast: strength of the contrast factor.
-    saturation: strength of the saturation factor.
-    permute: whether the order is drawn.
-    dtype: dtype of the factors (that of the image).
-
-  Returns:
-    ``ColorJitterParams``.
-  """
-  order_key, factor_key = jax.random.split(key)
-  ranges = [_factor_range(s) for s in (brightness, contrast, saturation)]
-  low = jnp.array([r[0] for r in ranges], dtype)
-  high = jnp.array([r[1] for r in ranges], dtype)
-  factors = jax.random.uniform(factor_key, (3,), dtype, low, high)
-  # uniform() can round to just below `low`; exact 1 for disabled ops.
-  factors = jnp.where(low == high, low, factors)
-  if permute:
-    order = jax.random.permutation(order_key, 3).astype(jnp.int32)
-  else:
-    order = jnp.arange(3, dtype=jnp.int32)
-  return ColorJitterParams(factors=factors, order=order)
-
-
-def adjust_color(image: jax.Array, params: ColorJitterParams, *,
-                 enabled: tuple[bool, bool, bool] = (True, True, True)
-                 ) -> jax.Array:
-  """Applies brightness, contrast and saturation in ``params.order``.
-
-  torchvision semantics for float images: brightness scales, contrast blends
-  with the mean of the grayscale image, saturation blends with the grayscale
-  image, each clamped to [0, 1].
-
-  Args:
-    image: ``(h, w, 3)``.
-    params: factors and order, e.g. from ``draw_color_jitter``.
-    enabled: static; a disabled op is skipped entirely (no clamp), as
-      torchvision skips an op whose strength is 0.
-
-  Returns:
-    The adjusted image.
-  """
-  _check_image(image)
-  chex.assert_axis_dimension(image, 2, 3)
-  factors = jnp.asarray(params.factors, image.dtype)
-  adjusts = (_adjust_brightness, _adjust_contrast, _adjust_saturation)
-
-  def branch(op: int):
-    if not enabled[op]:
-      return lambda x: x
-    return lambda x: adjusts[op](x, factors[op])
-
-  branches = [branch(op) for op in range(3)]
-  for position in range(3):
-    image = lax.switch(params.order[position], branches, image)
-  return image
-
-
-def color_jitter(brightness: float = 0.0, contrast: float = 0.0,
-                 saturation: float = 0.0, *,
-                 permute: bool = True) -> Transform:
-  """torchvision's ``ColorJitter`` (without hue), reproducible from a key.
-
-  The article applies ``ColorJitter(1e-4)`` (brightness only) every step and
-  notes it could not be seeded; here the key decides everything.
-
-  Args:
-    brightness: strength; factor uniform in ``[max(0, 1 - b), 1 + b]``.
-    contrast: strength, likewise.
-    saturation: strength, likewise.
-    permute: draw the order of the ops (torchvision) or fix it.
-
-  Returns:
-    A transform ``fn(key, image) -> image``.
-  """
-  strengths = (brightness, contrast, saturation)
-  for s in strengths:
-    _factor_range(s)
-  enabled = tuple(s > 0 for s in strengths)
-
-  def fn(key: jax.Array, image: jax.Array) -> jax.Array:
-    params = draw_color_jitter(key, brightness=brightness, contrast=contrast,
-                               saturation=saturation, permute=permute,
-                               dtype=image.dtype)
-    return adjust_color(image, params, enabled=enabled)
-
-  return fn
+  return jnp.pad(image, ((width, width), (width, width), (0, 0)), mode="reflect")
 
 
 # ---------------------------------------------------------------------------
@@ -828,9 +373,3 @@ def rotation_matrix(degrees: jax.Array) -> jax.Array:
   angle = jnp.deg2rad(jnp.asarray(degrees))
   cos, sin = jnp.cos(angle), jnp.sin(angle)
   return jnp.stack([jnp.stack([cos, -sin]), jnp.stack([sin, cos])])
-
-
-def pad_reflect(image: jax.Array, *, width: int) -> jax.Array:
-  """Reflect padding on all four sides (``F.pad(..., mode="reflect")``)."""
-  _check_image(image)
-  return jnp.pad(image, ((width, width), (width, width), (0, 0)), mode="reflect")

@@ -1,4 +1,5 @@
-"""PyTorch twins of the deterministic transforms in ``classgen_jax.transforms``.
+"""PyTorch twins of the deterministic transforms in ``classgen_jax.transforms``,
+``classgen_jax.blur`` and ``classgen_jax.colour``.
 
 Each twin takes an NCHW batch (float32 or float64) and the parameters that
 the JAX draws produce, one row per image (offsets ``(n, 2)``, flags ``(n,)``,
