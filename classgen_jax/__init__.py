@@ -15,11 +15,12 @@ from classgen_jax import (
     operations,
     parameterisations,
     recipes,
+    starts,
     step,
     transforms,
     updates,
 )
-from classgen_jax._classifier import Classifier, InputError
+from classgen_jax._classifier import Classifier, InputError, Needs, Outputs
 from classgen_jax.devices import mixed_precision
 from classgen_jax.engine import Generation, GenerationError, Progress, generate
 from classgen_jax.imagenet import LABELS, UnknownClassError, class_index, class_indices, class_name
@@ -43,6 +44,8 @@ __all__ = [
     "ImageError",
     "InputError",
     "LABELS",
+    "Needs",
+    "Outputs",
     "UnknownClassError",
     "UnknownModelError",
     "WeightsError",
@@ -66,6 +69,7 @@ __all__ = [
     "read_classifier",
     "recipes",
     "save_classifier",
+    "starts",
     "step",
     "transforms",
     "updates",

@@ -3,7 +3,10 @@
 Data contract: ``clf(images)`` takes NHWC floating images in [0, 1]; the
 model applies its own input normalisation. It returns a mapping of named
 outputs (``"logits"`` always; ``"aux"``, ``"aux1"``, ``"aux2"`` where the
-model has them; ``"batchnorm_stats"`` when asked, for models with BatchNorm).
+model has them). ``outputs(images, needs)`` returns what an objective needs
+of one forward pass: its heads, and intermediate values recorded during the
+pass only when asked (``Needs``), such as every BatchNorm layer's input
+statistics.
 
 Input normalisation (``Classifier.normalisation``), the one choice a caller
 makes at the model boundary:
@@ -31,7 +34,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax
 import flax.linen as nn
@@ -49,13 +52,49 @@ NORMALISATIONS = ("imagenet", "none")
 # scaling is its own).
 _IMAGENET_NORMALISED = (GoogLeNet, Inception3, ResNet)
 
-# The output that holds every BatchNorm layer's input statistics (for
-# DeepInversion's feature prior, ``objectives.BatchNormStatistics``).
-BATCHNORM_STATS = "batchnorm_stats"
-
-
 class InputError(ValueError):
   """Images that the classifier cannot take (rank, channels, dtype, size)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Needs:
+  """What an objective reads of a forward pass (``Objective.needs``).
+
+  Attributes:
+    heads: class outputs, by name (``Classifier.heads``).
+    batchnorm: every BatchNorm layer's input statistics (DeepInversion's
+      feature prior, ``objectives.BatchNormStatistics``); only models with
+      BatchNorm have them.
+  """
+  heads: tuple[str, ...] = ()
+  batchnorm: bool = False
+
+  def __or__(self, other: Needs) -> Needs:
+    """What either needs (heads in first-use order)."""
+    return Needs(tuple(dict.fromkeys((*self.heads, *other.heads))),
+                 self.batchnorm or other.batchnorm)
+
+
+class BatchNormInput(NamedTuple):
+  """One BatchNorm layer's input statistics, each ``(N, C)``: the mean and
+  (biased) variance over each image's own pixels, and the layer's running
+  statistics (the same for every image)."""
+  mean: Any
+  var: Any
+  running_mean: Any
+  running_var: Any
+
+
+class Outputs(NamedTuple):
+  """What one forward pass gives an objective (``Classifier.outputs``).
+
+  Attributes:
+    heads: ``{head: (N, num_classes)}`` for the heads asked for.
+    batchnorm: with ``Needs.batchnorm``, a ``BatchNormInput`` per BatchNorm
+      layer, in the order the pass meets them; else ``()``.
+  """
+  heads: Mapping[str, Any]
+  batchnorm: tuple[BatchNormInput, ...] = ()
 
 
 @functools.cache
@@ -142,7 +181,7 @@ class Classifier:
 
   def __call__(self, images: jax.Array, *,
                heads: Sequence[str] | None = None) -> Mapping[str, jax.Array]:
-    """Outputs for a batch of images.
+    """Class outputs for a batch of images.
 
     Args:
       images: ``(N, H, W, 3)`` floats in [0, 1].
@@ -150,25 +189,31 @@ class Classifier:
         nothing: the forward pass stops after the last one needed.
 
     Returns:
-      ``{head: (N, num_classes) array}``; with ``"batchnorm_stats"`` among
-      ``heads``, that entry holds, for every BatchNorm layer in the order
-      the forward pass meets them, ``(mean, var, running_mean,
-      running_var)``, each ``(N, C)``: the mean and (biased) variance of
-      the layer's input over each image's own pixels, and the layer's
-      running statistics (the same for every image). They are read by intercepting the layers during
-      the same forward pass; a call that does not ask pays nothing.
+      ``{head: (N, num_classes) array}``.
 
     Raises:
       InputError: wrong rank, channel count, dtype, or a size the head cannot
         take.
     """
-    heads = self.heads if heads is None else tuple(heads)
-    wants_stats = BATCHNORM_STATS in heads
-    if wants_stats:
-      if not self.has_batchnorm:
-        raise InputError(f"{self.name} has no BatchNorm layer, so no {BATCHNORM_STATS!r} "
-                         f"output; its heads are {', '.join(self.heads)}")
-      heads = tuple(h for h in heads if h != BATCHNORM_STATS) or self.heads[:1]
+    heads = self.heads if heads is None else heads
+    return self.outputs(images, Needs(heads if isinstance(heads, str) else tuple(heads))).heads
+
+  def outputs(self, images: jax.Array, needs: Needs) -> Outputs:
+    """What ``needs`` asks of one forward pass over ``images``.
+
+    The values recorded during the pass (``Needs.batchnorm``) are read by
+    intercepting the layers as the pass runs; a pass that does not ask for
+    them pays nothing (it is the bare model's). The pass stops after the
+    last head needed (the first head, when only recorded values are).
+
+    Raises:
+      InputError: as ``__call__``; BatchNorm statistics of a model without
+        BatchNorm.
+    """
+    if needs.batchnorm and not self.has_batchnorm:
+      raise InputError(f"{self.name} has no BatchNorm layer, so no BatchNorm statistics; "
+                       "drop the objective's BatchNorm term or use a model with BatchNorm")
+    heads = needs.heads or (self.heads[:1] if needs.batchnorm else ())
     self._check_heads(heads)
     self._check_images(images, heads)
     if self.normalisation == "none" and isinstance(self.module, _IMAGENET_NORMALISED):
@@ -177,12 +222,12 @@ class Classifier:
       mean = jnp.asarray(IMAGENET_MEAN, images.dtype)
       std = jnp.asarray(IMAGENET_STD, images.dtype)
       images = images * std + mean
-    if not wants_stats:
-      return self.module.apply(self.variables, images, heads=heads)
+    if not needs.batchnorm:
+      return Outputs(self.module.apply(self.variables, images, heads=heads))
     statistics = []
     with nn.intercept_methods(functools.partial(_record_batchnorm_input, statistics)):
       outputs = self.module.apply(self.variables, images, heads=heads)
-    return {**outputs, BATCHNORM_STATS: tuple(statistics)}
+    return Outputs(outputs, tuple(statistics))
 
   def _check_heads(self, heads: tuple[str, ...]) -> None:
     if isinstance(heads, str):
@@ -230,7 +275,7 @@ def _record_batchnorm_input(statistics: list, next_fun, args, kwargs, context):
     # axis first, so callers can split and join batches uniformly.
     running = [jnp.broadcast_to(module.get_variable("batch_stats", name).astype(x.dtype),
                                 mean.shape) for name in ("mean", "var")]
-    statistics.append((mean, var, *running))
+    statistics.append(BatchNormInput(mean, var, *running))
   return next_fun(*args, **kwargs)
 
 

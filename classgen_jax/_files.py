@@ -1,8 +1,10 @@
-"""Atomic file writes: a file is either absent, the old one, or complete."""
+"""Atomic file writes (a file is either absent, the old one, or complete),
+and file checksums."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -41,3 +43,12 @@ def write_text(path: str | os.PathLike, text: str) -> None:
   """Write ``text`` to ``path`` atomically."""
   with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
     f.write(text)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+  """The SHA-256 of a file's bytes, as hex."""
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+      digest.update(chunk)
+  return digest.hexdigest()

@@ -118,6 +118,12 @@ class Claims:
     for name in list(self.held):
       self.release(name)
 
+  def __enter__(self) -> Claims:
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    self.close()
+
   def _refresh(self) -> None:
     while not self._stop.wait(self.heartbeat):
       with self._guard:

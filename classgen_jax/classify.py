@@ -63,11 +63,11 @@ def annotate_folder(folder: str | os.PathLike, classifier: Classifier, *,
   Raises:
     ValueError: the folder has no ``summary.jsonl`` rows.
   """
-  from classgen_jax import atlas
+  from classgen_jax import folders
   folder = Path(folder)
-  rows = atlas.read_summary(folder)
+  rows = folders.read_summary(folder)
   if not rows:
-    raise ValueError(f"{folder} has no {atlas.SUMMARY_JSONL} rows: give a folder that "
+    raise ValueError(f"{folder} has no {folders.SUMMARY_JSONL} rows: give a folder that "
                      "scripts/generate.py wrote")
   size = classifier.input_size
   field = f"classify_{classifier.name}"
@@ -81,7 +81,7 @@ def annotate_folder(folder: str | os.PathLike, classifier: Classifier, *,
                         top1_probability=float(p[best]),
                         target_rank=int(np.sum(p > p[target])),
                         target_probability=float(p[target]))
-  atlas.write_summary(folder, rows)
+  folders.write_summary(folder, rows)
   return rows
 
 

@@ -19,7 +19,7 @@ from urllib.parse import quote
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from classgen_jax import atlas
+from classgen_jax import folders
 from classgen_jax.images import to_uint8
 
 SHEET = "contact_sheet.png"
@@ -35,9 +35,9 @@ class GalleryError(ValueError):
 
 
 def _rows(out: Path) -> list[dict[str, Any]]:
-  rows = [r for r in atlas.read_summary(out) if (out / str(r.get("file", ""))).is_file()]
+  rows = [r for r in folders.read_summary(out) if (out / str(r.get("file", ""))).is_file()]
   if not rows:
-    raise GalleryError(f"{out} has no images listed in {atlas.SUMMARY_JSONL}; run "
+    raise GalleryError(f"{out} has no images listed in {folders.SUMMARY_JSONL}; run "
                        "scripts/generate.py --out there first")
   return sorted(rows, key=lambda r: (r["target"], str(r.get("init")), r["restart"]))
 

@@ -97,7 +97,7 @@ def evaluate(generator: Classifier, judges: dict[str, Classifier],
                               f"{', '.join(generator.heads)})")
       continue
     init = None
-    if recipe.init == "photo":
+    if recipe.start.photo:
       init = photo or str(importlib.resources.files("classgen_jax") / "assets" / "chelsea.jpg")
     start = time.perf_counter()
     result = engine.generate(maker, targets, recipe, seed=seed, batch_size=batch_size,

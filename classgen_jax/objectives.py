@@ -1,10 +1,12 @@
 """Objectives: what the optimisation raises, as composable values.
 
-An objective is a weighted sum of terms, each a pure function of the
-classifier's named outputs, the model's input image and the target class,
-batched: ``outputs[head]`` is ``(N, classes)``, ``images`` ``(N, H, W, 3)``,
-``targets`` ``(N,)``; the result is ``(N,)``, one value per image, **higher
-is better**. Terms compose with ``+``, ``-``, scalar ``*`` and unary ``-``
+An objective is a weighted sum of terms, each a pure function of one
+forward pass's outputs (``Classifier.outputs``), the model's input image and
+the target class, batched: ``outputs.heads[head]`` is ``(N, classes)``,
+``images`` ``(N, H, W, 3)``, ``targets`` ``(N,)``; the result is ``(N,)``, one
+value per image, **higher is better**. Each term declares what it reads of
+the pass (``Term.needs``: heads, BatchNorm statistics), and the classifier
+records only that. Terms compose with ``+``, ``-``, scalar ``*`` and unary ``-``
 (as in lucid's ``objectives.py``)::
 
     objective = class_logit("logits") + 0.5 * class_logit("aux") - 1e-3 * l1()
@@ -31,7 +33,7 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
-from classgen_jax._classifier import BATCHNORM_STATS
+from classgen_jax._classifier import Needs, Outputs
 from classgen_jax._sums import pairwise_sum
 
 
@@ -46,7 +48,7 @@ def _abs(x):
 
 
 def _target_logit(outputs, head, targets):
-  logits = outputs[head]
+  logits = outputs.heads[head]
   return jnp.take_along_axis(logits, targets[:, None], axis=1)[:, 0]
 
 
@@ -54,15 +56,20 @@ class Term:
   """One term of an objective: a frozen value, ``term(outputs, images,
   targets) -> (N,)``. Its torch twin is in ``converters/reference/objectives.py``.
 
-  ``head`` is the classifier output it reads (None for image priors).
+  ``head`` is the class output it reads (None for the image and feature
+  priors); ``needs`` all it reads of the forward pass.
   """
 
   head: str | None = None
   # A prior that the objective subtracts (its weight must be <= 0).
   penalty: ClassVar[bool] = False
 
-  def __call__(self, outputs: Mapping[str, jax.Array], images: jax.Array,
-               targets: jax.Array) -> jax.Array:
+  @property
+  def needs(self) -> Needs:
+    """What the term reads of the forward pass."""
+    return Needs(() if self.head is None else (self.head,))
+
+  def __call__(self, outputs: Outputs, images: jax.Array, targets: jax.Array) -> jax.Array:
     raise NotImplementedError
 
   def check(self, where: str) -> None:
@@ -93,7 +100,7 @@ class LogProbability(Term):
   head: str = "logits"
 
   def __call__(self, outputs, images, targets):
-    logits = outputs[self.head]
+    logits = outputs.heads[self.head]
     log_p = jax.nn.log_softmax(logits.astype(jnp.promote_types(logits.dtype, jnp.float32)),
                                axis=-1)
     return jnp.take_along_axis(log_p, targets[:, None], axis=1)[:, 0]
@@ -179,20 +186,23 @@ class BatchNormStatistics(Term):
   layer's input, the statistics taken over each image's own pixels (never
   over the batch, so an image does not depend on its batch mates).
 
-  Reads the classifier's ``"batchnorm_stats"`` output
-  (``Classifier.__call__``), which only models with BatchNorm have.
+  Reads every BatchNorm layer's input statistics (``Outputs.batchnorm``),
+  which only models with BatchNorm have.
 
   Attributes:
     first_layer: the first layer's term is multiplied by this
       (DeepInversion's ``first_bn_multiplier``, 10).
   """
   first_layer: float = 10.0
-  head: ClassVar[str] = BATCHNORM_STATS
   penalty: ClassVar[bool] = True
+
+  @property
+  def needs(self) -> Needs:
+    return Needs(batchnorm=True)
 
   def __call__(self, outputs, images, targets):
     total = 0.0
-    for index, (mean, var, running_mean, running_var) in enumerate(outputs[BATCHNORM_STATS]):
+    for index, (mean, var, running_mean, running_var) in enumerate(outputs.batchnorm):
       term = _norm(mean - running_mean) + _norm(var - running_var)
       total = total + (self.first_layer if index == 0 else 1.0) * term
     return total
@@ -213,16 +223,19 @@ class Objective:
   terms: tuple[tuple[float, Term], ...]
 
   @property
-  def heads(self) -> tuple[str, ...]:
-    """The classifier outputs the objective reads, in first-use order."""
-    heads = []
+  def needs(self) -> Needs:
+    """What the objective's terms read of the forward pass."""
+    needs = Needs()
     for _, term in self.terms:
-      if term.head is not None and term.head not in heads:
-        heads.append(term.head)
-    return tuple(heads)
+      needs = needs | term.needs
+    return needs
 
-  def __call__(self, outputs: Mapping[str, jax.Array], images: jax.Array,
-               targets: jax.Array) -> jax.Array:
+  @property
+  def heads(self) -> tuple[str, ...]:
+    """The class outputs the objective reads, in first-use order."""
+    return self.needs.heads
+
+  def __call__(self, outputs: Outputs, images: jax.Array, targets: jax.Array) -> jax.Array:
     """Per-image values, ``(N,)``."""
     dtype = jnp.promote_types(images.dtype, jnp.float32)  # float64 stays float64
     total = jnp.zeros(images.shape[0], dtype)
@@ -270,7 +283,7 @@ class Objective:
 
 
 def _reads_class_head(term: Term) -> bool:
-  return term.head is not None and any(f.name == "head" for f in dataclasses.fields(term))
+  return term.head is not None
 
 
 def class_logit(head: str = "logits") -> Objective:

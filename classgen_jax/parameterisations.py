@@ -28,7 +28,7 @@ They compose: Lucid's image is ``Sigmoid(Decorrelated(Fourier()))``, MACO's
 ``Sigmoid(Decorrelated(Maco()))``. Each is a frozen value with
 
 * ``init(key, side, dtype)``: random parameters (Lucid's start: a spectrum
-  of N(0, 0.01) coefficients); a recipe with ``init="parameters"`` starts here;
+  of N(0, 0.01) coefficients); a recipe with ``start=starts.Parameters()`` starts here;
 * ``encode(image)``: parameters whose render is ``image`` (exactly, up to
   rounding, except ``Maco``, which keeps only the image's phase, and
   ``Sigmoid``, which clips to (1e-6, 1 - 1e-6) first);

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
-from classgen_jax.engine import Progress
+from classgen_jax.tracking import Progress
 
 
 def duration(seconds: float) -> str:

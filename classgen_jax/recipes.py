@@ -67,7 +67,6 @@ import dataclasses
 import difflib
 
 from classgen_jax import objectives as obj
-from classgen_jax._classifier import BATCHNORM_STATS
 from classgen_jax.operations import (
     Blur,
     Clip,
@@ -91,9 +90,8 @@ from classgen_jax.parameterisations import (
     Pixels,
     Sigmoid,
 )
+from classgen_jax.starts import Normal, Parameters, Photo, Start, Uniform
 from classgen_jax.updates import Adam, Gradient, L1Normalised, Rule, Sign
-
-INITS = ("uniform", "scaled_uniform", "normal", "photo", "parameters")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,13 +165,13 @@ class Recipe:
 
   Attributes:
     name: the recipe's name.
-    init: ``"uniform"`` U(0, 1); ``"scaled_uniform"`` U(0, 1)/25 + 0.5 (the
-      article's stabler start); ``"normal"`` N(init_mean, init_std);
-      ``"photo"`` (needs ``init=`` photos); ``"parameters"``: the image
-      parameterisation's own random start (Lucid's small random spectrum).
+    start: the starting canvas (``classgen_jax.starts``): ``Uniform()``
+      U(0, 1); ``Uniform(25, 0.5)`` U(0, 1)/25 + 0.5 (the article's stabler
+      start); ``Normal(mean, std)``; ``Photo()`` (needs ``init=`` photos);
+      ``Parameters()``: the image parameterisation's own random start
+      (Lucid's small random spectrum).
     size: side of the starting canvas (a photo is resized to it).
     octaves: the stages, in order.
-    init_mean, init_std: of the ``"normal"`` start.
     description: one line, and where the technique comes from.
     image: what the steps change (``classgen_jax.parameterisations``):
       ``Pixels()``, or e.g. ``Sigmoid(Decorrelated(Fourier()))``. Any other
@@ -181,17 +179,17 @@ class Recipe:
       ``after``, ``resize``), which act on pixels.
   """
   name: str
-  init: str
+  start: Start
   size: int
   octaves: tuple[Octave, ...]
-  init_mean: float = 0.5
-  init_std: float = 0.1
   description: str = ""
   image: Parameterisation = Pixels()
 
   def __post_init__(self):
-    if self.init not in INITS:
-      raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
+    if not isinstance(self.start, Start):
+      raise ValueError(f"recipe {self.name!r}: Recipe.start takes a start of "
+                       "classgen_jax.starts (Uniform(), Uniform(25, 0.5), Normal(mean, std), "
+                       f"Photo(), Parameters()), got {self.start!r}")
     if not self.octaves:
       raise ValueError("a recipe needs at least one octave")
     for index, octave in enumerate(self.octaves):
@@ -207,12 +205,8 @@ class Recipe:
 
   @property
   def heads(self) -> tuple[str, ...]:
-    """Every classifier head (class output) the recipe reads; the BatchNorm
-    statistics, which any model with BatchNorm gives, are not a head."""
-    heads = []
-    for octave in self.octaves:
-      heads += [h for h in octave.heads if h not in heads and h != BATCHNORM_STATS]
-    return tuple(heads)
+    """Every classifier head (class output) the recipe reads."""
+    return tuple(dict.fromkeys(h for octave in self.octaves for h in octave.heads))
 
   @property
   def iterations(self) -> int:
@@ -250,30 +244,32 @@ _SMOOTHING = Blur((0.8, 0.8), until=75)
 # the same image, with bilinear they differ wherever values left [0, 1]
 # (the jitter clamps them).
 _JITTER = ColourJitter(brightness=1e-4)
+# The article's stabler start for recipes 3 on: U(0, 1) / 25 + 0.5.
+_SCALED_UNIFORM = Uniform(25.0, 0.5)
 _CYCLE = (256, 198, 160, 180, 200)
 
 _register(Recipe(
-    "gradient", "uniform", 256,
+    "gradient", Uniform(), 256,
     (Octave(1000, obj.log_probability(), Gradient(), (10000.0, 10000.0)),),
     description="Recipe 1: plain gradient descent on the cross-entropy from U(0,1) noise. "
                 "Fools the model; looks like noise."))
 _register(Recipe(
-    "sign", "uniform", 256,
+    "sign", Uniform(), 256,
     (Octave(100, obj.log_probability(), Sign(), (0.01, 0.01)),),
     description="Recipe 2: the gradient sign step (Goodfellow et al. 2014), from noise or a "
                 "photo (init=)."))
 _register(Recipe(
-    "logit_l1", "scaled_uniform", 256,
+    "logit_l1", _SCALED_UNIFORM, 256,
     (Octave(100, _ARTICLE_L1, Gradient(), (0.15, 0.15)),),
     description="Recipe 3: raise the target logit towards C=200 with an L1 penalty on the "
                 "image, from U(0,1)/25 + 0.5."))
 _register(Recipe(
-    "smooth", "scaled_uniform", 256,
+    "smooth", _SCALED_UNIFORM, 256,
     (Octave(100, _ARTICLE_L1, Gradient(), (0.15, 0.15), before=(_SMOOTHING,)),),
     description="Recipe 4: recipe 3 plus a 3x3 Gaussian blur (sigma 0.8) before every step "
                 "of the first 3/4."))
 _register(Recipe(
-    "resilient", "scaled_uniform", 256,
+    "resilient", _SCALED_UNIFORM, 256,
     (Octave(100, _ARTICLE_L1, Gradient(), (0.15, 0.15),
             resize=ResizeCycle(_CYCLE, until=76, interpolation="nearest"),
             before_resize=(_JITTER,), before=(_SMOOTHING,)),),
@@ -281,14 +277,14 @@ _register(Recipe(
                 "then, for 76 steps, a cyclic nearest-neighbour resize (256, 198, 160, 180, "
                 "200)."))
 _register(Recipe(
-    "transfigure", "photo", 256,
+    "transfigure", Photo(), 256,
     (Octave(100, _ARTICLE_L1, Gradient(), (0.15, 0.15),
             resize=ResizeCycle(_CYCLE, until=76, interpolation="bilinear"),
             before_resize=(_JITTER,), before=(_SMOOTHING,)),),
     description="Recipe 6: recipe 5 from a real photo (init=), with bilinear resizing so the "
                 "photo does not drift."))
 _register(Recipe(
-    "aux", "scaled_uniform", 299,
+    "aux", _SCALED_UNIFORM, 299,
     (Octave(100, obj.logit_distance(200.0, "aux") - 0.001 * obj.l1(), Gradient(), (0.3, 0.3),
             before=(_JITTER, _SMOOTHING)),),
     description="Recipe 7: recipes 3-5 on Inception-v3's auxiliary head at 299 px. The aux "
@@ -309,8 +305,8 @@ _register(Recipe(
 # * Start. The article writes only "1x3x299x299 input"; its stated baseline
 #   start is "a scaled uniform or normal random distribution", the
 #   ``rand/25 + 0.5`` of its earlier recipes. So the octave recipes start from
-#   ``"scaled_uniform"`` (not a deviation). U(0, 1) is one field away:
-#   ``dataclasses.replace(recipes.get("octaves"), init="uniform")``.
+#   ``Uniform(25, 0.5)`` (not a deviation). U(0, 1) is one field away:
+#   ``dataclasses.replace(recipes.get("octaves"), start=Uniform())``.
 # * Crops. As printed, the article's ``octave`` draws a crop of ``size`` and
 #   then overwrites it at once with a "crop" of the whole image, so it never
 #   crops (and with ``crop=False`` it reads a crop it never drew). The
@@ -326,12 +322,12 @@ _OCTAVE_2 = Octave(100, _ARTICLE_L1, Gradient(), (1.3, 0.45), canvas=340,
 _OCTAVE_3 = Octave(100, _ARTICLE_L1, Gradient(), (1.3, 0.45), canvas=390,
                    after=(Blur((1.5, 0.4)),))
 _register(Recipe(
-    "octaves", "scaled_uniform", 299, (_OCTAVE_1, _OCTAVE_2, _OCTAVE_3),
+    "octaves", _SCALED_UNIFORM, 299, (_OCTAVE_1, _OCTAVE_2, _OCTAVE_3),
     description="Recipe 8: three octaves 299 -> 340 (random 320 crops) -> 390 px on the "
                 "article's layer_gradient (target logit towards 200, L1 on the input), step "
                 "size and blur decaying within each (Mordvintsev et al. 2015, Deep Dream)."))
 _register(Recipe(
-    "octaves_coherent", "scaled_uniform", 299,
+    "octaves_coherent", _SCALED_UNIFORM, 299,
     (Octave(220, _ARTICLE_L1, Gradient(), (6.0, 5.0), after=(Blur((2.4, 0.8)),)),
      Octave(500, _ARTICLE_L1, Gradient(), (1.3, 0.45), canvas=490,
             view=(Crop(470),), after=(Blur((1.5, 0.4)),))),
@@ -345,7 +341,7 @@ def _optimised(octave: Octave) -> Octave:
 
 
 _register(Recipe(
-    "octaves_padded", "scaled_uniform", 299,
+    "octaves_padded", _SCALED_UNIFORM, 299,
     (dataclasses.replace(_optimised(_OCTAVE_1), before=(PadRing(0.7),)),
      _optimised(_OCTAVE_2), _optimised(_OCTAVE_3)),
     description="Recipe 10: recipe 8 on the plain target logit (no L1, as the article's "
@@ -355,7 +351,7 @@ _register(Recipe(
 # last octave" to 750 px with 720 px crops. Read here as recipe 10, the octaves
 # it had just optimised (padding, no L1), with that last octave.
 _register(Recipe(
-    "octaves_750", "scaled_uniform", 299,
+    "octaves_750", _SCALED_UNIFORM, 299,
     (dataclasses.replace(_optimised(_OCTAVE_1), before=(PadRing(0.7),)),
      _optimised(_OCTAVE_2),
      dataclasses.replace(_optimised(_OCTAVE_3), canvas=750, view=(Crop(720),))),
@@ -376,24 +372,22 @@ def _deepdraw(iterations, head, step, sigma, canvas=None):
 
 
 _register(Recipe(
-    "deepdraw", "normal", 250,
+    "deepdraw", Normal(200 / 255, 8 / 255), 250,
     (_deepdraw(190, "logits", (11 / 255, 11 / 255), (2.5, 0.78)),
      _deepdraw(150, "logits", (6 / 255, 6 / 255), (0.936, 0.78), canvas=300),
      _deepdraw(150, "aux2", (6 / 255, 3 / 255), (0.936, 0.44), canvas=360),
      _deepdraw(10, "aux1", (3 / 255, 3 / 255), (0.44, 0.304))),
-    init_mean=200 / 255, init_std=8 / 255,
     description="DeepDraw (Øygard 2015): L1-normalised steps on 224 crops of a growing canvas, "
                 "clip then blur, four octaves ending on GoogLeNet's aux heads (steps and "
                 "noise converted from Caffe's 0-255 scale). Other models: "
                 "recipes.get('deepdraw').with_head('logits')."))
 
 _register(Recipe(
-    "jittered_adam", "normal", 160,
+    "jittered_adam", Normal(0.5, 0.05), 160,
     (Octave(200, obj.class_logit(), Adam(), (0.08, 0.02),
             view=(Crop(144), Roll(6), Flip()), after=(Blur((1.2, 0.6)), Clip())),
      Octave(312, obj.class_logit(), Adam(), (0.04, 0.005), canvas=256,
             view=(Crop(224), Roll(8), Flip()), after=(Blur((0.8, 0.3)), Clip()))),
-    init_mean=0.5, init_std=0.05,
     description="This project's default, tuned for images that other models (and people) "
                 "recognise within 512 steps: Adam on the pixels (DeepInversion, Lucid) with "
                 "a decaying step, two scales (144 px crops of a 160 canvas, then 224 px "
@@ -416,7 +410,7 @@ def _robust(side: int) -> tuple[Operation, ...]:
 
 
 _register(Recipe(
-    "lucid", "parameters", 224,
+    "lucid", Parameters(), 224,
     (Octave(512, obj.class_logit(), Adam(), (0.05, 0.05), view=_robust(224)),),
     image=_LUCID_IMAGE,
     description="Lucid (Olah et al. 2017, 'Feature Visualization'): Adam 0.05 for 512 steps "
@@ -425,7 +419,7 @@ _register(Recipe(
                 "+-10, jitter 4) and a flip."))
 
 _register(Recipe(
-    "deepinversion", "normal", 112,
+    "deepinversion", Normal(0.5, 0.2), 112,
     (Octave(200, obj.class_logit() - 0.01 * obj.batchnorm_statistics()
             - 1e-4 * obj.total_variation_l2() - 1e-5 * obj.l2_norm(),
             Adam(b1=0.5, b2=0.9), (0.25, 0.0), view=(Roll(15), Flip()), after=(Clip(),)),
@@ -433,7 +427,6 @@ _register(Recipe(
             - 1e-4 * obj.total_variation_l2() - 1e-5 * obj.l2_norm(),
             Adam(b1=0.5, b2=0.9), (0.1, 0.0), canvas=224, view=(Roll(30), Flip()),
             after=(Clip(),))),
-    init_mean=0.5, init_std=0.2,
     description="DeepInversion (Yin et al. 2020): Adam (betas 0.5, 0.9) on the pixels with a "
                 "decaying step, the target logit against the BatchNorm statistics prior "
                 "(0.01, first layer x10, per image), TV-L2 1e-4 and L2 1e-5, roll jitter and "
@@ -441,7 +434,7 @@ _register(Recipe(
                 "cross-entropy replaced by the logit, which the prior does not overwhelm)."))
 
 _register(Recipe(
-    "maco", "parameters", 200,
+    "maco", Parameters(), 200,
     (Octave(256, obj.class_logit(), Adam(), (1.0, 1.0),
             view=(Scale(1.0, 1.5), Crop(176), Flip(), Noise(0.08)), views=4),),
     image=Sigmoid(Decorrelated(Maco())),
@@ -452,7 +445,7 @@ _register(Recipe(
                 "of 8 classes, against 3-4 at 0.5 and 1.0)."))
 
 _register(Recipe(
-    "natural", "parameters", 224,
+    "natural", Parameters(), 224,
     (Octave(256, obj.class_logit() - 0.005 * obj.batchnorm_statistics()
             - 3e-3 * obj.total_variation_l2(), Adam(),
             (0.05, 0.05), view=_robust(224), views=2),),

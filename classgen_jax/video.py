@@ -27,9 +27,9 @@ from PIL import Image, ImageDraw, ImageFont
 
 from classgen_jax import imagenet, metrics
 from classgen_jax._files import atomic_path
-from classgen_jax.engine import Generation
 from classgen_jax.images import to_uint8
 from classgen_jax.metrics import Trace
+from classgen_jax.results import Generation
 
 _BACKGROUND = (255, 255, 255)
 _AXIS = (90, 90, 90)

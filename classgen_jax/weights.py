@@ -44,7 +44,7 @@ import numpy as np
 
 from classgen_jax import models
 from classgen_jax._classifier import Classifier
-from classgen_jax._files import atomic_path
+from classgen_jax._files import atomic_path, file_sha256
 from classgen_jax._mapping import convert_state_dict
 from classgen_jax._torch_checkpoint import CheckpointError, load_state_dict
 
@@ -72,14 +72,6 @@ def cache_dir() -> Path:
     return Path(os.environ["CLASSGEN_JAX_CACHE"])
   base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
   return Path(base) / "classgen_jax"
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-      digest.update(chunk)
-  return digest.hexdigest()
 
 
 def tensors_sha256(tensors: Mapping[str, np.ndarray]) -> str:

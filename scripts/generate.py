@@ -26,7 +26,7 @@ import sys
 
 from absl import app, flags, logging
 
-from classgen_jax import atlas, classify, progress, recipes
+from classgen_jax import atlas, classify, folders, progress, recipes, writing
 from scripts import _cli
 
 FLAGS = flags.FLAGS
@@ -66,12 +66,12 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   _cli.check_out_folder(FLAGS.out)
   if FLAGS.merge_summaries:
-    rows = atlas.merge_summaries(FLAGS.out)
+    rows = folders.merge_summaries(FLAGS.out)
     logging.info("merged %d rows into %s", len(rows), FLAGS.out)
     return
   _start_distributed()
   reporter = progress.Reporter() if FLAGS.progress else None
-  with _cli.interruptible(FLAGS.out, atlas.WRITING) as handled:
+  with _cli.interruptible(FLAGS.out, writing.WRITING) as handled:
     try:
       with reporter or contextlib.nullcontext(), _profiling(FLAGS.profile):
         result = atlas.run(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import types
 
 import jax
 import pytest
@@ -17,6 +18,7 @@ import converters
 from classgen_jax import objectives as obj
 from classgen_jax import operations, recipes, updates
 from classgen_jax.recipes import Octave, Recipe
+from classgen_jax.starts import Uniform
 
 
 @pytest.fixture
@@ -79,7 +81,7 @@ def small(recipe: Recipe, iterations: int = 3) -> Recipe:
 
 def model_for(recipe: Recipe) -> torch.nn.Module:
   """GoogLeNet (with its aux heads) where a recipe reads an aux head."""
-  if any(h not in ("logits", "batchnorm_stats") for h in recipe.heads):
+  if any(h != "logits" for h in recipe.heads):
     return random_torch_model("googlenet")
   return tiny_torch()
 
@@ -94,12 +96,45 @@ def runnable(name: str) -> Recipe:
 
 def quick(rule: str = "gradient", lr: float = 0.05, iterations: int = 4, **octave) -> Recipe:
   """A one-octave recipe on a 48 px canvas."""
-  return Recipe("quick", "uniform", 48,
+  return Recipe("quick", Uniform(), 48,
                 (Octave(iterations, obj.class_logit(), updates.get(rule), (lr, lr), **octave),))
 
 
 # A recipe for the tool's tests (atlas, gallery, video) and its classes.
-QUICK = Recipe("quick", "uniform", 32, (
+QUICK = Recipe("quick", Uniform(), 32, (
     Octave(3, obj.class_logit(), updates.Gradient(), (0.5, 0.5),
            after=(operations.Blur((0.8, 0.8)),)),))
 CLASSES = [0, 1, 2, 3]
+
+
+# One tiny compiled run that the contract tests of several modules read
+# (snapshots, chunks, progress reports, the program cache), rather than each
+# compiling its own: 7 iterations with a scheduled blur (whose iteration must
+# not be folded into constants), in chunks of 2 with snapshots every 3, and
+# the same run whole.
+CONTRACT = Recipe("contract", Uniform(), 48, (
+    Octave(7, obj.class_logit(), updates.get("gradient"), (0.05, 0.05),
+           after=(operations.Blur((1.5, 0.5)),)),))
+
+
+@functools.cache
+def contract_runs() -> types.SimpleNamespace:
+  """``chunked``: ``CONTRACT`` on targets 1, 2 with ``chunk=2``,
+  ``snapshot_every=3`` and progress ``events``; ``compiled``: the programs
+  that call compiled; ``plain``: the same images made whole, without
+  snapshots; ``again``: the chunked call repeated on targets 3, 4, with
+  ``again_events`` (nothing to compile) and ``again_compiled``."""
+  from classgen_jax import engine, programs
+  events, again_events = [], []
+  before = programs.count()
+  chunked = engine.generate(tiny(), [1, 2], CONTRACT, snapshot_every=3, chunk=2,
+                            progress=events.append)
+  compiled = programs.count() - before
+  before = programs.count()
+  again = engine.generate(tiny(), [3, 4], CONTRACT, snapshot_every=3, chunk=2,
+                          progress=again_events.append)
+  again_compiled = programs.count() - before
+  plain = engine.generate(tiny(), [1, 2], CONTRACT)
+  return types.SimpleNamespace(chunked=chunked, events=events, compiled=compiled,
+                               again=again, again_events=again_events,
+                               again_compiled=again_compiled, plain=plain)

@@ -1,5 +1,6 @@
-"""Atlases: class parsing, the run's files and metadata, resuming after a real
-kill, refusals, and the disk filling up mid-run."""
+"""Atlases end to end: the run's files, resuming after a real kill, other
+batches making the same images, the disk filling up mid-run, several runs
+and processes on one folder. (The folder's format alone: test_folders.py.)"""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from classgen_jax import atlas, claims, imagenet
+from classgen_jax import atlas, claims, folders, writing
 from classgen_jax.images import read_png_metadata
 from tests.conftest import CLASSES, QUICK, tiny
 
@@ -63,36 +64,6 @@ def reference(tmp_path_factory) -> Path:
   return out
 
 
-# ----------------------------------------------------------------------------
-# Classes.
-
-
-def test_parse_classes_mixes_names_indices_and_ranges():
-  assert atlas.parse_classes("0-2, tabby,19") == [0, 1, 2, 281, 19]
-  assert atlas.parse_classes("all") == list(range(1000))
-  assert atlas.parse_classes("black_and_gold_garden_spider") == [
-      imagenet.class_index("black and gold garden spider")]
-
-
-@pytest.mark.parametrize("spec, message", [
-    ("5-3", "is empty"),
-    ("0-5,3-7", "given twice"),
-    ("tabby,281", "given twice"),
-    ("1,,2", "empty class"),
-    ("", "empty class"),
-    ("990-1000", "out of range"),
-    ("tabbby", "did you mean 'tabby'"),
-])
-def test_parse_classes_errors(spec, message):
-  with pytest.raises(ValueError, match=message):
-    atlas.parse_classes(spec)
-
-
-def test_image_name():
-  assert atlas.image_name(19, 0) == "0019_chickadee_r0.png"
-  assert atlas.image_name(281, 2, photo="my cat") == "0281_tabby_my_cat_r2.png"
-
-
 def test_generate_script_reports_bad_classes_in_one_line(tmp_path):
   from absl import flags
 
@@ -111,23 +82,23 @@ def test_generate_script_reports_bad_classes_in_one_line(tmp_path):
 
 
 def test_run_writes_pngs_metadata_and_summary(reference):
-  names = [atlas.image_name(t, 0) for t in CLASSES]
+  names = [folders.image_name(t, 0) for t in CLASSES]
   assert sorted(p.name for p in reference.glob("*.png")) == sorted(names)
-  rows = atlas.read_summary(reference)
+  rows = folders.read_summary(reference)
   assert [r["file"] for r in rows] == names
-  csv_lines = (reference / atlas.SUMMARY_CSV).read_text().splitlines()
-  assert csv_lines[0].split(",") == list(atlas.SUMMARY_FIELDS) and len(csv_lines) == 5
+  csv_lines = (reference / folders.SUMMARY_CSV).read_text().splitlines()
+  assert csv_lines[0].split(",") == list(folders.SUMMARY_FIELDS) and len(csv_lines) == 5
   meta = read_png_metadata(reference / names[1])
   assert meta["model"] == tiny().name and meta["seed"] == "0" and meta["restart"] == "0"
-  assert meta["target"] == "1" and "'name': 'quick'" in meta["recipe"]
+  assert meta["target"] == "1" and meta["recipe"].startswith("Recipe(name='quick'")
   assert meta["weights"] == "default"
   assert float(meta["probability"]) == pytest.approx(rows[1]["probability"], rel=1e-5)
   assert json.loads(meta["summary"]) == rows[1]
-  run = json.loads((reference / atlas.RUN_FILE).read_text())
+  run = json.loads((reference / folders.RUN_FILE).read_text())
   assert run["seed"] == 0 and run["restarts"] == 1 and run["recipe"] == meta["recipe"]
   for row in rows:
     assert 0.0 <= row["probability"] <= 1.0 and 0 <= row["rank"] < 1000
-    assert set(atlas.SUMMARY_FIELDS) <= set(row)
+    assert set(folders.SUMMARY_FIELDS) <= set(row)
     assert len(row["top1_fraction_per_octave"]) == len(row["zscore_jitter_per_octave"]) == 1
 
 
@@ -164,7 +135,7 @@ def test_resume_after_kill_matches_uninterrupted_run(reference, tmp_path):
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
   try:
     deadline = time.monotonic() + 120
-    while not atlas.read_summary(out):
+    while not folders.read_summary(out):
       assert child.poll() is None, child.stderr.read().decode()[-2000:]
       assert time.monotonic() < deadline, "the child wrote no batch in time"
       time.sleep(0.2)
@@ -175,7 +146,7 @@ def test_resume_after_kill_matches_uninterrupted_run(reference, tmp_path):
   # Killed mid-run, once the first batch's row was written; the second
   # batch's PNG (encoded while a batch is generated) may be there too.
   pngs = len(list(out.glob("*.png")))
-  assert 1 <= pngs <= 2 and len(atlas.read_summary(out)) == 1
+  assert 1 <= pngs <= 2 and len(folders.read_summary(out)) == 1
   resumed = atlas.make_atlas(tiny(), CLASSES, out, QUICK, batch_size=2)
   assert resumed.kept == pngs and resumed.made == 4 - pngs
   expected, got = images_of(reference), images_of(out)
@@ -184,7 +155,7 @@ def test_resume_after_kill_matches_uninterrupted_run(reference, tmp_path):
     np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
   # Pixels are bit-equal; the float metrics of a batch of 2 and of 1 may
   # differ in the last bits (XLA's batched reductions).
-  for row, want in zip(atlas.read_summary(out), atlas.read_summary(reference), strict=True):
+  for row, want in zip(folders.read_summary(out), folders.read_summary(reference), strict=True):
     floats = {k for k, v in want.items() if isinstance(v, float | list)}  # lists: per octave
     assert {k: v for k, v in row.items() if k not in floats} == {
         k: v for k, v in want.items() if k not in floats}
@@ -197,13 +168,13 @@ def test_resume_after_kill_matches_uninterrupted_run(reference, tmp_path):
 def test_truncated_png_is_redone(reference, tmp_path):
   out = tmp_path / "run"
   atlas.make_atlas(tiny(), CLASSES[:2], out, QUICK)
-  name = atlas.image_name(1, 0)
+  name = folders.image_name(1, 0)
   data = (out / name).read_bytes()
   (out / name).write_bytes(data[:len(data) // 2])
   result = atlas.make_atlas(tiny(), CLASSES[:2], out, QUICK)
   assert result.made == 1 and result.kept == 1
   np.testing.assert_array_equal(pixels(out / name), pixels(reference / name))
-  assert [r["file"] for r in atlas.read_summary(out)] == [atlas.image_name(t, 0)
+  assert [r["file"] for r in folders.read_summary(out)] == [folders.image_name(t, 0)
                                                          for t in CLASSES[:2]]
 
 
@@ -214,28 +185,16 @@ def test_truncated_png_is_redone(reference, tmp_path):
 @pytest.mark.slow
 def test_changed_config_is_refused_and_overwrite_replaces(tmp_path):
   atlas.make_atlas(tiny(), [5], tmp_path, QUICK)
-  with pytest.raises(atlas.AtlasError, match=r"seed differ\); use a new --out or --overwrite"):
+  with pytest.raises(folders.AtlasError, match=r"seed differ\); use a new --out or --overwrite"):
     atlas.make_atlas(tiny(), [5], tmp_path, QUICK, seed=1)
   result = atlas.make_atlas(tiny(), [6], tmp_path, QUICK, seed=1, overwrite=True)
   assert result.made == 1
-  assert [p.name for p in tmp_path.glob("*.png")] == [atlas.image_name(6, 0)]
-
-
-def test_folder_with_foreign_images_is_refused(tmp_path):
-  Image.new("RGB", (8, 8)).save(tmp_path / "0007_stingray_r0.png")
-  with pytest.raises(atlas.AtlasError, match="holds another run's images"):
-    atlas.make_atlas(tiny(), [5], tmp_path, QUICK)
-
-
-def test_unwritable_folder_is_refused(tmp_path):
-  (tmp_path / "file").write_text("x")
-  with pytest.raises(atlas.AtlasError, match="cannot write to --out"):
-    atlas.make_atlas(tiny(), [5], tmp_path / "file" / "out", QUICK)
+  assert [p.name for p in tmp_path.glob("*.png")] == [folders.image_name(6, 0)]
 
 
 def test_disk_full_stops_cleanly_and_resume_completes(reference, tmp_path, monkeypatch):
   calls = []
-  real = atlas.save_png
+  real = writing.save_png
 
   def save_until_full(path, image, metadata):
     calls.append(path)
@@ -243,91 +202,47 @@ def test_disk_full_stops_cleanly_and_resume_completes(reference, tmp_path, monke
       raise OSError(errno.ENOSPC, "No space left on device")
     real(path, image, metadata)
 
-  monkeypatch.setattr(atlas, "save_png", save_until_full)
-  with pytest.raises(atlas.StorageError, match="the disk is full; stopped cleanly"):
+  monkeypatch.setattr(writing, "save_png", save_until_full)
+  with pytest.raises(folders.StorageError, match="the disk is full; stopped cleanly"):
     atlas.make_atlas(tiny(), CLASSES, tmp_path, QUICK, batch_size=2)
-  assert len(atlas.read_summary(tmp_path)) == 2
-  monkeypatch.setattr(atlas, "save_png", real)
+  assert len(folders.read_summary(tmp_path)) == 2
+  monkeypatch.setattr(writing, "save_png", real)
   result = atlas.make_atlas(tiny(), CLASSES, tmp_path, QUICK, batch_size=2)
   # The failed write's batch-mate may have been written (in parallel) and is kept.
   assert result.kept in (2, 3) and result.made + result.kept == 4
   assert images_of(tmp_path).keys() == images_of(reference).keys()
 
 
-def test_init_folder_skips_unreadable_files_with_a_warning(tmp_path, caplog):
+def test_an_init_folder_transfigures_each_photo_into_every_class(tmp_path):
   photos = tmp_path / "photos"
   photos.mkdir()
   Image.fromarray(np.full((20, 30, 3), 200, np.uint8)).save(photos / "grey.png")
   (photos / "notes.txt").write_text("not an image")
-  with caplog.at_level("WARNING"):
-    assert [p.name for p in atlas.photo_paths(photos)] == ["grey.png"]
-  assert "notes.txt" in caplog.text
   result = atlas.make_atlas(tiny(), [5], tmp_path / "out", QUICK, init=photos)
   assert [r["file"] for r in result.rows] == ["0005_electric_ray_grey_r0.png"]
   assert result.rows[0]["init"] == "grey.png"
-  with pytest.raises(atlas.AtlasError, match="no readable image"):
-    atlas.photo_paths(_unreadable_only(tmp_path))
-
-
-def _unreadable_only(tmp_path: Path) -> Path:
-  folder = tmp_path / "unreadable"
-  folder.mkdir()
-  (folder / "bad.jpg").write_bytes(b"nope")
-  return folder
 
 
 # ----------------------------------------------------------------------------
 # Several runs on one folder, several processes in one job.
 
 
-def testclaims_are_exclusive_and_a_dead_run_is_taken_over(tmp_path, caplog):
-  ours = claims.Claims(tmp_path, heartbeat=0.05)
-  other = claims.Claims(tmp_path)
-  other.me = {"host": other.me["host"], "pid": os.getppid()}  # a live process, not us
-  try:
-    assert other.take("0019_chickadee")
-    assert not ours.take("0019_chickadee")
-    assert ours.holder("0019_chickadee")["pid"] == os.getppid()
-    other.release("0019_chickadee")
-    assert ours.take("0019_chickadee") and ours.holder("0019_chickadee") is None
-    # A claim left by a process that no longer exists is taken over, with a warning.
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
-    path = tmp_path / claims.CLAIMS_DIR / "0001_goldfish.claim"
-    path.write_text(json.dumps({"host": ours.me["host"], "pid": int(dead.stdout)}))
-    assert ours.take("0001_goldfish")
-    assert "taking over process" in caplog.text
-    # Another host's claim is live while refreshed, stale once it is not.
-    path = tmp_path / claims.CLAIMS_DIR / "0002_great_white_shark.claim"
-    path.write_text(json.dumps({"host": "elsewhere", "pid": 1}))
-    assert not ours.take("0002_great_white_shark")
-    os.utime(path, (time.time() - 3600,) * 2)
-    assert ours.take("0002_great_white_shark")
-    before = (tmp_path / claims.CLAIMS_DIR / "0019_chickadee.claim").stat().st_mtime
-    time.sleep(0.3)  # the heartbeat refreshes what we hold
-    assert (tmp_path / claims.CLAIMS_DIR / "0019_chickadee.claim").stat().st_mtime > before
-  finally:
-    ours.close()
-    other.close()
-  assert not list((tmp_path / claims.CLAIMS_DIR).glob("*.claim"))
-
-
 def test_processes_make_their_share_and_merge_the_summary(reference, tmp_path):
   first = atlas.make_atlas(tiny(), CLASSES, tmp_path, QUICK, batch_size=2,
                            process_index=1, process_count=2)
   assert first.made == 2 and [r["target"] for r in first.rows] == CLASSES[1::2]
-  assert [r["target"] for r in atlas.read_summary(tmp_path, 1)] == CLASSES[1::2]
+  assert [r["target"] for r in folders.read_summary(tmp_path, 1)] == CLASSES[1::2]
   second = atlas.make_atlas(tiny(), CLASSES, tmp_path, QUICK, batch_size=2,
                             process_index=0, process_count=2)
   assert second.made == 2
   # The last to finish merged both parts: the summary of a one-process run.
-  assert [r["file"] for r in atlas.read_summary(tmp_path)] == [
-      r["file"] for r in atlas.read_summary(reference)]
+  assert [r["file"] for r in folders.read_summary(tmp_path)] == [
+      r["file"] for r in folders.read_summary(reference)]
   assert_same_images(reference, tmp_path)
   # Each process resumes its own share.
   again = atlas.make_atlas(tiny(), CLASSES, tmp_path, QUICK, process_index=1, process_count=2)
   assert again.made == 0 and again.kept == 2
-  with pytest.raises(atlas.AtlasError, match="empty the folder first"):
+  with pytest.raises(folders.AtlasError, match="empty the folder first"):
     atlas.make_atlas(tiny(), CLASSES, tmp_path, QUICK, process_index=0, process_count=2,
                      overwrite=True)
 
@@ -345,8 +260,8 @@ def test_two_runs_on_one_folder_share_the_work(reference, tmp_path):
   outputs = run_together(_RUN, [[str(tmp_path)]] * 2, CLASSGEN_JAX_ATLAS_SLEEP="1")
   made = [int(out.split()[1]) for out in outputs]
   assert sum(made) == len(CLASSES) and [out.split()[3] for out in outputs] == ["4", "4"]
-  rows = atlas.read_summary(tmp_path)
-  assert sorted(r["file"] for r in rows) == sorted(atlas.image_name(t, 0) for t in CLASSES)
+  rows = folders.read_summary(tmp_path)
+  assert sorted(r["file"] for r in rows) == sorted(folders.image_name(t, 0) for t in CLASSES)
   assert_same_images(reference, tmp_path)
   assert not list((tmp_path / claims.CLAIMS_DIR).glob("*.claim"))
 
@@ -371,6 +286,6 @@ def test_jax_distributed_processes_equal_a_single_process_run(reference, tmp_pat
   assert [out.split() for out in outputs] == [["made", "2"], ["made", "2"]]
   assert {p.name for p in tmp_path.glob("summary.p*.jsonl")} == {
       "summary.p0.jsonl", "summary.p1.jsonl"}
-  assert [r["file"] for r in atlas.read_summary(tmp_path)] == [
-      r["file"] for r in atlas.read_summary(reference)]
+  assert [r["file"] for r in folders.read_summary(tmp_path)] == [
+      r["file"] for r in folders.read_summary(reference)]
   assert_same_images(reference, tmp_path)

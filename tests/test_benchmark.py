@@ -49,25 +49,28 @@ def test_flops_table_counts_resnet18():
 @pytest.mark.slow
 def test_bfloat16_model_keeps_a_float32_canvas():
   """``devices.mixed_precision``, the benchmark's ``--dtype=bfloat16``."""
+  import functools
+
   import jax
   import jax.numpy as jnp
   import numpy as np
 
-  from classgen_jax import devices, engine, octave, step
+  from classgen_jax import devices, engine, octave, plans, starts, step
   from classgen_jax.operations import Blur, Crop, Roll
   from tests.conftest import quick, tiny
 
   fast = devices.mixed_precision(tiny())
   assert fast.dtype == jnp.bfloat16 and fast.module.dtype == jnp.bfloat16
   recipe = quick("gradient", 0.05, view=(Crop(40), Roll(3)), after=(Blur((1.0, 0.5)),))
-  images = engine.initial_images(recipe, engine.image_keys(0, [1, 2], [0, 0]))
+  keys = starts.image_keys(0, [1, 2], [0, 0])
+  images = starts.initial_images(recipe, keys)
   assert fast(images, heads=("logits",))["logits"].dtype == jnp.bfloat16
   # The gradient reaches the canvas as float32, and the octave's canvas stays so.
   grad = jax.grad(lambda x: fast(x.astype(fast.dtype))["logits"][:, 1].sum())(images)
   assert grad.dtype == jnp.float32
-  plan = step.plan(fast, recipe)[0]
-  state, trace, _ = jax.eval_shape(octave.compiled(plan), fast, step.init_state(plan, images),
-                                   jnp.asarray([1, 2]), engine.image_keys(0, [1, 2], [0, 0]))
+  plan = plans.plan(fast, recipe)[0]
+  state, trace, _ = jax.eval_shape(functools.partial(octave.run, plan, plan.octave.iterations),
+                                   fast, step.init_state(plan, images), jnp.asarray([1, 2]), keys)
   assert state.canvas.dtype == jnp.float32 and trace.objective.dtype == jnp.float32
   result = engine.generate(fast, [1, 2], recipe)
   full = engine.generate(tiny(), [1, 2], recipe)

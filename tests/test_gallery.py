@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from classgen_jax import atlas, classify, gallery
+from classgen_jax import atlas, classify, folders, gallery
 from tests.conftest import QUICK, tiny
 
 
@@ -71,7 +71,7 @@ def test_gallery_sheet_and_index_link_every_image(folder):
   parser = _Links()
   parser.feed(index.read_text(encoding="utf-8"))
   parser.close()
-  files = sorted(r["file"] for r in atlas.read_summary(folder))
+  files = sorted(r["file"] for r in folders.read_summary(folder))
   assert len(files) == 6 and sorted(parser.hrefs) == files
   assert sorted(parser.images) == [f"{gallery.THUMBNAILS}/{f}" for f in files]
   for link in parser.hrefs + parser.images:
@@ -82,10 +82,10 @@ def test_gallery_sheet_and_index_link_every_image(folder):
 def test_gallery_escapes_names(folder, tmp_path):
   out = tmp_path / "copy"
   out.mkdir()
-  row = atlas.read_summary(folder)[0]
+  row = folders.read_summary(folder)[0]
   row = dict(row, name='<script>alert("x")</script> & co')
   (out / row["file"]).write_bytes((folder / row["file"]).read_bytes())
-  atlas.write_summary(out, [row])
+  folders.write_summary(out, [row])
   page = gallery.index_html(out).read_text(encoding="utf-8")
   assert "<script>alert" not in page and "&lt;script&gt;alert" in page
   parser = _Links()
@@ -101,7 +101,7 @@ def test_gallery_of_empty_folder_is_an_error(tmp_path):
 def test_classify_folder_adds_a_field_and_resume_keeps_it(folder):
   rows = classify.annotate_folder(folder, tiny(), batch_size=4)
   field = f"classify_{tiny().name}"
-  stored = atlas.read_summary(folder)
+  stored = folders.read_summary(folder)
   assert stored == json.loads(json.dumps(rows)) and len(stored) == 6
   for row in stored:
     result = row[field]
@@ -109,4 +109,4 @@ def test_classify_folder_adds_a_field_and_resume_keeps_it(folder):
     assert result["top1_probability"] >= result["target_probability"]
     assert (result["target_rank"] == 0) == (result["top1"] == row["target"])
   atlas.make_atlas(tiny(), [0, 1, 2], folder, QUICK, restarts=2)
-  assert all(field in r for r in atlas.read_summary(folder))
+  assert all(field in r for r in folders.read_summary(folder))

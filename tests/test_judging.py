@@ -10,10 +10,11 @@ import pytest
 from classgen_jax import judging
 from classgen_jax.classify import class_probabilities
 from classgen_jax.recipes import Octave, Recipe
+from classgen_jax.starts import Uniform
 from classgen_jax.updates import Sign
 from tests.conftest import tiny
 
-QUICK = Recipe("quick", "uniform", 48, (Octave(3, update=Sign(), step_size=(0.02, 0.02)),))
+QUICK = Recipe("quick", Uniform(), 48, (Octave(3, update=Sign(), step_size=(0.02, 0.02)),))
 
 
 def test_judge_scores():

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import converters
+from classgen_jax import Needs, Outputs
 from classgen_jax import objectives as obj
 from converters.reference import loop
 from converters.reference import objectives as torch_objectives
@@ -46,10 +47,9 @@ _ASCENT_DEFAULT = ("class_logit", "batchnorm_prior")
     for n in OBJECTIVES])
 def test_a_few_ascent_steps_raise_it(name):
   objective, clf = OBJECTIVES[name], tiny()
-  heads = objective.heads or ("logits",)
 
   def value(images):
-    return objective(clf(images, heads=heads), images, TARGETS)
+    return objective(clf.outputs(images, objective.needs), images, TARGETS)
 
   grad = jax.jit(jax.grad(lambda x: jnp.sum(value(x))))
   images = _images()
@@ -62,11 +62,12 @@ def test_a_few_ascent_steps_raise_it(name):
 
 
 def test_algebra():
-  outputs = {"logits": jnp.arange(2000.0).reshape(2, 1000) / 100,
-             "aux": -jnp.arange(2000.0).reshape(2, 1000) / 100}
+  outputs = Outputs({"logits": jnp.arange(2000.0).reshape(2, 1000) / 100,
+                     "aux": -jnp.arange(2000.0).reshape(2, 1000) / 100})
   images = _images()
   combined = obj.class_logit() + 0.5 * obj.class_logit("aux") - 1e-3 * obj.l1()
-  want = (outputs["logits"][jnp.arange(2), TARGETS] + 0.5 * outputs["aux"][jnp.arange(2), TARGETS]
+  heads = outputs.heads
+  want = (heads["logits"][jnp.arange(2), TARGETS] + 0.5 * heads["aux"][jnp.arange(2), TARGETS]
           - 1e-3 * jnp.abs(images).sum(axis=(1, 2, 3)))
   np.testing.assert_allclose(combined(outputs, images, TARGETS), want, rtol=1e-6)
   np.testing.assert_allclose((-combined)(outputs, images, TARGETS), -want, rtol=1e-6)
@@ -74,8 +75,8 @@ def test_algebra():
   mixture = obj.heads_mixture({"logits": 0.7, "aux": 0.3})
   np.testing.assert_allclose(
       mixture(outputs, images, TARGETS),
-      0.7 * outputs["logits"][jnp.arange(2), TARGETS]
-      + 0.3 * outputs["aux"][jnp.arange(2), TARGETS],
+      0.7 * heads["logits"][jnp.arange(2), TARGETS]
+      + 0.3 * heads["aux"][jnp.arange(2), TARGETS],
       rtol=1e-6)
   # Equal objectives are equal values: compiled programs are reused.
   assert obj.class_logit() == obj.class_logit() and hash(combined) == hash(
@@ -95,19 +96,17 @@ def test_batchnorm_prior_matches_torch_forward_hooks(model, x64):
   try:
     clf = converters.from_torchvision(module, dtype=jnp.float64)
     images = np.asarray(_images(3), np.float64)[:2]
-    heads = ("logits", obj.BATCHNORM_STATS)
-    ours = clf(jnp.asarray(images), heads=heads)
+    needs = Needs(("logits",), batchnorm=True)
+    ours = clf.outputs(jnp.asarray(images), needs)
     with torch.no_grad():
-      theirs = loop.torch_outputs(module, loop.to_nchw(images), heads)
+      theirs = loop.torch_pass(module, loop.to_nchw(images), needs)
   finally:
     module.float()
-  recorded = theirs[obj.BATCHNORM_STATS]
+  recorded = theirs.batchnorm
   layers = [m for m in module.modules() if isinstance(m, torch.nn.BatchNorm2d)]
   # GoogLeNet's two aux heads (one BatchNorm each) are not run for the logits.
-  assert len(ours[obj.BATCHNORM_STATS]) == len(recorded) == len(layers) - (
-      0 if model == "tiny" else 2)
-  for (mean, var, _, running_var), (x, layer) in zip(ours[obj.BATCHNORM_STATS],
-                                                                recorded):
+  assert len(ours.batchnorm) == len(recorded) == len(layers) - (0 if model == "tiny" else 2)
+  for (mean, var, _, running_var), (x, layer) in zip(ours.batchnorm, recorded):
     np.testing.assert_allclose(mean, x.mean(dim=(2, 3)).numpy(), rtol=1e-9, atol=1e-10)
     np.testing.assert_allclose(var, x.var(dim=(2, 3), unbiased=False).numpy(), rtol=1e-9,
                                atol=1e-10)
@@ -117,7 +116,7 @@ def test_batchnorm_prior_matches_torch_forward_hooks(model, x64):
   torch_value = torch_objectives.objective(prior, theirs, loop.to_nchw(images), None)
   np.testing.assert_allclose(value, torch_value.numpy(), rtol=1e-10)
   # Per image: the second image's value does not depend on the first.
-  alone = prior(clf(jnp.asarray(images[1:]), heads=heads), jnp.asarray(images[1:]), None)
+  alone = prior(clf.outputs(jnp.asarray(images[1:]), needs), jnp.asarray(images[1:]), None)
   np.testing.assert_allclose(alone, value[1:], rtol=1e-10)
 
 
@@ -151,6 +150,7 @@ def test_weights_must_be_finite_and_priors_subtracted():
     (obj.class_logit() + 0.01 * obj.batchnorm_statistics()).check(where)
   with pytest.raises(ValueError, match=r"first_layer must be finite and >= 0"):
     (-obj.batchnorm_statistics(first_layer=-1.0)).check(where)
-  # The prior stays on its output when the class terms move to another head.
+  # The prior reads no head: it stays as it is when the class terms move.
   moved = (obj.class_logit() - obj.batchnorm_statistics()).with_head("aux")
-  assert moved.heads == ("aux", obj.BATCHNORM_STATS)
+  assert moved.heads == ("aux",) and moved.needs == Needs(("aux",), batchnorm=True)
+  assert obj.l1().needs == Needs() and obj.class_logit("aux1").needs == Needs(("aux1",))

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import io
 
-import numpy as np
-
-from classgen_jax import engine, progress
-from classgen_jax.engine import Progress
-from tests.conftest import quick, tiny
+from classgen_jax import progress
+from classgen_jax.tracking import Progress
 
 
 class _Clock:
@@ -66,20 +63,3 @@ def test_heartbeat_says_it_is_still_working():
     import time
     time.sleep(0.6)
   assert any("compiling" in line and "still working: 1:01" in line for line in lines[1:]), lines
-
-
-def test_generate_reports_compiling_and_chunks_without_changing_images():
-  recipe = quick(iterations=5)
-  events = []
-  with_progress = engine.generate(tiny(), [3], recipe, seed=2, chunk=2, progress=events.append)
-  plain = engine.generate(tiny(), [3], recipe, seed=2)
-  np.testing.assert_array_equal(with_progress.images, plain.images)
-  kinds = [e.event for e in events]
-  assert kinds[-3:] == ["iterations"] * 3
-  assert [e.done for e in events if e.event == "iterations"] == [2, 4, 5]
-  assert all(e.total == 5 and e.batch == 1 and e.octaves == 1 for e in events)
-  if kinds[0] == "compiling":  # the first use of this program in the process
-    assert kinds[1] == "compiled" and events[1].seconds > 0
-  again = []
-  engine.generate(tiny(), [4], recipe, seed=2, chunk=2, progress=again.append)
-  assert [e.event for e in again] == ["iterations"] * 3  # compiled already

@@ -14,10 +14,11 @@ from PIL import Image
 
 from classgen_jax import naturalness, quality
 from classgen_jax.recipes import Octave, Recipe
+from classgen_jax.starts import Uniform
 from classgen_jax.updates import Sign
 from tests.conftest import tiny
 
-QUICK = Recipe("quick", "uniform", 48, (Octave(3, update=Sign(), step_size=(0.02, 0.02)),))
+QUICK = Recipe("quick", Uniform(), 48, (Octave(3, update=Sign(), step_size=(0.02, 0.02)),))
 RESULTS = Path(__file__).parent.parent / "docs" / "results"
 
 

@@ -82,7 +82,7 @@ import classgen_jax.weights
 from classgen_jax import objectives, recipes, updates
 from tests.conftest import tiny
 classgen_jax.weights.load_classifier = lambda *args, **kwargs: tiny()
-recipes.RECIPES["long"] = recipes.Recipe("long", "uniform", 48, (recipes.Octave(
+recipes.RECIPES["long"] = recipes.Recipe("long", Uniform(), 48, (recipes.Octave(
     4000, objectives.class_logit(), updates.Sign(), (0.01, 0.01)),))
 from scripts import generate
 sys.argv = ["scripts/generate.py", "--recipe=long", "--classes=1,2", "--batch_size=1",

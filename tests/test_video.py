@@ -10,14 +10,15 @@ from PIL import Image
 
 from classgen_jax import engine, updates, video
 from classgen_jax import objectives as obj
-from classgen_jax.engine import Trace
+from classgen_jax.metrics import Trace
 from classgen_jax.operations import ResizeCycle
 from classgen_jax.recipes import Octave, Recipe
+from classgen_jax.starts import Uniform
 from tests.conftest import QUICK, tiny
 
 # A cyclic resize from 40 px to 24: the image before iteration i has the
 # side the previous iteration left.
-CYCLING = Recipe("cycling", "uniform", 40, (Octave(
+CYCLING = Recipe("cycling", Uniform(), 40, (Octave(
     2, obj.class_logit(), updates.Gradient(), (0.1, 0.1),
     resize=ResizeCycle((24,), until=1)),))
 CYCLING_SIDES = [40, 24]

@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from classgen_jax import devices, engine, octave, operations, step
+from classgen_jax import devices, engine, operations, plans, programs, starts, step
 from classgen_jax import objectives as obj
 from classgen_jax import parameterisations as P
 from classgen_jax import recipes as recipes_lib
@@ -88,7 +88,7 @@ def benchmark_recipe(name: str, image_size: int, steps: int) -> Recipe:
   view = tuple(op for op in first.view
                if not (isinstance(op, operations.Crop) and op.size >= image_size))
   octave = dataclasses.replace(first, iterations=steps, canvas=None, resize=None, view=view)
-  return dataclasses.replace(recipe, init="uniform", size=image_size, octaves=(octave,))
+  return dataclasses.replace(recipe, start=starts.Uniform(), size=image_size, octaves=(octave,))
 
 
 @functools.cache
@@ -216,12 +216,20 @@ def _setup(config: Config, batch_size: int):
 
 
 def _octave(classifier, config: Config, batch_size: int):
-  """``(plan, compiled octave, starting canvas, targets, keys)`` of the benchmark."""
+  """``(plan, the octave's program, starting canvas, targets, keys)`` of the
+  benchmark (the program is compiled at its first call, as in a run)."""
   recipe, targets, restarts = _setup(config, batch_size)
-  plan = step.plan(classifier, recipe)[0]
-  keys = engine.image_keys(config.seed, targets, restarts)
-  init = np.asarray(engine.initial_images(recipe, keys))
-  return plan, octave.compiled(plan), init, jnp.asarray(targets), keys
+  plan = plans.plan(classifier, recipe)[0]
+  keys = starts.image_keys(config.seed, targets, restarts)
+  init = np.asarray(starts.initial_images(recipe, keys))
+  signature = programs.Signature.of(plan, plan.octave.iterations,
+                                    programs.padded_batch(batch_size), classifier)
+
+  def run(*args):
+    programs.compile_all(classifier, [signature])
+    return programs.run(signature, *args)
+
+  return plan, run, init, jnp.asarray(targets), keys
 
 
 def measure_jax(classifier, config: Config, batch_size: int | None = None) -> dict[str, Any]:
@@ -248,9 +256,9 @@ def measure_torch(module, config: Config, *, sequential: bool) -> dict[str, Any]
   from converters.reference.loop import torch_generate  # pylint: disable=g-import-not-at-top
 
   recipe, targets, restarts = _setup(config, config.batch_size)
-  keys = engine.image_keys(config.seed, targets, restarts)
-  init = np.asarray(engine.initial_images(recipe, keys))
-  draws = engine.random_draws(recipe, targets, restarts, config.seed)
+  keys = starts.image_keys(config.seed, targets, restarts)
+  init = np.asarray(starts.initial_images(recipe, keys))
+  draws = step.random_draws(recipe, targets, restarts, config.seed)
   if sequential:
     jobs = [(targets[j:j + 1], init[j:j + 1],
              jax.tree_util.tree_map(lambda a, j=j: a[j:j + 1], draws))
@@ -282,9 +290,9 @@ def flops_per_image_iter(classifier, config: Config) -> float | None:
   whatever its length), with the iteration index traced as in the scan.
   """
   recipe, targets, restarts = _setup(config, config.batch_size)
-  plan = step.plan(classifier, recipe)[0]
-  keys = engine.image_keys(config.seed, targets, restarts)
-  state = step.init_state(plan, engine.initial_images(recipe, keys))
+  plan = plans.plan(classifier, recipe)[0]
+  keys = starts.image_keys(config.seed, targets, restarts)
+  state = step.init_state(plan, starts.initial_images(recipe, keys))
 
   def one_step(classifier, state, targets, keys):
     return step.make_step(plan, classifier, targets, keys)(state)[0]
@@ -397,7 +405,7 @@ def atlas(model: str, recipe: str, classes: int, batch_size: int | None, *,
   (``out``, or a temporary one), PNGs written; the wall time split as in
   ``AtlasResult.timings``. The model is built as for the step benchmark
   (random weights for the torchvision ports). ``batch_size`` None: what fits
-  (``engine.choose_batch_size``); the record says what was used."""
+  (``batch_size.choose``); the record says what was used."""
   from classgen_jax import atlas as atlas_lib  # pylint: disable=g-import-not-at-top
 
   _, classifier = models(model)
@@ -573,7 +581,7 @@ def time_recipes(classifier, *, steps_scale: float = 0.05,
     recipe = recipes_lib.get(name, steps_scale=steps_scale)
     if any(h not in classifier.heads for h in recipe.heads):
       recipe = recipe.with_head("logits")
-    init = photo if recipe.init == "photo" else None
+    init = photo if recipe.start.photo else None
     start = time.perf_counter()
     engine.generate(classifier, [1], recipe, init=init)
     first = time.perf_counter() - start
@@ -591,13 +599,13 @@ def pieces(iterations: int, side: int = 224) -> dict[str, Recipe]:
   ops = operations
   base_octave = recipes_lib.Octave(iterations, obj.class_logit(), Adam(), (0.05, 0.05),
                                    view=(ops.Flip(),))
-  base = Recipe("pixels", "normal", side, (base_octave,))
+  base = Recipe("pixels", starts.Normal(), side, (base_octave,))
 
   def octave_(**changes):
     return (dataclasses.replace(base_octave, **changes),)
 
   def image(name, parameterisation):
-    return Recipe(name, "parameters", side, base.octaves, image=parameterisation)
+    return Recipe(name, starts.Parameters(), side, base.octaves, image=parameterisation)
 
   def view(name, *extra):
     return dataclasses.replace(base, name=name, octaves=octave_(view=(*extra, ops.Flip())))

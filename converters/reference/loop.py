@@ -3,7 +3,8 @@
 ``torch_outputs`` runs a torchvision module on NHWC images in [0, 1] and
 returns the same named outputs as ``classgen_jax.Classifier`` (aux heads in
 inference mode, which torchvision never runs: the article does the same by
-calling the submodules one by one).
+calling the submodules one by one); ``torch_pass`` what an objective needs
+of the pass, as ``Classifier.outputs`` (recorded with forward hooks).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 import torch
 import torchvision
 
+from classgen_jax import Needs, Outputs
 from converters.reference import transforms as TT
 from converters.reference.objectives import objective
 from converters.reference.operations import OPERATIONS, Context, linear
@@ -46,25 +48,11 @@ def torch_outputs(module: torch.nn.Module, x: torch.Tensor,
     module: torchvision ``GoogLeNet``, ``Inception3`` or ``ResNet``, in eval
       mode.
     x: NCHW images in [0, 1].
-    heads: outputs to compute; ``"batchnorm_stats"`` records, with forward
-      hooks (as DeepInversion does), ``(input, layer)`` of every
-      ``BatchNorm2d`` the pass runs, in order.
+    heads: outputs to compute.
     normalisation: ``"imagenet"``: normalised here, as torchvision's
       transforms do; ``"none"``: fed as they are, as the article's code does
       (``classgen_jax.Classifier.normalisation``).
   """
-  if "batchnorm_stats" in heads:
-    recorded = []
-    hooks = [layer.register_forward_hook(
-        lambda layer, inputs, output: recorded.append((inputs[0], layer)))
-        for layer in module.modules() if isinstance(layer, torch.nn.BatchNorm2d)]
-    try:
-      out = torch_outputs(module, x, tuple(h for h in heads if h != "batchnorm_stats")
-                          or ("logits",), normalisation)
-    finally:
-      for hook in hooks:
-        hook.remove()
-    return {**out, "batchnorm_stats": recorded}
   if normalisation == "imagenet":
     x = normalize(x)
   elif normalisation != "none":
@@ -104,6 +92,26 @@ def torch_outputs(module: torch.nn.Module, x: torch.Tensor,
   return out
 
 
+def torch_pass(module: torch.nn.Module, x: torch.Tensor, needs: Needs,
+               normalisation: str = "imagenet") -> Outputs:
+  """What ``needs`` asks of one forward pass, as ``Classifier.outputs``:
+  ``Outputs.batchnorm`` holds, recorded with forward hooks (as DeepInversion
+  does), ``(input, layer)`` of every ``BatchNorm2d`` the pass runs, in order."""
+  heads = needs.heads or ("logits",)
+  if not needs.batchnorm:
+    return Outputs(torch_outputs(module, x, heads, normalisation))
+  recorded = []
+  hooks = [layer.register_forward_hook(
+      lambda layer, inputs, output: recorded.append((inputs[0], layer)))
+      for layer in module.modules() if isinstance(layer, torch.nn.BatchNorm2d)]
+  try:
+    out = torch_outputs(module, x, heads, normalisation)
+  finally:
+    for hook in hooks:
+      hook.remove()
+  return Outputs(out, tuple(recorded))
+
+
 # ----------------------------------------------------------------------------
 # The recipes in torch: the article's loop, batched, with injected randomness.
 
@@ -124,7 +132,7 @@ def torch_generate(module: torch.nn.Module, targets, recipe, init, draws,
     targets: ``(N,)`` class indices.
     recipe: a ``classgen_jax.recipes.Recipe``.
     init: ``(N, size, size, 3)`` starting images (NHWC, as the engine's).
-    draws: ``classgen_jax.engine.random_draws(...)`` for the same images.
+    draws: ``classgen_jax.step.random_draws(...)`` for the same images.
     normalisation: the input normalisation, as the classifier's
       (``torch_outputs``).
 
@@ -132,14 +140,13 @@ def torch_generate(module: torch.nn.Module, targets, recipe, init, draws,
     The final images, NHWC, on the module's device, unclipped unless the
     recipe clips.
   """
-  from classgen_jax import step as step_lib  # the sizes' bookkeeping is shared, not copied
+  from classgen_jax import plans as plans_lib  # the sizes' bookkeeping is shared, not copied
 
   parameter = next(module.parameters())
   x = to_nchw(init).to(parameter.device, parameter.dtype)
   targets = torch.as_tensor(targets, dtype=torch.long, device=parameter.device)
-  for index, (octave, sides, octave_draws) in enumerate(
-      zip(recipe.octaves, step_lib.canvas_sides(recipe), draws)):
-    plan = step_lib.Plan(octave, index, sides, max(sides))
+  for plan, octave_draws in zip(plans_lib.octave_plans(recipe), draws):
+    octave, sides = plan.octave, plan.sides
     if octave.canvas is not None and octave.canvas != x.shape[-1]:
       x = TT.resize(x, octave.canvas, method="bilinear")
     count = [None]
@@ -183,7 +190,7 @@ def torch_generate(module: torch.nn.Module, targets, recipe, init, draws,
         view = apply(octave.view, view_params, images.repeat_interleave(views, dim=0),
                      context._replace(region=None))
         view_targets = targets.repeat_interleave(views)
-      outputs = torch_outputs(module, view, octave.heads, normalisation)
+      outputs = torch_pass(module, view, octave.objective.needs, normalisation)
       values = objective(octave.objective, outputs, view, view_targets)
       loss = -values.reshape(-1, views).mean(dim=1).sum()
       (grad,) = torch.autograd.grad(loss, x)

@@ -1,7 +1,8 @@
 """Torch twins of ``classgen_jax.objectives``' terms, found by type.
 
-Each twin takes the term, the named outputs (torch), the NCHW view and the
-``(N,)`` targets, and returns ``(N,)`` values, higher is better.
+Each twin takes the term, the forward pass's outputs (``loop.torch_pass``:
+``Outputs`` of torch tensors), the NCHW view and the ``(N,)`` targets, and
+returns ``(N,)`` values, higher is better.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ TERMS = Twins("term")
 
 
 def _target(outputs, head, targets):
-  return outputs[head].gather(1, targets[:, None])[:, 0]
+  return outputs.heads[head].gather(1, targets[:, None])[:, 0]
 
 
 @TERMS.register(obj.Logit)
@@ -25,7 +26,7 @@ def _logit(term, outputs, images, targets):
 
 @TERMS.register(obj.LogProbability)
 def _log_probability(term, outputs, images, targets):
-  return torch.log_softmax(outputs[term.head], dim=1).gather(1, targets[:, None])[:, 0]
+  return torch.log_softmax(outputs.heads[term.head], dim=1).gather(1, targets[:, None])[:, 0]
 
 
 @TERMS.register(obj.LogitDistance)
@@ -65,11 +66,11 @@ def _l2_norm(term, outputs, images, targets):
 
 @TERMS.register(obj.BatchNormStatistics)
 def _batchnorm_statistics(term, outputs, images, targets):
-  """DeepInversion's hook arithmetic, per image: ``outputs["batchnorm_stats"]``
-  holds each BatchNorm2d's input, as ``loop.torch_outputs`` records it with
-  forward hooks, and the layer."""
+  """DeepInversion's hook arithmetic, per image: ``outputs.batchnorm`` holds
+  each BatchNorm2d's input, as ``loop.torch_pass`` records it with forward
+  hooks, and the layer."""
   total = 0.0
-  for index, (x, layer) in enumerate(outputs[obj.BATCHNORM_STATS]):
+  for index, (x, layer) in enumerate(outputs.batchnorm):
     mean = x.mean(dim=(2, 3))
     var = x.var(dim=(2, 3), unbiased=False)
     term_ = ((mean - layer.running_mean.to(x.dtype)).norm(dim=1)

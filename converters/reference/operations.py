@@ -1,7 +1,7 @@
 """Torch twins of ``classgen_jax.operations``, found by type.
 
 Each twin takes the operation, an NCHW batch, the operation's draws for the
-batch (numpy, as ``engine.random_draws`` returns them) and a ``Context``
+batch (numpy, as ``step.random_draws`` returns them) and a ``Context``
 whose region, when the view is a crop, holds the batch's ``(N, 2)`` offsets.
 """
 

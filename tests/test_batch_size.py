@@ -1,0 +1,56 @@
+"""The batch size: balanced batches, and what fits the free device memory."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from classgen_jax import batch_size, plans, programs
+from classgen_jax.operations import Crop
+from classgen_jax.tracking import Tracker
+from tests.conftest import quick, tiny
+
+
+def test_batches_are_balanced():
+  assert batch_size.balanced(1000, 256, 1) == 250  # 4 x 250, not 3 x 256 + 232
+  assert batch_size.balanced(10, 8, 1) == 5
+  assert batch_size.balanced(10, 8, 4) == 3  # one batch of 12 on 4 devices, 2 padded
+  assert batch_size.balanced(3, 0, 1) == 0
+  assert batch_size.per_call(5, 2) == (2, 2)  # 2, 2 and 1 padded to 2
+  assert batch_size.per_call(5, None) == (5, 5)
+  assert batch_size.per_call(2, 3, pad_to=3) == (2, 3)  # a caller's last, smaller batch
+
+
+def _program_bytes(clf, recipe, size):
+  plan = plans.plan(clf, recipe)[0]
+  signature = programs.Signature.of(plan, plan.octave.iterations, size, clf)
+  programs.compile_all(clf, [signature])
+  return programs.memory_bytes(signature)
+
+
+@pytest.mark.slow  # eight small compiles, ~12 s
+def test_the_batch_size_fits_the_free_memory():
+  clf, recipe = tiny(), quick(iterations=2, view=(Crop(40),))
+  assert batch_size.choose(clf, recipe, 5, free_bytes=2**40) == 5  # all
+  assert batch_size.choose(clf, recipe, 48, free_bytes=2**40) == 8  # a CPU's guess
+  assert batch_size.choose(clf, recipe, 10, free_bytes=2**40) == 5  # 5 + 5, not 8 + 2
+  # Room for fewer than 8: the tiny model's programs have a large fixed part
+  # (63 MB at 1 image, 20 MB of it weights), which the second try measures.
+  one, eight = _program_bytes(clf, recipe, 1), _program_bytes(clf, recipe, 8)
+  free = int((one + eight) / 2 / batch_size.MEMORY_SHARE)
+  chosen = batch_size.choose(clf, recipe, 50, free_bytes=free)
+  assert 2 <= chosen < 8
+  assert _program_bytes(clf, recipe, chosen) <= 0.8 * free < _program_bytes(clf, recipe, 8)
+  with pytest.raises(batch_size.BatchSizeError, match=r"'quick' needs about .* GiB .* is free"):
+    batch_size.choose(clf, recipe, 50, free_bytes=1000)
+
+
+def test_free_memory_is_known_on_a_cpu_and_unknown_memory_takes_the_guess(monkeypatch):
+  assert batch_size.free_memory() > 0  # the host's available memory
+  monkeypatch.setattr(batch_size, "free_memory", lambda: None)
+  clf, recipe = tiny(), quick(iterations=1)
+  planned = plans.plan(clf, recipe)
+  before = programs.count()
+  assert batch_size.choose_planned(clf, "quick", planned, 20, Tracker()) == 7  # 3 x 7
+  assert programs.count() == before  # nothing compiled to find out
+  assert np.isfinite(batch_size.MEMORY_SHARE)
