@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import types
 
 import jax
@@ -13,12 +14,12 @@ import pytest
 import torch
 import torchvision
 
-import classgen_jax
 import converters
 from classgen_jax import objectives as obj
 from classgen_jax import operations, recipes, updates
 from classgen_jax.recipes import Octave, Recipe
 from classgen_jax.starts import Uniform
+from tests.shared import CLASSES, QUICK, quick, tiny  # noqa: F401  (re-exported)
 
 
 @pytest.fixture
@@ -31,6 +32,7 @@ def x64():
 
 
 randomize_batchnorm = converters.randomize_batchnorm
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # (tests.shared)
 
 
 @functools.cache
@@ -52,12 +54,6 @@ def tiny_torch() -> torch.nn.Module:
   module = torchvision.models.ResNet(torchvision.models.resnet.BasicBlock, [1, 1, 1, 1])
   torch.nn.init.normal_(module.fc.weight, std=0.05)
   return randomize_batchnorm(module, 64)
-
-
-@functools.cache
-def tiny() -> classgen_jax.Classifier:
-  """``tiny_torch`` converted."""
-  return converters.from_torchvision(tiny_torch())
 
 
 def small(recipe: Recipe, iterations: int = 3) -> Recipe:
@@ -94,47 +90,54 @@ def runnable(name: str) -> Recipe:
   return recipe
 
 
-def quick(rule: str = "gradient", lr: float = 0.05, iterations: int = 4, **octave) -> Recipe:
-  """A one-octave recipe on a 48 px canvas."""
-  return Recipe("quick", Uniform(), 48,
-                (Octave(iterations, obj.class_logit(), updates.get(rule), (lr, lr), **octave),))
+# quick, QUICK, CLASSES and tiny live in tests/shared.py (torch-free, for child processes).
 
-
-# A recipe for the tool's tests (atlas, gallery, video) and its classes.
-QUICK = Recipe("quick", Uniform(), 32, (
-    Octave(3, obj.class_logit(), updates.Gradient(), (0.5, 0.5),
-           after=(operations.Blur((0.8, 0.8)),)),))
-CLASSES = [0, 1, 2, 3]
 
 
 # One tiny compiled run that the contract tests of several modules read
-# (snapshots, chunks, progress reports, the program cache), rather than each
-# compiling its own: 7 iterations with a scheduled blur (whose iteration must
-# not be folded into constants), in chunks of 2 with snapshots every 3, and
-# the same run whole.
+# (batch independence, restarts, snapshots, chunks, progress reports, the
+# program cache, padding), rather than each compiling its own: sign steps
+# (a sign does not pass a batched convolution's last-bit rounding on, so an
+# image is bit-equal whatever its batch), colour jitter, crop, roll and flip
+# views, and a scheduled blur (whose iteration must not be folded into
+# constants); 7 iterations on a 48 px canvas.
 CONTRACT = Recipe("contract", Uniform(), 48, (
-    Octave(7, obj.class_logit(), updates.get("gradient"), (0.05, 0.05),
+    Octave(7, obj.class_logit(), updates.get("sign"), (0.02, 0.02),
+           before=(operations.ColourJitter(brightness=0.05),),
+           view=(operations.Crop(40), operations.Roll(3), operations.Flip()),
            after=(operations.Blur((1.5, 0.5)),)),))
+
+
+# The tests that read them run on one worker (``--dist loadgroup``).
+CONTRACT_GROUP = pytest.mark.xdist_group("contract")
 
 
 @functools.cache
 def contract_runs() -> types.SimpleNamespace:
-  """``chunked``: ``CONTRACT`` on targets 1, 2 with ``chunk=2``,
-  ``snapshot_every=3`` and progress ``events``; ``compiled``: the programs
-  that call compiled; ``plain``: the same images made whole, without
-  snapshots; ``again``: the chunked call repeated on targets 3, 4, with
-  ``again_events`` (nothing to compile) and ``again_compiled``."""
+  """``CONTRACT`` run several ways (seed 11 unless said):
+
+  * ``chunked``: targets 1, 2 with ``chunk=2``, ``snapshot_every=3`` and
+    progress ``events``; ``compiled``: the programs it compiled;
+  * ``again``: the same on targets 3, 4 (``again_events``, ``again_compiled``);
+  * ``plain``: targets 1, 2 made whole, without snapshots;
+  * ``alone``: target 2 alone (a batch of one); ``repeated``: target 2 with
+    ``restarts=2``; ``twice``: targets 2, 2 (its second restart);
+    ``other_seed``: target 2 at seed 12.
+  """
   from classgen_jax import engine, programs
+
+  def generate(targets, **kwargs):
+    return engine.generate(tiny(), targets, CONTRACT, **{"seed": 11, **kwargs})
+
   events, again_events = [], []
   before = programs.count()
-  chunked = engine.generate(tiny(), [1, 2], CONTRACT, snapshot_every=3, chunk=2,
-                            progress=events.append)
+  chunked = generate([1, 2], snapshot_every=3, chunk=2, progress=events.append)
   compiled = programs.count() - before
   before = programs.count()
-  again = engine.generate(tiny(), [3, 4], CONTRACT, snapshot_every=3, chunk=2,
-                          progress=again_events.append)
+  again = generate([3, 4], snapshot_every=3, chunk=2, progress=again_events.append)
   again_compiled = programs.count() - before
-  plain = engine.generate(tiny(), [1, 2], CONTRACT)
-  return types.SimpleNamespace(chunked=chunked, events=events, compiled=compiled,
-                               again=again, again_events=again_events,
-                               again_compiled=again_compiled, plain=plain)
+  return types.SimpleNamespace(
+      chunked=chunked, events=events, compiled=compiled, again=again,
+      again_events=again_events, again_compiled=again_compiled, plain=generate([1, 2]),
+      alone=generate([2]), repeated=generate([2], restarts=2), twice=generate([2, 2]),
+      other_seed=generate([2], seed=12))

@@ -11,6 +11,9 @@ import pytest
 from classgen_jax import adversarial, images
 from tests.conftest import tiny
 
+# Its tests share the module's fixtures: one worker runs them all.
+pytestmark = pytest.mark.xdist_group("adversarial")
+
 
 @pytest.fixture(scope="module")
 def photos() -> dict[str, np.ndarray]:

@@ -21,6 +21,9 @@ from classgen_jax import atlas, claims, folders, writing
 from classgen_jax.images import read_png_metadata
 from tests.conftest import CLASSES, QUICK, tiny
 
+# Its tests share the module's fixtures: one worker runs them all.
+pytestmark = pytest.mark.xdist_group("atlas")
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -116,20 +119,21 @@ def test_timings_say_where_the_wall_time_went(reference):
 def test_rerun_does_nothing_and_other_batches_make_the_same_images(reference, tmp_path):
   again = atlas.make_atlas(tiny(), CLASSES, reference, QUICK, batch_size=3)
   assert again.made == 0 and again.kept == 4
-  said = []  # no batch size: what fits (all 4 here, on a CPU)
-  other = atlas.make_atlas(tiny(), CLASSES[::-1], tmp_path, QUICK, log=said.append)
-  assert other.made == 4 and "atlas: batch size 4 (what fits the free device memory)" in said
+  said = []  # no batch size: what fits (both classes here, on a CPU)
+  other = atlas.make_atlas(tiny(), CLASSES[1::-1], tmp_path, QUICK, log=said.append)
+  assert other.made == 2 and "atlas: batch size 2 (what fits the free device memory)" in said
+  # The same images, made in another order (the reference's first batch was 0, 1).
   expected, got = images_of(reference), images_of(tmp_path)
-  assert expected.keys() == got.keys()
-  for name in expected:
+  assert sorted(got) == sorted(folders.image_name(t, 0) for t in CLASSES[:2])
+  for name in got:
     np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
 
 
 def test_resume_after_kill_matches_uninterrupted_run(reference, tmp_path):
   out = tmp_path / "killed"
-  script = ("import sys\nfrom classgen_jax import atlas\nfrom tests.conftest import QUICK, "
+  script = ("import sys\nfrom classgen_jax import atlas\nfrom tests.shared import QUICK, "
             "CLASSES, tiny\n"
-            "atlas.make_atlas(tiny(), CLASSES, sys.argv[1], QUICK, batch_size=1)\n")
+            "atlas.make_atlas(tiny(), CLASSES, sys.argv[1], QUICK, batch_size=2)\n")
   env = dict(os.environ, CLASSGEN_JAX_ATLAS_SLEEP="120", JAX_PLATFORMS="cpu")
   child = subprocess.Popen([sys.executable, "-c", script, str(out)], cwd=ROOT, env=env,
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -143,17 +147,19 @@ def test_resume_after_kill_matches_uninterrupted_run(reference, tmp_path):
     child.send_signal(signal.SIGKILL)
     child.wait()
   assert child.returncode == -signal.SIGKILL
-  # Killed mid-run, once the first batch's row was written; the second
-  # batch's PNG (encoded while a batch is generated) may be there too.
+  # Killed mid-run, once the first batch's rows were written; the second
+  # batch's PNGs (encoded while a batch is generated) may be there too. The
+  # batches are the reference run's, whose compiled programs the child reads
+  # from the compile cache.
   pngs = len(list(out.glob("*.png")))
-  assert 1 <= pngs <= 2 and len(folders.read_summary(out)) == 1
+  assert 2 <= pngs <= 4 and len(folders.read_summary(out)) == 2
   resumed = atlas.make_atlas(tiny(), CLASSES, out, QUICK, batch_size=2)
   assert resumed.kept == pngs and resumed.made == 4 - pngs
   expected, got = images_of(reference), images_of(out)
   assert expected.keys() == got.keys()
   for name in expected:
     np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
-  # Pixels are bit-equal; the float metrics of a batch of 2 and of 1 may
+  # Pixels are bit-equal; the float metrics of batches of other images may
   # differ in the last bits (XLA's batched reductions).
   for row, want in zip(folders.read_summary(out), folders.read_summary(reference), strict=True):
     floats = {k for k, v in want.items() if isinstance(v, float | list)}  # lists: per octave
@@ -218,7 +224,7 @@ def test_an_init_folder_transfigures_each_photo_into_every_class(tmp_path):
   photos.mkdir()
   Image.fromarray(np.full((20, 30, 3), 200, np.uint8)).save(photos / "grey.png")
   (photos / "notes.txt").write_text("not an image")
-  result = atlas.make_atlas(tiny(), [5], tmp_path / "out", QUICK, init=photos)
+  result = atlas.make_atlas(tiny(), [5], tmp_path / "out", QUICK, init=photos, batch_size=2)
   assert [r["file"] for r in result.rows] == ["0005_electric_ray_grey_r0.png"]
   assert result.rows[0]["init"] == "grey.png"
 
@@ -247,7 +253,7 @@ def test_processes_make_their_share_and_merge_the_summary(reference, tmp_path):
                      overwrite=True)
 
 
-_RUN = ("import sys\nfrom classgen_jax import atlas\nfrom tests.conftest import QUICK, "
+_RUN = ("import sys\nfrom classgen_jax import atlas\nfrom tests.shared import QUICK, "
         "CLASSES, tiny\n"
         "r = atlas.make_atlas(tiny(), CLASSES, sys.argv[1], QUICK, batch_size=1, poll=0.2)\n"
         "print('made', r.made, 'rows', len(r.rows))\n")
@@ -270,7 +276,7 @@ _DISTRIBUTED = (
     "import sys, jax\n"
     "jax.distributed.initialize(coordinator_address=sys.argv[2], num_processes=2, "
     "process_id=int(sys.argv[3]), initialization_timeout=120)\n"
-    "from classgen_jax import atlas\nfrom tests.conftest import QUICK, CLASSES, tiny\n"
+    "from classgen_jax import atlas\nfrom tests.shared import QUICK, CLASSES, tiny\n"
     "r = atlas.make_atlas(tiny(), CLASSES, sys.argv[1], QUICK, batch_size=2)\n"
     "print('made', r.made)\njax.distributed.shutdown()\n")
 

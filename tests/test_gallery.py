@@ -14,6 +14,9 @@ from PIL import Image
 from classgen_jax import atlas, classify, folders, gallery
 from tests.conftest import QUICK, tiny
 
+# Its tests share the module's fixtures: one worker runs them all.
+pytestmark = pytest.mark.xdist_group("gallery")
+
 
 class _Links(html.parser.HTMLParser):
   def __init__(self):
@@ -36,7 +39,7 @@ class _Links(html.parser.HTMLParser):
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
   out = tmp_path_factory.mktemp("atlas")
-  atlas.make_atlas(tiny(), [0, 1, 2], out, QUICK, restarts=2, batch_size=6)
+  atlas.make_atlas(tiny(), [0, 1, 2], out, QUICK, restarts=2, batch_size=2)
   return out
 
 
@@ -108,5 +111,5 @@ def test_classify_folder_adds_a_field_and_resume_keeps_it(folder):
     assert 0 <= result["target_rank"] < 1000 and 0 <= result["top1"] < 1000
     assert result["top1_probability"] >= result["target_probability"]
     assert (result["target_rank"] == 0) == (result["top1"] == row["target"])
-  atlas.make_atlas(tiny(), [0, 1, 2], folder, QUICK, restarts=2)
+  atlas.make_atlas(tiny(), [0, 1, 2], folder, QUICK, restarts=2, batch_size=2)
   assert all(field in r for r in folders.read_summary(folder))

@@ -48,16 +48,18 @@ _ASCENT_DEFAULT = ("class_logit", "batchnorm_prior")
 def test_a_few_ascent_steps_raise_it(name):
   objective, clf = OBJECTIVES[name], tiny()
 
-  def value(images):
-    return objective(clf.outputs(images, objective.needs), images, TARGETS)
+  def total(x):
+    values = objective(clf.outputs(x, objective.needs), x, TARGETS)
+    return values.sum(), values
 
-  grad = jax.jit(jax.grad(lambda x: jnp.sum(value(x))))
+  # One program: the per-image values and their gradient (eager, every op
+  # would compile on its own).
+  step = jax.jit(jax.grad(total, has_aux=True))
   images = _images()
-  start = value(images)
+  g, start = step(images)
   for _ in range(3):
-    g = grad(images)
     images = images + 0.01 * g / (jnp.abs(g).mean(axis=(1, 2, 3), keepdims=True) + 1e-12)
-  end = value(images)
+    g, end = step(images)
   assert np.all(np.asarray(end) > np.asarray(start)), (start, end)
 
 
@@ -97,7 +99,8 @@ def test_batchnorm_prior_matches_torch_forward_hooks(model, x64):
     clf = converters.from_torchvision(module, dtype=jnp.float64)
     images = np.asarray(_images(3), np.float64)[:2]
     needs = Needs(("logits",), batchnorm=True)
-    ours = clf.outputs(jnp.asarray(images), needs)
+    outputs = jax.jit(lambda c, x: c.outputs(x, needs))  # (eager, every op compiles)
+    ours = outputs(clf, jnp.asarray(images))
     with torch.no_grad():
       theirs = loop.torch_pass(module, loop.to_nchw(images), needs)
   finally:
@@ -116,15 +119,16 @@ def test_batchnorm_prior_matches_torch_forward_hooks(model, x64):
   torch_value = torch_objectives.objective(prior, theirs, loop.to_nchw(images), None)
   np.testing.assert_allclose(value, torch_value.numpy(), rtol=1e-10)
   # Per image: the second image's value does not depend on the first.
-  alone = prior(clf.outputs(jnp.asarray(images[1:]), needs), jnp.asarray(images[1:]), None)
+  alone = prior(outputs(clf, jnp.asarray(images[1:])), jnp.asarray(images[1:]), None)
   np.testing.assert_allclose(alone, value[1:], rtol=1e-10)
 
 
 def test_image_priors_match_deepinversion_and_their_twins(x64):
   images = np.asarray(_images(), np.float64)
   x = torch.from_numpy(images).permute(0, 3, 1, 2)
+  values = jax.jit(lambda term, x: term({}, x, None), static_argnums=0)
   for term in (obj.total_variation_l2(), obj.l2_norm()):
-    np.testing.assert_allclose(term({}, jnp.asarray(images), TARGETS),
+    np.testing.assert_allclose(values(term, jnp.asarray(images)),
                                torch_objectives.objective(term, {}, x, None).numpy(),
                                rtol=1e-12)
   # DeepInversion's get_image_prior_losses, on one image (its norms run over the batch).
@@ -134,9 +138,9 @@ def test_image_priors_match_deepinversion_and_their_twins(x64):
   d3 = one[:, :, 1:, :-1] - one[:, :, :-1, 1:]
   d4 = one[:, :, :-1, :-1] - one[:, :, 1:, 1:]
   want = torch.norm(d1) + torch.norm(d2) + torch.norm(d3) + torch.norm(d4)
-  np.testing.assert_allclose(obj.total_variation_l2()({}, jnp.asarray(images[:1]), None)[0],
+  np.testing.assert_allclose(values(obj.total_variation_l2(), jnp.asarray(images[:1]))[0],
                              want.item(), rtol=1e-12)
-  np.testing.assert_allclose(obj.l2_norm()({}, jnp.asarray(images[:1]), None)[0],
+  np.testing.assert_allclose(values(obj.l2_norm(), jnp.asarray(images[:1]))[0],
                              torch.norm((one - 0.5).reshape(1, -1), dim=1).item(), rtol=1e-12)
 
 

@@ -20,9 +20,15 @@ ALL = {
     "sigmoid_pixels": P.Sigmoid(P.Pixels()),
     "maco_power_law": P.Sigmoid(P.Decorrelated(P.Maco(alpha=1.4))),
 }
-# The first two compose every piece; the rest in the slow pass.
-_PARAMS = [pytest.param(n, marks=[] if i < 2 else [pytest.mark.slow])
-           for i, n in enumerate(ALL)]
+# Lucid's image composes every piece but Maco's, which its own tests check in
+# the default pass (the batch-independence of its gradient, its spectrum and
+# phase); the rest in the slow pass.
+def _default(*names):
+  return lambda all_names: [pytest.param(n, marks=[] if n in names else [pytest.mark.slow])
+                            for n in all_names]
+
+
+_PARAMS = _default("lucid")(ALL)
 
 
 def _image(seed=0, side=SIDE):
@@ -130,7 +136,8 @@ def test_eager_jit_vmap_and_scan_agree(name):
   assert red(scanned) > red(params)
 
 
-@pytest.mark.parametrize("name", [*ALL, "pixels", "saturated"])
+@pytest.mark.parametrize("name", _default("lucid", "pixels", "saturated", "sigmoid_pixels")(
+    [*ALL, "pixels", "saturated"]))
 def test_torch_twin_renders_and_encodes_alike(name, x64):
   image = ALL.get(name, {"saturated": P.Decorrelated(P.Fourier(), saturation=2.0)}.get(
       name, P.Pixels()))
@@ -144,7 +151,8 @@ def test_torch_twin_renders_and_encodes_alike(name, x64):
                              atol=1e-8)
 
 
-@pytest.mark.parametrize("name", ["lucid", "maco_photos", "maco_power_law"])
+@pytest.mark.parametrize("name", _default("lucid", "maco_power_law")(
+    ["lucid", "maco_photos", "maco_power_law"]))
 def test_gradient_does_not_depend_on_the_batch(name):
   """The gradient through a render is bit-identical for an image alone, first
   or last in a batch (XLA rewrote ``magnitude * cos(phase)`` and a division

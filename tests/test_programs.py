@@ -11,9 +11,10 @@ import pytest
 from classgen_jax import engine, plans, programs, recipes
 from classgen_jax.operations import Blur
 from classgen_jax.tracking import Tracker
-from tests.conftest import CONTRACT, contract_runs, quick, small, tiny
+from tests.conftest import CONTRACT, CONTRACT_GROUP, contract_runs, quick, small, tiny
 
 
+@CONTRACT_GROUP
 def test_a_run_compiles_once_and_equal_calls_reuse_it():
   runs = contract_runs()
   assert runs.compiled == 1 and runs.chunked.compile_seconds > 0  # the chunked octave

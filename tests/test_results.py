@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from classgen_jax import results
-from tests.conftest import contract_runs
+from tests.conftest import CONTRACT_GROUP, contract_runs
 
 
+@CONTRACT_GROUP
 def test_batches_join_in_order():
   runs = contract_runs()
   first, second = runs.chunked, runs.again

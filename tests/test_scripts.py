@@ -80,7 +80,8 @@ _GENERATE_TINY = """
 import sys
 import classgen_jax.weights
 from classgen_jax import objectives, recipes, updates
-from tests.conftest import tiny
+from classgen_jax.starts import Uniform
+from tests.shared import tiny
 classgen_jax.weights.load_classifier = lambda *args, **kwargs: tiny()
 recipes.RECIPES["long"] = recipes.Recipe("long", Uniform(), 48, (recipes.Octave(
     4000, objectives.class_logit(), updates.Sign(), (0.01, 0.01)),))
@@ -144,13 +145,13 @@ def test_compilation_cache_under_the_project_cache(tmp_path, monkeypatch):
 _PROFILE_TINY = """
 import sys
 import classgen_jax.weights
-from tests.conftest import tiny
+from tests.shared import tiny
 classgen_jax.weights.load_classifier = lambda *args, **kwargs: tiny()
 from scripts import generate
 sys.argv = ["scripts/generate.py", "--recipe=quick_for_profile", "--classes=1,2",
             "--batch_size=1", "--out=" + sys.argv[1], "--profile=" + sys.argv[2]]
 from classgen_jax import recipes
-from tests.conftest import QUICK
+from tests.shared import QUICK
 recipes.RECIPES["quick_for_profile"] = QUICK
 generate.run()
 """

@@ -24,7 +24,7 @@ import jax
 import numpy as np
 from classgen_jax import devices, engine
 from classgen_jax.operations import Blur, ColourJitter, Crop, Flip, Roll
-from tests.conftest import quick, tiny
+from tests.shared import quick, tiny
 
 recipe = quick("sign", 0.02, before=(ColourJitter(brightness=0.05),),
                view=(Crop(40), Roll(3), Flip()), after=(Blur((1.0, 0.5)),))

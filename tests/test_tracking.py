@@ -7,7 +7,7 @@ import jax.numpy as jnp
 
 from classgen_jax import plans
 from classgen_jax.tracking import CHUNKS_WITH_PROGRESS, Tracker, chunk_length
-from tests.conftest import CONTRACT, contract_runs, quick
+from tests.conftest import CONTRACT, CONTRACT_GROUP, contract_runs, quick
 
 
 def test_the_chunk_policy():
@@ -41,6 +41,7 @@ def test_chunks_are_reported_one_behind_and_handed_to_the_next_call():
   quiet.flush()  # no callback, nothing deferred
 
 
+@CONTRACT_GROUP
 def test_a_run_reports_compiling_then_each_chunk_in_order():
   runs = contract_runs()
   kinds = [e.event for e in runs.events]

@@ -3,6 +3,8 @@ formats."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -15,6 +17,9 @@ from classgen_jax.operations import ResizeCycle
 from classgen_jax.recipes import Octave, Recipe
 from classgen_jax.starts import Uniform
 from tests.conftest import QUICK, tiny
+
+# Its tests share the module's fixtures: one worker runs them all.
+pytestmark = pytest.mark.xdist_group("video")
 
 # A cyclic resize from 40 px to 24: the image before iteration i has the
 # side the previous iteration left.
@@ -89,7 +94,7 @@ def test_scatter_draws_the_target_in_red():
 
 
 def test_video_errors(generation, tmp_path):
-  plain = engine.generate(tiny(), [3], QUICK, seed=0)
+  plain = dataclasses.replace(generation, snapshots=None)  # as made without snapshot_every
   with pytest.raises(video.VideoError, match="no snapshots"):
     video.frames(plain)
   with pytest.raises(video.VideoError, match="unknown video format"):

@@ -16,6 +16,9 @@ import classgen_jax
 import converters
 from tests.conftest import random_torch_model
 
+# Its tests share the module's fixtures: one worker runs them all.
+pytestmark = pytest.mark.xdist_group("weights")
+
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch):

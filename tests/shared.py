@@ -1,0 +1,69 @@
+"""What the tests and the processes they start share, importable without
+torch (a child process starts in about a second instead of four): the
+compile cache's folder, the tiny model, and the short recipes.
+
+The tiny model is converted from torchvision once per test run (by the first
+process that asks, with torch) and saved in the run's folder; every later
+process of the run reads it back, the same weights bit for bit.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+from pathlib import Path
+
+# The programs the suite compiles are shared by its processes (the xdist
+# workers, and the scripts and atlases the tests start): JAX's persistent
+# cache, under the run's weights cache (CI: a fresh folder per run), else a
+# folder of this test run's; in the environment, for the child processes.
+# This test run's own folder (its id inherited by the processes it starts).
+_RUN = os.environ.setdefault("CLASSGEN_JAX_TEST_RUN",
+                             os.environ.get("PYTEST_XDIST_TESTRUNUID", str(os.getpid())))
+RUN_FOLDER = Path(tempfile.gettempdir()) / f"classgen_jax_tests_{_RUN}"
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(
+    os.environ.get("CLASSGEN_JAX_CACHE") or str(RUN_FOLDER), "xla"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+# One torch thread per process: the xdist workers already use every core.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import jax  # noqa: E402
+
+import classgen_jax  # noqa: E402
+from classgen_jax import objectives as obj  # noqa: E402
+from classgen_jax import operations, updates  # noqa: E402
+from classgen_jax.recipes import Octave, Recipe  # noqa: E402
+from classgen_jax.starts import Uniform  # noqa: E402
+
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                  float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
+
+TINY_FILE = RUN_FOLDER / "tiny_resnet.safetensors"
+
+
+@functools.cache
+def tiny() -> classgen_jax.Classifier:
+  """A one-block-per-stage random ResNet (``conftest.tiny_torch``) in Flax:
+  every mechanism, little compute."""
+  if TINY_FILE.exists():
+    return classgen_jax.read_classifier(TINY_FILE)
+  import converters  # pylint: disable=g-import-not-at-top
+  from tests.conftest import tiny_torch  # pylint: disable=g-import-not-at-top
+  classifier = converters.from_torchvision(tiny_torch())
+  classgen_jax.save_classifier(classifier, TINY_FILE)
+  return classifier
+
+
+def quick(rule: str = "gradient", lr: float = 0.05, iterations: int = 4, **octave) -> Recipe:
+  """A one-octave recipe on a 48 px canvas."""
+  return Recipe("quick", Uniform(), 48,
+                (Octave(iterations, obj.class_logit(), updates.get(rule), (lr, lr), **octave),))
+
+
+# A recipe for the tool's tests (atlas, gallery, video) and its classes.
+QUICK = Recipe("quick", Uniform(), 32, (
+    Octave(3, obj.class_logit(), updates.Gradient(), (0.5, 0.5),
+           after=(operations.Blur((0.8, 0.8)),)),))
+CLASSES = [0, 1, 2, 3]
