@@ -4,7 +4,10 @@
 every image with *judge* models that did not make it, each at its native
 resolution: a recipe whose images only fool their generator scores high
 ``self_top1`` and low judge accuracy; a recipe whose priors make real class
-features scores high on both.
+features scores high on both. The judges also see the views of
+``recognisability`` (at a glance, in grey, the centre, each quarter, and where
+the evidence lies), which a texture collage does not survive and a picture a
+person names does.
 
 Images are NHWC float32 in [0, 1], as everywhere in the library.
 """
@@ -20,7 +23,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from classgen_jax import devices, engine, imagenet
+from classgen_jax import devices, engine, imagenet, recognisability
 from classgen_jax import recipes as recipes_lib
 from classgen_jax._classifier import Classifier
 from classgen_jax.classify import class_probabilities
@@ -43,6 +46,9 @@ class RecipeScore:
   seconds: float
   generation: engine.Generation
   self_top1_as_optimised: float | None = None  # the raw canvas, at its own size
+  # The means of recognisability's measures, the worse judge's per image
+  # (judges other than the generator; None without such a judge).
+  recognisability: dict[str, float] | None = None
 
 
 def judge(classifier: Classifier, images: np.ndarray, targets: Sequence[int], *,
@@ -102,12 +108,15 @@ def evaluate(generator: Classifier, judges: dict[str, Classifier],
     start = time.perf_counter()
     result = engine.generate(maker, targets, recipe, seed=seed, batch_size=batch_size,
                              init=init)
+    seconds = time.perf_counter() - start
     self_score = judge(generator, result.images, targets, self_judging=True)
+    verdicts = {name: judge(clf, result.images, targets, self_judging=clf is generator
+                            or name == generator.name)
+                for name, clf in judges.items()}
+    others = {name: recognisability.measure(clf, result.images, targets)
+              for name, clf in judges.items() if not verdicts[name].self_judging}
     scores.append(RecipeScore(
-        recipe.name, self_score.top1,
-        {name: judge(clf, result.images, targets, self_judging=clf is generator
-                     or name == generator.name)
-         for name, clf in judges.items()},
-        time.perf_counter() - start, result,
-        float(np.mean(result.rank_as_optimised == 0))))
+        recipe.name, self_score.top1, verdicts, seconds, result,
+        float(np.mean(result.rank_as_optimised == 0)),
+        recognisability.summary(recognisability.worst(others)) if others else None))
   return scores, skipped

@@ -258,6 +258,51 @@ class Noise(Operation):
     return image + params
 
 
+@dataclasses.dataclass(frozen=True)
+class Glance(Operation):
+  """With probability ``probability``, the view as seen at a glance: its
+  detail finer than a ``s`` px thumbnail of it would keep is blurred away,
+  ``s`` uniform in ``[low, high]`` (a Gaussian of sigma ``side / (2 s)``,
+  about what shrinking to ``s`` px with antialiasing and enlarging back
+  removes). A class that must survive it is carried by large shapes and
+  colours, not by fine texture: the glance of ``recognisability``, as a
+  transformation the image must be robust to.
+
+  Attributes:
+    low, high: the thumbnail sides, in pixels.
+    probability: of blurring a view at all.
+  """
+  low: int = 40
+  high: int = 112
+  probability: float = 0.5
+
+  def __post_init__(self):
+    if not 0 < self.low <= self.high:
+      raise ValueError(f"Glance needs 0 < low <= high, got ({self.low}, {self.high})")
+    if not 0 <= self.probability <= 1:
+      raise ValueError(f"Glance.probability must be in [0, 1], got {self.probability}")
+
+  def kernel(self, side: int) -> int:
+    """The odd kernel side that holds three sigmas of the strongest blur."""
+    return 2 * math.ceil(3 * side / (2 * self.low)) + 1
+
+  def draw(self, key, side, dtype):
+    thumb, coin = jax.random.split(key)
+    s = jax.random.uniform(thumb, (), dtype, self.low, self.high)
+    sigma = side / (2 * s)
+    return jnp.where(jax.random.uniform(coin, (), dtype) < self.probability, sigma, 0.0)
+
+  def __call__(self, image, params, context):
+    del context
+    kernel = min(self.kernel(image.shape[0]), 2 * ((image.shape[0] - 1) // 2) - 1)
+    blurred = blur.gaussian_blur(image, sigma=jnp.maximum(params, 1e-3), kernel_size=kernel)
+    return jnp.where(params > 0, blurred, image)
+
+  def check(self, where, sizes):
+    if min(sizes) < 3:
+      raise ValueError(f"{where}: Glance needs a view of at least 3 px, got {min(sizes)}")
+
+
 # ----------------------------------------------------------------------------
 # Canvas operations.
 

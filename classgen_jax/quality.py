@@ -34,6 +34,12 @@ DEFAULT_CLASSES: tuple[int, ...] = tuple(int(15 + 31.25 * i) for i in range(32))
 _DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
 _NATURALNESS = (("colourfulness", "colourfulness", ".0f"),
                 ("spectral_slope", "spectral slope", ".2f"))
+# The recognisability measures the table shows (``recognisability``; the
+# worse judge's per image, averaged): those that agree best with the eye
+# labels (docs/quality.md).
+_RECOGNISABILITY = (("glance_top5", "glance top-5", ".0%"),
+                    ("quarters_top5", "quarters top-5", ".0%"),
+                    ("concentration", "concentration", ".2f"))
 
 
 def recipe_record(score: judging.RecipeScore) -> dict[str, Any]:
@@ -47,6 +53,7 @@ def recipe_record(score: judging.RecipeScore) -> dict[str, Any]:
                  for name, j in score.judges.items()},
       "seconds": score.seconds,
       **naturalness.measure(score.generation.images),
+      **({} if score.recognisability is None else {"recognisability": score.recognisability}),
   }
 
 
@@ -69,14 +76,19 @@ def record(scores: Sequence[judging.RecipeScore], skipped: Mapping[str, str], *,
 
 
 def console_table(scores: Sequence[judging.RecipeScore], skipped: Mapping[str, str]) -> str:
-  """Self and judge top-1 / top-5 and seconds per recipe, then the skipped recipes."""
+  """Self and judge top-1 / top-5, the worse judge's top-5 at a glance and
+  seconds per recipe, then the skipped recipes."""
   names = list(scores[0].judges) if scores else []
   lines = [f"{'recipe':<18} {'self top1':>9}" + "".join(
-      f" {name[-12:] + ' top1/top5':>24}" for name in names) + f" {'seconds':>8}"]
+      f" {name[-12:] + ' top1/top5':>24}" for name in names)
+      + f" {'glance top5':>12} {'seconds':>8}"]
   for score in scores:
     cells = "".join(f" {j.top1:>11.0%} / {j.top5:>4.0%}{' (self)' if j.self_judging else '':>7}"
                     for j in score.judges.values())
-    lines.append(f"{score.recipe:<18} {score.self_top1:>9.0%}{cells} {score.seconds:>8.0f}")
+    glance = "" if score.recognisability is None else (
+        f"{score.recognisability['glance_top5']:.0%}")
+    lines.append(f"{score.recipe:<18} {score.self_top1:>9.0%}{cells} {glance:>12} "
+                 f"{score.seconds:>8.0f}")
   lines += [f"{name:<18} skipped: {reason}" for name, reason in skipped.items()]
   return "\n".join(lines)
 
@@ -89,15 +101,20 @@ def markdown_table(results: Sequence[Mapping[str, Any]]) -> str:
   in the catalogue's order:
   the generator's top-1 on its raw canvas (as optimised; blank where not
   recorded) and on the saved image, each judge's top-1 / top-5 and mean
-  target probability, then, where any record has them, the median
-  colourfulness and spectral slope of the images, each beside the bundled
-  photos' (blank where a record has none), and the seconds.
+  target probability, where any record has them the recognisability
+  measures (the worse judge's), then the median colourfulness and spectral
+  slope of the images, each beside the bundled photos' (blank where a
+  record has none), and the seconds.
   """
   judges = list(dict.fromkeys(name for r in results for name in r["judges"]))
   metrics = [m for m in _NATURALNESS
              if any(m[0] in score for r in results for score in r["recipes"].values())]
+  recognised = [m for m in _RECOGNISABILITY
+                if any(m[0] in score.get("recognisability", {})
+                       for r in results for score in r["recipes"].values())]
   header = (["recipe", "self top-1 as optimised", "self top-1"]
             + [f"{name} top-1 / top-5 (mean p)" for name in judges]
+            + [title for _, title, _ in recognised]
             + [title for _, name, _ in metrics for title in (name, f"photos' {name}")]
             + ["seconds"])
   lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
@@ -121,6 +138,8 @@ def markdown_table(results: Sequence[Mapping[str, Any]]) -> str:
       j = score["judges"].get(name)
       cells.append("" if j is None else
                    f"{j['top1']:.0%} / {j['top5']:.0%} ({j['mean_target_prob']:.2f})")
+    for key, _, spec in recognised:
+      cells.append(_cell(score.get("recognisability", {}).get(key), spec))
     reference = result.get("naturalness_reference", {})
     for key, _, spec in metrics:
       cells += [_cell(score.get(key), spec), _cell(reference.get(key), spec)]

@@ -28,7 +28,9 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 # One torch thread per process: the xdist workers already use every core.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 
 import classgen_jax  # noqa: E402
 from classgen_jax import objectives as obj  # noqa: E402
@@ -70,3 +72,28 @@ QUICK = Recipe("quick", Uniform(), 32, (
     Octave(3, obj.class_logit(), updates.Sign(), (0.02, 0.02),
            after=(operations.Blur((0.8, 0.8)),)),))
 CLASSES = [0, 1, 2, 3]
+
+
+class _Red(nn.Module):
+  """Thirteen classes: logit 0 is the mean of the image's red squared, 1 and 2
+  its green's and blue's, and ten more stand at 0.002 (so a class is in the
+  top five only where its colour is)."""
+  heads: tuple[str, ...] = ("logits",)
+  num_classes: int = 13
+
+  def spatial_size(self, side: int, head: str) -> int:
+    del head
+    return side
+
+  @nn.compact
+  def __call__(self, images, heads=("logits",)):
+    scale = self.param("scale", nn.initializers.ones, ())
+    means = scale * jnp.mean(jnp.square(images), axis=(1, 2))
+    return {"logits": jnp.concatenate([means, jnp.full((images.shape[0], 10), 0.002)],
+                                      axis=1)}
+
+
+def red_judge(input_size: int = 32) -> classgen_jax.Classifier:
+  """A stand-in judge whose class-0 evidence is where the red is (``_Red``)."""
+  return classgen_jax.Classifier(_Red(), {"params": {"scale": jnp.ones(())}}, "red",
+                                 input_size=input_size)

@@ -7,12 +7,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from classgen_jax import judging
+from classgen_jax import judging, recognisability
 from classgen_jax.classify import class_probabilities
 from classgen_jax.recipes import Octave, Recipe
 from classgen_jax.starts import Uniform
 from classgen_jax.updates import Sign
 from tests.conftest import tiny
+from tests.shared import red_judge
 
 QUICK = Recipe("quick", Uniform(), 48, (Octave(3, update=Sign(), step_size=(0.02, 0.02)),))
 
@@ -29,6 +30,16 @@ def test_judge_scores():
   assert score.predictions[2][0] == top[2]
   expected = probabilities[np.arange(4), targets].mean()
   assert score.mean_target_prob == pytest.approx(expected, rel=1e-5)
+
+
+def test_judges_other_than_the_generator_also_see_the_views_of_a_glance():
+  scores, _ = judging.evaluate(tiny(), {"self": tiny(), "red": red_judge()}, [QUICK],
+                               [0, 1, 2], batch_size=3)
+  (score,) = scores
+  assert score.judges["self"].self_judging and not score.judges["red"].self_judging
+  assert set(score.recognisability) == set(recognisability.MEASURES)
+  # Only the red judge's: its top-1 whole is the recorded one.
+  assert score.recognisability["full_top1"] == pytest.approx(score.judges["red"].top1)
 
 
 @pytest.mark.slow

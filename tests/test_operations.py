@@ -10,14 +10,14 @@ import pytest
 import torch
 
 from classgen_jax import transforms as T
-from classgen_jax.operations import Context, Pad, Rotate, Scale
+from classgen_jax.operations import Context, Glance, Pad, Rotate, Scale
 from classgen_jax.operations import Noise as NoiseOp
 from converters.reference import operations as torch_ops
 
 SIDE = 12
 CONTEXT = Context(jnp.int32(0), 1)
 OPS = {"pad": Pad(3), "pad_reflect": Pad(2, mode="reflect"), "scale": Scale(0.8, 1.25),
-       "rotate": Rotate(30.0), "noise": NoiseOp(0.1)}
+       "rotate": Rotate(30.0), "noise": NoiseOp(0.1), "glance": Glance(4, 8, 0.5)}
 
 
 def _images(n=3, side=SIDE, dtype=jnp.float32):
@@ -76,5 +76,25 @@ def test_draws_stay_in_range_and_bad_settings_are_refused():
                        (lambda: Rotate(-1.0), "Rotate.degrees"),
                        (lambda: NoiseOp(float("inf")), "Noise.std"),
                        (lambda: Pad(2, mode="wrap"), "Pad.mode")]:
+    with pytest.raises(ValueError, match=message):
+      bad()
+
+
+def test_a_glance_blurs_as_a_thumbnail_would_or_leaves_the_view():
+  op = Glance(40, 112, probability=0.5)
+  sigmas = np.asarray(_draws(op, 400, 224, jnp.float32))
+  kept = sigmas == 0
+  assert 0.4 < kept.mean() < 0.6  # half the views are left as they are
+  blurred = sigmas[~kept]
+  np.testing.assert_allclose([blurred.min(), blurred.max()], [224 / 224, 224 / 80], rtol=0.05)
+  assert op.kernel(224) == 2 * 9 + 1  # three sigmas of the strongest blur
+  stripes = np.zeros((64, 64, 3), np.float32)
+  stripes[:, ::2] = 1.0  # detail a 16 px thumbnail cannot hold
+  glanced = np.asarray(Glance(16, 16, 1.0)(jnp.asarray(stripes), jnp.float32(2.0), CONTEXT))
+  assert glanced[8:-8, 8:-8].std() < 0.01 and abs(glanced.mean() - 0.5) < 0.01
+  np.testing.assert_array_equal(op(jnp.asarray(stripes), jnp.float32(0.0), CONTEXT), stripes)
+  for bad, message in [(lambda: Glance(0, 10), "0 < low <= high"),
+                       (lambda: Glance(20, 10), "0 < low <= high"),
+                       (lambda: Glance(probability=1.5), "Glance.probability")]:
     with pytest.raises(ValueError, match=message):
       bad()

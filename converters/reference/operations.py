@@ -89,6 +89,17 @@ def _noise(op, x, params, context):
   return x + noise.permute(0, 3, 1, 2)
 
 
+@OPERATIONS.register(ops.Glance)
+def _glance(op, x, params, context):
+  """Per image: blurred with its own sigma, or left as it is (sigma 0)."""
+  del context
+  sigmas = np.asarray(params).reshape(-1)
+  side = x.shape[-1]
+  kernel = min(op.kernel(side), 2 * ((side - 1) // 2) - 1)
+  return torch.cat([TT.gaussian_blur(x[i:i + 1], sigma=float(s), kernel_size=kernel) if s > 0
+                    else x[i:i + 1] for i, s in enumerate(sigmas)])
+
+
 @OPERATIONS.register(ops.ColourJitter)
 def _colour(op, x, params, context):
   del context
