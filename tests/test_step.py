@@ -75,5 +75,9 @@ def test_several_views_average_the_objective_over_views():
       view = T.flip_horizontal(T.shift(view, view_draws[1][j]), view_draws[2][j])
       views.append(view)
     logits.append(logits_of(clf, jnp.stack(views))[np.arange(2), [1, 2]])
-  np.testing.assert_allclose(result.trace.objective[0], np.mean(logits, axis=0), rtol=1e-5)
-  np.testing.assert_allclose(result.trace.target_logit[0], logits[0], rtol=1e-5)
+  # The engine runs the model on four views at once, this check on two: float32
+  # rounding of the batched convolutions differs by about 1e-5 of the logit
+  # (machine-dependent), far below the views' own difference.
+  assert np.abs(logits[0] - logits[1]).min() > 1e-3 * np.abs(logits[0]).max()
+  np.testing.assert_allclose(result.trace.objective[0], np.mean(logits, axis=0), rtol=1e-4)
+  np.testing.assert_allclose(result.trace.target_logit[0], logits[0], rtol=1e-4)
