@@ -25,7 +25,7 @@ from classgen_jax import plans as plans_lib
 from classgen_jax import recipes as recipes_lib
 from classgen_jax._classifier import Classifier
 from classgen_jax.plans import Plan
-from classgen_jax.recipes import Recipe
+from classgen_jax.recipe import Recipe
 from classgen_jax.tracking import Progress, Tracker
 
 # The first guess per device: on an accelerator, as many as the memory

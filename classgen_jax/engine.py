@@ -45,7 +45,7 @@ from classgen_jax import imagenet, plans, programs, runner, starts
 from classgen_jax import recipes as recipes_lib
 from classgen_jax._classifier import Classifier
 from classgen_jax.devices import mixed_precision  # noqa: F401  (generate's companion)
-from classgen_jax.recipes import Recipe
+from classgen_jax.recipe import Recipe
 from classgen_jax.results import Generation, GenerationError, Snapshots, concatenate
 from classgen_jax.tracking import Progress, Tracker
 

@@ -45,7 +45,7 @@ SUMMARY_CSV = "summary.csv"
 SUMMARY_FIELDS = ("target", "name", "restart", "init", "probability", "rank", "target_logit",
                   "top1_fraction", "zscore_jitter", "top1_fraction_per_octave",
                   "zscore_jitter_per_octave", "seed", "file")
-IMAGE_NAME = re.compile(r"^\d{4}_.+_r\d+\.(png|gif)$")
+IMAGE_NAME = re.compile(r"^\d{4}_.+_r\d+(\.importance)?\.(png|gif)$")
 
 
 class AtlasError(ValueError):

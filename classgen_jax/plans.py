@@ -15,7 +15,7 @@ import dataclasses
 
 from classgen_jax._classifier import Classifier, InputError
 from classgen_jax.parameterisations import Parameterisation, Pixels
-from classgen_jax.recipes import Octave, Recipe
+from classgen_jax.recipe import Octave, Recipe
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +94,9 @@ def plan(classifier: Classifier, recipe: Recipe, snapshot_every: int = 0) -> lis
   for plan_ in plans:
     octave, index, sides = plan_.octave, plan_.index, plan_.sides
     where = f"recipe {recipe.name!r} octave {index + 1}"
+    if len(sides) > 1 and octave.importance:
+      raise ValueError(f"{where}: the importance map is kept at one canvas size, and the "
+                       "cyclic resize changes it; drop Octave.importance or the resize")
     if len(sides) > 1 and octave.update.per_pixel_state:
       raise ValueError(f"{where}: the cyclic resize changes the image's size, which "
                        f"{type(octave.update).__name__}'s per-pixel state cannot follow; use "
@@ -101,7 +104,7 @@ def plan(classifier: Classifier, recipe: Recipe, snapshot_every: int = 0) -> lis
     for position, op in enumerate(octave.operations):
       op.check(where, tuple(input_sides(octave, s)[position] for s in sides))
     for side in sides:
-      recipe.image.check(where, side)
+      recipe.image_of(index).check(where, side)
     needs = octave.objective.needs
     if needs.batchnorm and not classifier.has_batchnorm:
       raise ValueError(
@@ -125,7 +128,7 @@ def plan(classifier: Classifier, recipe: Recipe, snapshot_every: int = 0) -> lis
 
 def octave_plans(recipe: Recipe, snapshot_every: int = 0) -> list[Plan]:
   """The recipe's plans, unchecked (``plan`` checks them against a model)."""
-  return [Plan(octave, index, sides, max(sides), snapshot_every, recipe.image)
+  return [Plan(octave, index, sides, max(sides), snapshot_every, recipe.image_of(index))
           for index, (octave, sides) in enumerate(zip(recipe.octaves, canvas_sides(recipe)))]
 
 

@@ -69,6 +69,10 @@ class Generation:
       the optimisation left it: unclipped, at the canvas size, not resized.
       Adversarial images (the gradient and sign recipes) rank first here and
       lose it once clipped and resized.
+    importance: with an octave that keeps it (``Octave.importance``),
+      ``(N, H, W)``: MACO's importance map of the last such octave, the sum
+      over its steps of the objective's gradient's size on each pixel;
+      else None.
   """
   images: np.ndarray
   targets: np.ndarray
@@ -82,6 +86,7 @@ class Generation:
   seconds: float = 0.0
   rank_as_optimised: np.ndarray | None = None
   compile_seconds: float = 0.0
+  importance: np.ndarray | None = None
 
 
 def concatenate(parts: list[Generation]) -> Generation:
@@ -103,4 +108,5 @@ def concatenate(parts: list[Generation]) -> Generation:
       probability=cat(*(p.probability for p in parts)),
       rank=cat(*(p.rank for p in parts)), trace=trace,
       stability={k: cat(*(p.stability[k] for p in parts)) for k in parts[0].stability},
-      snapshots=snapshots, rank_as_optimised=cat(*(p.rank_as_optimised for p in parts)))
+      snapshots=snapshots, rank_as_optimised=cat(*(p.rank_as_optimised for p in parts)),
+      importance=None if parts[0].importance is None else cat(*(p.importance for p in parts)))

@@ -26,7 +26,7 @@ from classgen_jax import transforms as T
 from classgen_jax._classifier import Classifier
 from classgen_jax.metrics import stability
 from classgen_jax.plans import Plan
-from classgen_jax.recipes import Recipe
+from classgen_jax.recipe import Recipe
 from classgen_jax.results import Generation, GenerationError, Snapshots
 from classgen_jax.tracking import Tracker
 
@@ -56,6 +56,7 @@ class Dispatched(NamedTuple):
   snapshots: list
   scores: tuple
   labels: tuple[str, ...]
+  importance: jax.Array | None  # the last octave's that kept one, at its side
 
 
 def dispatch(classifier: Classifier, recipe: Recipe, plans: Sequence[Plan], batch: Batch,
@@ -72,22 +73,25 @@ def dispatch(classifier: Classifier, recipe: Recipe, plans: Sequence[Plan], batc
   keys, images, targets_device = jax.device_put((keys, images, targets),
                                                 devices.batch_sharding(mesh))
   classifier = jax.device_put(classifier, devices.replicated(mesh))
-  traces, snapshots = [], []
+  traces, snapshots, importance = [], [], None
   side, offset = recipe.size, 0
   for plan in plans:
     if plan.octave.canvas is not None and plan.octave.canvas != side:
       images = jax.vmap(lambda x, s=plan.octave.canvas: T.resize(x, s, method="bilinear"))(
           images)
-    buffer, trace, snaps = _run_octave(plan, classifier, step_lib.embed(images, plan.buffer),
-                                       targets_device, keys, tracker, offset, n)
+    buffer, trace, snaps, kept = _run_octave(
+        plan, classifier, step_lib.embed(images, plan.buffer), targets_device, keys, tracker,
+        offset, n)
     side = plan.final_side()
     images = buffer[:, :side, :side]
+    if kept is not None:
+      importance = kept[:, :side, :side]
     traces.append(trace)
     snapshots.append(snaps)
     offset += plan.octave.iterations
   scores = metrics.final_scores(classifier, images, targets_device)
   return Dispatched(plans, np.asarray(batch.targets), np.asarray(batch.restarts),
-                    T.clip(images), traces, snapshots, scores, classifier.labels)
+                    T.clip(images), traces, snapshots, scores, classifier.labels, importance)
 
 
 def _run_octave(plan: Plan, classifier: Classifier, canvas: jax.Array, targets: jax.Array,
@@ -96,7 +100,8 @@ def _run_octave(plan: Plan, classifier: Classifier, canvas: jax.Array, targets: 
   tracker's length; each chunk is reported once the next is queued.
 
   Returns:
-    ``(images, trace, snapshots)`` (device arrays).
+    ``(images, trace, snapshots, importance)`` (device arrays; importance
+    None unless the octave keeps it).
   """
   iterations = plan.octave.iterations
   length = tracker.chunk_length(plan)
@@ -117,7 +122,7 @@ def _run_octave(plan: Plan, classifier: Classifier, canvas: jax.Array, targets: 
     snapshots = jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs)[:frames], *snapshots)
   else:
     snapshots = None
-  return step_lib.canvas_images(plan, state.canvas), trace, snapshots
+  return step_lib.canvas_images(plan, state.canvas), trace, snapshots, state.importance
 
 
 def _check_finite(trace: metrics.Trace, plan: Plan, offset: int, batch: Dispatched) -> None:
@@ -148,12 +153,13 @@ def finish(batch: Dispatched) -> Generation:
   snapshots = _snapshots(plans, batch.snapshots, n)
   images, target_logit, probability, rank, rank_raw = devices.to_host(
       (batch.images, *batch.scores))
+  importance = None if batch.importance is None else devices.to_host(batch.importance)[:n]
   return Generation(
       images=images[:n], targets=batch.targets, restarts=batch.restarts,
       target_logit=target_logit[:n], probability=probability[:n], rank=rank[:n], trace=trace,
       stability=stability(trace, [p.octave.iterations for p in plans]),
       snapshots=snapshots if plans[0].snapshot_every else None,
-      rank_as_optimised=rank_raw[:n])
+      rank_as_optimised=rank_raw[:n], importance=importance)
 
 
 def _snapshots(plans: Sequence[Plan], per_octave: list, n: int) -> Snapshots:

@@ -140,7 +140,7 @@ def initial_images(recipe: Any, keys: jax.Array, init: Any = None) -> jax.Array:
     return jnp.stack([T.resize(jnp.asarray(p), size, method="bilinear", antialias=True)
                       for p in photos(init, n)])
   check(recipe, init)
-  return recipe.start.draw(fold_in(keys, 0), size, recipe.image)
+  return recipe.start.draw(fold_in(keys, 0), size, recipe.image_of(0))
 
 
 def photos(init: Any, n: int) -> list[np.ndarray]:

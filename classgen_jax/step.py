@@ -52,7 +52,7 @@ from classgen_jax._sums import pairwise_mean
 from classgen_jax.operations import Context, Operation
 from classgen_jax.parameterisations import Parameterisation
 from classgen_jax.plans import Plan, input_sides, octave_plans, view_side
-from classgen_jax.recipes import Octave, Recipe
+from classgen_jax.recipe import Octave, Recipe
 from classgen_jax.starts import fold_in, image_keys
 from classgen_jax.updates import linear
 
@@ -175,10 +175,14 @@ class State(NamedTuple):
       (or the image parameters, when the image is not pixels).
     opt_state: the update rule's optax state.
     iteration: int32 scalar, the next iteration within the octave.
+    importance: with ``Octave.importance``, ``(N, B, B)``: the sum so far of
+      the objective's gradient's size on each pixel of the image (over its
+      channels); else None.
   """
   canvas: jax.Array
   opt_state: Any
   iteration: jax.Array
+  importance: jax.Array | None = None
 
 
 def _transformations(octave: Octave, sides: tuple[int, ...], pixels: bool = True):
@@ -199,9 +203,12 @@ def init_state(plan: Plan, canvas: jax.Array) -> State:
   (encoded into the recipe's image parameters, unless they are pixels)."""
   pixels = plan.image.pixels
   update = _transformations(plan.octave, plan.sides[:1], pixels)[plan.sides[0]]
+  importance = None
+  if plan.octave.importance:
+    importance = jnp.zeros(canvas.shape[:3], jnp.float32)
   if not pixels:
     canvas = _encoder(plan.image)(canvas)
-  return State(canvas, update.init(canvas), jnp.zeros((), jnp.int32))
+  return State(canvas, update.init(canvas), jnp.zeros((), jnp.int32), importance)
 
 
 def canvas_images(plan: Plan, canvas: Any) -> jax.Array:
@@ -296,8 +303,13 @@ class _Step:
     """Minus the objective summed over the batch, and ``(values, logits)``:
     per image, the objective (the mean over its views) and the main head's
     logits for its (first) view."""
-    octave, image, views = self.octave, self.plan.image, self.octave.views
+    image = self.plan.image
     images = canvas if image.pixels else jax.vmap(image.render)(canvas)
+    return self.loss_of_images(images, p_view, p_views, region, iteration)
+
+  def loss_of_images(self, images, p_view, p_views, region, iteration):
+    """``loss`` of the rendered images."""
+    octave, views = self.octave, self.octave.views
     if views == 1:
       view = _apply(octave.view, images, p_view, iteration, octave.iterations, region)
       outputs = self.outputs(view)
@@ -312,9 +324,10 @@ class _Step:
     logits = logits.reshape(-1, views, logits.shape[-1])[:, 0]
     return -jnp.sum(values), (values, logits.astype(jnp.float32))
 
-  def iterate(self, images, opt_state, step_keys, iteration, side):
+  def iterate(self, images, opt_state, step_keys, iteration, side, importance=None):
     """One step at a static canvas side: the operations before, the
-    gradient of the views' objective, the update, the operations after."""
+    gradient of the views' objective, the update, the operations after;
+    with an ``importance`` map, its sum goes on."""
     octave, (a, b, c) = self.octave, self.groups
     dtype = jax.tree_util.tree_leaves(images)[0].dtype
     params = draw(octave, step_keys, side, dtype)
@@ -329,22 +342,33 @@ class _Step:
     p_views = None
     if octave.views > 1:
       p_views = _stack_views([p_view, *view_draws(octave, step_keys, side, dtype)])
-    grads, (values, logits) = jax.grad(self.loss, has_aux=True)(
-        images, p_view, p_views, region, iteration)
+    if importance is None:
+      grads, (values, logits) = jax.grad(self.loss, has_aux=True)(
+          images, p_view, p_views, region, iteration)
+    else:  # the gradient on the rendered image too, and its size per pixel
+      image = self.plan.image
+      rendered, back = jax.vjp(
+          lambda c: c if image.pixels else jax.vmap(image.render)(c), images)
+      on_image, (values, logits) = jax.grad(self.loss_of_images, has_aux=True)(
+          rendered, p_view, p_views, region, iteration)
+      (grads,) = back(on_image)
+      importance = importance + jnp.abs(on_image).sum(axis=-1).astype(importance.dtype)
     step_updates, opt_state = self.updates[side].update(grads, opt_state, images)
     images = optax.apply_updates(images, step_updates)
     images = _apply(octave.after, images, p_after, iteration, octave.iterations, region)
     finite = jnp.isfinite(values)
     for leaf in jax.tree_util.tree_leaves(images):
       finite = jnp.all(jnp.isfinite(leaf), axis=tuple(range(1, leaf.ndim))) & finite
-    return images, opt_state, metrics.trace(values, logits, self.targets, finite)
+    trace = metrics.trace(values, logits, self.targets, finite)
+    return images, opt_state, trace, importance
 
-  def at_side(self, side, buffer, opt_state, step_keys, iteration):
+  def at_side(self, side, buffer, opt_state, step_keys, iteration, importance=None):
     if not self.plan.image.pixels:  # one canvas size: the parameters are the whole state
-      return self.iterate(buffer, opt_state, step_keys, iteration, side)
-    images, opt_state, trace = self.iterate(buffer[:, :side, :side], opt_state, step_keys,
-                                            iteration, side)
-    return buffer.at[:, :side, :side].set(images), opt_state, trace
+      return self.iterate(buffer, opt_state, step_keys, iteration, side, importance)
+    images, opt_state, trace, importance = self.iterate(
+        buffer[:, :side, :side], opt_state, step_keys, iteration, side,
+        None if importance is None else importance[:, :side, :side])
+    return buffer.at[:, :side, :side].set(images), opt_state, trace, importance
 
   def before_resize(self, side, buffer, step_keys, iteration):
     octave = self.octave
@@ -354,7 +378,7 @@ class _Step:
     return buffer.at[:, :side, :side].set(images)
 
   def __call__(self, state: State) -> tuple[State, metrics.Trace]:
-    buffer, opt_state, iteration = state
+    buffer, opt_state, iteration, importance = state
     octave, sides = self.octave, self.plan.sides
     step_keys = iteration_keys(self.keys, iteration)
     if len(sides) > 1:
@@ -364,14 +388,14 @@ class _Step:
         buffer = lax.switch(from_index, branches, buffer, step_keys, iteration)
       buffer = jax.vmap(lambda b: octave.resize(b, (from_index, to_index, sides), None))(buffer)
       branches = [functools.partial(self.at_side, s) for s in sides]
-      buffer, opt_state, trace = lax.switch(to_index, branches, buffer, opt_state,
-                                            step_keys, iteration)
+      buffer, opt_state, trace, _ = lax.switch(to_index, branches, buffer, opt_state,
+                                               step_keys, iteration)
     else:
       if self.groups[0]:
         buffer = self.before_resize(sides[0], buffer, step_keys, iteration)
-      buffer, opt_state, trace = self.at_side(sides[0], buffer, opt_state, step_keys,
-                                              iteration)
-    return State(buffer, opt_state, iteration + 1), trace
+      buffer, opt_state, trace, importance = self.at_side(
+          sides[0], buffer, opt_state, step_keys, iteration, importance)
+    return State(buffer, opt_state, iteration + 1, importance), trace
 
 
 def make_step(plan: Plan, classifier: Classifier, targets: jax.Array,

@@ -373,3 +373,35 @@ def rotation_matrix(degrees: jax.Array) -> jax.Array:
   angle = jnp.deg2rad(jnp.asarray(degrees))
   cos, sin = jnp.cos(angle), jnp.sin(angle)
   return jnp.stack([jnp.stack([cos, -sin]), jnp.stack([sin, cos])])
+
+
+def box(image: jax.Array, params: jax.Array, *, out: int) -> jax.Array:
+  """A square box of ``image`` resampled bilinearly to ``out`` px.
+
+  Args:
+    image: ``(side, side, c)``.
+    params: ``(3,)``: the box's centre ``(y, x)`` and side, as fractions of
+      ``side``; the box is moved to lie inside the image.
+    out: the output side (static).
+
+  Returns:
+    ``(out, out, c)``: output pixel ``i`` reads the input at
+    ``top + (i + 0.5) * box / out - 0.5`` (pixel centres), per axis.
+  """
+  _check_image(image)
+  side = image.shape[0]
+  dtype = image.dtype
+  params = jnp.asarray(params, dtype)
+  size = jnp.clip(params[2], 1.0 / side, 1.0) * side
+  top = jnp.clip(params[:2] * side - size / 2, 0.0, side - size)
+  steps = (jnp.arange(out, dtype=dtype) + 0.5) * (size / out) - 0.5
+  source_y = jnp.clip(top[0] + steps, 0.0, side - 1.0)[:, None]
+  source_x = jnp.clip(top[1] + steps, 0.0, side - 1.0)[None, :]
+  y0 = jnp.clip(jnp.floor(source_y).astype(jnp.int32), 0, max(side - 2, 0))
+  x0 = jnp.clip(jnp.floor(source_x).astype(jnp.int32), 0, max(side - 2, 0))
+  y1, x1 = jnp.minimum(y0 + 1, side - 1), jnp.minimum(x0 + 1, side - 1)
+  wy = (source_y - y0)[..., None]
+  wx = (source_x - x0)[..., None]
+  top_row = (1 - wx) * image[y0, x0] + wx * image[y0, x1]
+  bottom_row = (1 - wx) * image[y1, x0] + wx * image[y1, x1]
+  return (1 - wy) * top_row + wy * bottom_row

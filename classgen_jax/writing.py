@@ -23,6 +23,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from classgen_jax import folders
 from classgen_jax.images import save_png
 from classgen_jax.results import Generation
@@ -101,7 +103,17 @@ class WriteGate:
 WRITING = WriteGate()
 
 
-WRITING = WriteGate()
+def importance_path(path: Path) -> Path:
+  """``0015_robin_r0.importance.png`` beside ``0015_robin_r0.png``."""
+  return path.with_suffix(".importance.png")
+
+
+def importance_image(importance: np.ndarray) -> np.ndarray:
+  """An importance map ``(H, W)`` as a grey image: scaled so that its 99th
+  percentile is white (Horama's ``plot_maco`` clips at a percentile too)."""
+  top = float(np.percentile(importance, 99))
+  scaled = np.clip(importance / top, 0.0, 1.0) if top > 0 else np.zeros_like(importance)
+  return np.repeat(scaled[..., None], 3, axis=-1).astype(np.float32)
 
 
 def summary_row(run: Run, result: Generation, j: int, photo: Path | None) -> dict[str, Any]:
@@ -184,10 +196,14 @@ class BatchWrites:
 
 def _write_image(path: Path, result: Generation, j: int, metadata: dict[str, str], run: Run,
                  transfigured: bool) -> OSError | None:
-  """Writes image ``j`` (and its video, marking a transfigured photo's own
-  class); the error, if the disk refused."""
+  """Writes image ``j`` (its video, marking a transfigured photo's own class,
+  and its importance map, where the run keeps them); the error, if the disk
+  refused."""
   try:
     save_png(path, result.images[j], metadata)
+    if result.importance is not None:
+      save_png(importance_path(path), importance_image(result.importance[j]),
+               {"run_id": metadata["run_id"], "of": path.name})
     if run.snapshot_every and result.snapshots is not None:
       from classgen_jax import video
       original = video.photo_class(result, j) if transfigured else None

@@ -17,9 +17,12 @@ import torchvision
 import converters
 from classgen_jax import objectives as obj
 from classgen_jax import operations, recipes, updates
-from classgen_jax.recipes import Octave, Recipe
+from classgen_jax.recipe import Octave, Recipe
 from classgen_jax.starts import Uniform
 from tests.shared import CLASSES, QUICK, quick, tiny  # noqa: F401  (re-exported)
+
+# The image tests' shared checks report their values as the tests' own do.
+pytest.register_assert_rewrite("tests.image_cases")
 
 
 @pytest.fixture

@@ -35,7 +35,7 @@ import jax.numpy as jnp  # noqa: E402
 import classgen_jax  # noqa: E402
 from classgen_jax import objectives as obj  # noqa: E402
 from classgen_jax import operations, updates  # noqa: E402
-from classgen_jax.recipes import Octave, Recipe  # noqa: E402
+from classgen_jax.recipe import Octave, Recipe  # noqa: E402
 from classgen_jax.starts import Uniform  # noqa: E402
 
 jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])

@@ -28,7 +28,7 @@ from classgen_jax.operations import (
   Rotate,
   Scale,
 )
-from classgen_jax.recipes import Octave, Recipe
+from classgen_jax.recipe import Octave, Recipe
 from classgen_jax.starts import Parameters, Photo, Uniform
 from converters.reference.loop import torch_generate
 from tests.conftest import CONTRACT_GROUP, contract_runs, model_for, quick, runnable, small, tiny

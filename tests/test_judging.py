@@ -9,7 +9,7 @@ import pytest
 
 from classgen_jax import judging, recognisability
 from classgen_jax.classify import class_probabilities
-from classgen_jax.recipes import Octave, Recipe
+from classgen_jax.recipe import Octave, Recipe
 from classgen_jax.starts import Uniform
 from classgen_jax.updates import Sign
 from tests.conftest import tiny

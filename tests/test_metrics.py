@@ -7,8 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from classgen_jax import metrics
-from classgen_jax._classifier import Classifier
+from classgen_jax import Classifier, metrics
 
 
 def test_target_logit_and_rank_counts_strictly_larger_logits():

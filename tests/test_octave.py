@@ -33,4 +33,4 @@ def test_snapshots_hold_the_canvas_before_each_kth_iteration():
   np.testing.assert_array_equal(snaps.image(1, 0, 0), np.asarray(start)[1])
   logits = jax.jit(lambda c, x: c(x)["logits"])(tiny(), start)
   np.testing.assert_allclose(snaps.logits[0][:, 0], logits, rtol=1e-5, atol=1e-5)
-  assert runs.plain.snapshots is None
+  assert runs.plain.snapshots is None and runs.plain.importance is None

@@ -10,14 +10,15 @@ import pytest
 import torch
 
 from classgen_jax import transforms as T
-from classgen_jax.operations import Context, Glance, Pad, Rotate, Scale
+from classgen_jax.operations import Box, Context, Glance, Pad, Rotate, Scale
 from classgen_jax.operations import Noise as NoiseOp
 from converters.reference import operations as torch_ops
 
 SIDE = 12
 CONTEXT = Context(jnp.int32(0), 1)
 OPS = {"pad": Pad(3), "pad_reflect": Pad(2, mode="reflect"), "scale": Scale(0.8, 1.25),
-       "rotate": Rotate(30.0), "noise": NoiseOp(0.1), "glance": Glance(4, 8, 0.5)}
+       "rotate": Rotate(30.0), "noise": NoiseOp(0.1), "glance": Glance(4, 8, 0.5),
+       "box": Box(0.25, 0.6, out=9)}
 
 
 def _images(n=3, side=SIDE, dtype=jnp.float32):
@@ -97,4 +98,22 @@ def test_a_glance_blurs_as_a_thumbnail_would_or_leaves_the_view():
                        (lambda: Glance(20, 10), "0 < low <= high"),
                        (lambda: Glance(probability=1.5), "Glance.probability")]:
     with pytest.raises(ValueError, match=message):
+      bad()
+
+
+def test_a_box_shows_a_part_of_the_middle_enlarged():
+  image = np.zeros((40, 40, 3), np.float32)
+  image[10:20, 20:30] = 1.0  # a white square, top right of the middle
+  view = np.asarray(T.box(jnp.asarray(image), jnp.asarray([0.375, 0.625, 0.25]), out=20))
+  np.testing.assert_allclose(view[2:-2, 2:-2], 1.0)  # the square, twice as large
+  # A box off the canvas is moved inside it, not padded.
+  edge = np.asarray(T.box(jnp.asarray(image), jnp.asarray([-1.0, 2.0, 0.5]), out=8))
+  np.testing.assert_allclose(edge, T.box(jnp.asarray(image), jnp.asarray([0.25, 0.75, 0.5]),
+                                         out=8))
+  draws = np.asarray(_draws(Box(0.25, 0.30, 0.15), 400, 64, jnp.float32))
+  assert 0.25 <= draws[:, 2].min() and draws[:, 2].max() <= 0.30
+  assert abs(draws[:, :2].mean() - 0.5) < 0.02 and abs(draws[:, :2].std() - 0.15) < 0.02
+  assert Box(out=224).output_side(512) == 224
+  for bad in (lambda: Box(0.3, 0.2), lambda: Box(centre_std=-1.0), lambda: Box(out=0)):
+    with pytest.raises(ValueError, match="Box needs"):
       bad()

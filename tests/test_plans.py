@@ -12,7 +12,7 @@ from classgen_jax import objectives as obj
 from classgen_jax import parameterisations as P
 from classgen_jax import plans, recipes, updates
 from classgen_jax.operations import Clip, Crop, ResizeCycle
-from classgen_jax.recipes import Octave, Recipe
+from classgen_jax.recipe import Octave, Recipe
 from classgen_jax.starts import Parameters, Uniform
 from tests.conftest import quick, tiny
 
@@ -78,3 +78,17 @@ def test_bad_priors_give_one_line_errors_naming_recipe_and_field():
     plans.plan(clf, Recipe("quick", Parameters(), 48, (
         Octave(1, obj.class_logit()), Octave(1, obj.class_logit(), canvas=240)),
         image=P.Sigmoid(P.Decorrelated(P.Maco()))))
+
+
+def test_an_octave_may_change_what_the_steps_change():
+  lucid = P.Sigmoid(P.Decorrelated(P.Fourier()))
+  recipe = Recipe("two", Parameters(), 48, (
+      Octave(1, obj.class_logit()), Octave(1, obj.class_logit(), image=P.Pixels(),
+                                           after=(Clip(),))), image=lucid)
+  assert [p.image for p in plans.plan(tiny(), recipe)] == [lucid, P.Pixels()]
+  assert recipe.image_of(0) == lucid and recipe.image_of(1) == P.Pixels()
+  with pytest.raises(ValueError, match=r"^recipe 'two' octave 1: Octave.after acts on the "
+                                       r"canvas's pixels"):
+    dataclasses.replace(recipe, octaves=(dataclasses.replace(recipe.octaves[0],
+                                                             after=(Clip(),)),
+                                         recipe.octaves[1]))

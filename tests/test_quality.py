@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from classgen_jax import naturalness, quality
-from classgen_jax.recipes import Octave, Recipe
+from classgen_jax.recipe import Octave, Recipe
 from classgen_jax.starts import Uniform
 from classgen_jax.updates import Sign
 from tests.conftest import tiny

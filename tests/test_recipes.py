@@ -8,7 +8,7 @@ import pytest
 from classgen_jax import objectives as obj
 from classgen_jax import recipes
 from classgen_jax.operations import Blur, Clip, Crop, Operation
-from classgen_jax.recipes import Octave, Recipe
+from classgen_jax.recipe import Octave, Recipe
 from classgen_jax.starts import Uniform
 
 

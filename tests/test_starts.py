@@ -12,7 +12,7 @@ import pytest
 from classgen_jax import parameterisations as P
 from classgen_jax import recipes, starts
 from classgen_jax.images import ImageError
-from classgen_jax.recipes import Octave, Recipe
+from classgen_jax.recipe import Octave, Recipe
 from tests.conftest import small
 
 

@@ -81,3 +81,20 @@ def test_several_views_average_the_objective_over_views():
   assert np.abs(logits[0] - logits[1]).min() > 1e-3 * np.abs(logits[0]).max()
   np.testing.assert_allclose(result.trace.objective[0], np.mean(logits, axis=0), rtol=1e-4)
   np.testing.assert_allclose(result.trace.target_logit[0], logits[0], rtol=1e-4)
+
+
+def test_the_importance_map_sums_the_gradients_size_on_each_pixel():
+  """One plain gradient step of size lr on the pixels moves each by lr times
+  its gradient: the map is the step's size per pixel over lr."""
+  from classgen_jax import objectives as obj
+  from classgen_jax import updates
+  from classgen_jax.recipe import Octave, Recipe
+  from classgen_jax.starts import Uniform
+  lr = 1e-3
+  recipe = Recipe("importance", Uniform(4.0, 0.25), 32, (
+      Octave(1, obj.class_logit(), updates.Gradient(), (lr, lr), importance=True),))
+  result = engine.generate(tiny(), [1, 2], recipe)
+  start = np.asarray(starts.initial_images(recipe, starts.image_keys(0, [1, 2], [0, 0])))
+  assert result.importance.shape == (2, 32, 32)
+  np.testing.assert_allclose(result.importance, np.abs(result.images - start).sum(-1) / lr,
+                             rtol=2e-3, atol=1e-3)

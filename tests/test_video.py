@@ -14,7 +14,7 @@ from classgen_jax import engine, updates, video
 from classgen_jax import objectives as obj
 from classgen_jax.metrics import Trace
 from classgen_jax.operations import ResizeCycle
-from classgen_jax.recipes import Octave, Recipe
+from classgen_jax.recipe import Octave, Recipe
 from classgen_jax.starts import Uniform
 from tests.conftest import QUICK, tiny
 

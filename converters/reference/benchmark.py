@@ -39,7 +39,7 @@ from classgen_jax import devices, engine, operations, plans, programs, starts, s
 from classgen_jax import objectives as obj
 from classgen_jax import parameterisations as P
 from classgen_jax import recipes as recipes_lib
-from classgen_jax.recipes import Recipe
+from classgen_jax.recipe import Recipe
 from classgen_jax.updates import Adam
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}

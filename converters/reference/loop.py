@@ -154,9 +154,10 @@ def torch_generate(module: torch.nn.Module, targets, recipe, init, draws,
     first = len(octave.before_resize)
     first_view = first + len(octave.before)
     first_after = first_view + len(octave.view)
-    pixels, views = recipe.image.pixels, octave.views
+    image, views = plan.image, octave.views
+    pixels = image.pixels
     if not pixels:
-      x = encode(recipe.image, x).detach()
+      x = encode(image, x).detach()
     for i, params in enumerate(octave_draws):
       side = sides[plan.size_indices(i)[1]]
       for op, p in zip(octave.before_resize, params[:first]):
@@ -178,7 +179,7 @@ def torch_generate(module: torch.nn.Module, targets, recipe, init, draws,
 
       x = apply(octave.before, params[first:first_view], x)
       x = x.detach().requires_grad_(True)
-      images = x if pixels else render(recipe.image, x)
+      images = x if pixels else render(image, x)
       view_params = params[first_view:first_after]
       if views == 1:
         view = apply(octave.view, view_params, images)
@@ -197,7 +198,7 @@ def torch_generate(module: torch.nn.Module, targets, recipe, init, draws,
       x = (x + step(grad, linear(octave.step_size, i, octave.iterations))).detach()
       x = apply(octave.after, params[first_after:], x)
     if not pixels:
-      x = render(recipe.image, x).detach()
+      x = render(image, x).detach()
   return x.permute(0, 2, 3, 1)
 
 

@@ -89,6 +89,30 @@ def _noise(op, x, params, context):
   return x + noise.permute(0, 3, 1, 2)
 
 
+@OPERATIONS.register(ops.Box)
+def _box(op, x, params, context):
+  """Per image, the box's bilinear samples, by the same arithmetic."""
+  del context
+  params = torch.as_tensor(np.asarray(params), dtype=x.dtype, device=x.device).reshape(-1, 3)
+  side = x.shape[-1]
+  views = []
+  for image, (cy, cx, fraction) in zip(x, params):
+    size = fraction.clamp(1.0 / side, 1.0) * side
+    steps = (torch.arange(op.out, dtype=x.dtype, device=x.device) + 0.5) * (size / op.out) - 0.5
+    coords = []
+    for centre in (cy, cx):
+      top = (centre * side - size / 2).clamp(0.0, side - size)
+      source = (top + steps).clamp(0.0, side - 1.0)
+      low = source.floor().long().clamp(0, max(side - 2, 0))
+      coords.append((low, (low + 1).clamp(max=side - 1), source - low))
+    (y0, y1, wy), (x0, x1, wx) = coords
+    wy, wx = wy[:, None], wx[None, :]
+    top_row = (1 - wx) * image[:, y0][:, :, x0] + wx * image[:, y0][:, :, x1]
+    bottom_row = (1 - wx) * image[:, y1][:, :, x0] + wx * image[:, y1][:, :, x1]
+    views.append((1 - wy) * top_row + wy * bottom_row)
+  return torch.stack(views)
+
+
 @OPERATIONS.register(ops.Glance)
 def _glance(op, x, params, context):
   """Per image: blurred with its own sigma, or left as it is (sigma 0)."""
