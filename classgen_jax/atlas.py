@@ -286,6 +286,7 @@ class _Maker:
         with contextlib.suppress(Exception):
           self._finish(writes)
       self.writers.shutdown(wait=True)
+    self._complete_summary()
     if self.part is not None:
       folders.merge_summaries(run.out)  # the last process to finish leaves the whole summary
     self.timings["wall"] = time.perf_counter() - self.began
@@ -378,6 +379,34 @@ class _Maker:
       self.log(line)
     if self._sleep:
       time.sleep(self._sleep)
+
+  def _complete_summary(self) -> None:
+    """One summary row for every image of the run, whoever made it: a run
+    killed between writing its PNGs and appending their rows left complete
+    images that this run kept without rows; their rows are taken from the
+    PNGs' metadata. Under the folder lock, and only for classes no live run
+    holds (a live owner appends its own rows, then releases its claim); a
+    dead run's claims of complete classes are cleared on the way."""
+    classes = list(dict.fromkeys((photo, t) for photo, t, _ in self.planned))
+    claimed, taken = self.ledger.claimed(), []
+    try:
+      with self.ledger.lock():
+        present = {r.get("file") for r in folders.read_summary(self.run.out, self.part)}
+        rows = {}
+        for item in classes:
+          name = self._claim_name(item)
+          missing = [k for k in self._keys(item) if self.run.names[k] not in present]
+          if (missing or name in claimed) and self.ledger.take(name):
+            taken.append(item)
+            rows.update((self.run.names[k], self.done[k]) for k in missing)
+        added = folders.complete_summary(self.run.out, rows, self.part)
+    except OSError as error:
+      raise folders.storage_error(self.run.jsonl, error) from None
+    finally:
+      self._release(taken)
+    if added:
+      self.log(f"atlas: added the summary rows of {len(added)} images whose run stopped "
+               "before writing them")
 
   def _wait_for(self, others: dict, todo: list) -> list:
     """Everything left is being made by other runs: our own batches are

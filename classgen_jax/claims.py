@@ -84,6 +84,13 @@ class Claims:
       return None
     return owner
 
+  def claimed(self) -> set[str]:
+    """The names claimed in the folder now, by any run, live or dead."""
+    try:
+      return {path.stem for path in self.dir.glob("*.claim")}
+    except OSError:
+      return set()
+
   def take(self, name: str) -> bool:
     """Claims ``name``; False if a live run holds it. A stale claim is taken over."""
     path = self._path(name)

@@ -29,7 +29,7 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -233,8 +233,12 @@ def append_rows(jsonl: Path, csv_path: Path, rows: Sequence[dict[str, Any]]) -> 
 
 
 def _fsync_append(path: Path, text: str) -> None:
-  with open(path, "a", encoding="utf-8") as f:
-    f.write(text)
+  with open(path, "a+b") as f:
+    if f.tell():  # a line cut short by a kill stays a line of its own
+      f.seek(-1, os.SEEK_END)
+      if f.read(1) != b"\n":
+        text = "\n" + text
+    f.write(text.encode("utf-8"))
     f.flush()
     os.fsync(f.fileno())
 
@@ -268,6 +272,40 @@ def read_summary(out: str | os.PathLike, part: int | None = None) -> list[dict[s
       except json.JSONDecodeError:
         continue
   return rows
+
+
+def complete_summary(out: str | os.PathLike, rows: Mapping[str, dict[str, Any]],
+                     part: int | None = None) -> list[str]:
+  """Makes the summary (or process ``part``'s) hold exactly one row for each
+  image of ``rows`` (file name -> the row its PNG carries), and returns the
+  files whose rows it added.
+
+  A run killed between writing its PNGs and appending their rows leaves
+  complete images without rows; a kill during an append, a line cut short.
+  The rows already there are kept (with fields other tools added), and
+  every other image's; a repeated row is dropped, a cut line too. The files
+  are rewritten atomically, and only when something was wrong. Call it
+  under the folder lock.
+  """
+  path = summary_files(out, part)[0]
+  lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+  kept: dict[str, dict[str, Any]] = {}
+  broken = 0
+  for line in lines:
+    try:
+      row = json.loads(line)
+      file = row["file"]
+    except (json.JSONDecodeError, TypeError, KeyError):
+      broken += 1
+      continue
+    if file in kept:
+      broken += 1
+    else:
+      kept[file] = row
+  added = [file for file in rows if file not in kept]
+  if added or broken:
+    write_summary(out, [*kept.values(), *(rows[f] for f in added)], part)
+  return added
 
 
 def write_summary(out: str | os.PathLike, rows: Sequence[dict[str, Any]],

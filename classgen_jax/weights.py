@@ -162,6 +162,7 @@ def save_classifier(classifier: Classifier, path: str | os.PathLike,
   The metadata records a SHA-256 of the tensor data (``tensors_sha256``),
   which ``read_classifier`` checks.
   """
+  from safetensors import SafetensorError
   from safetensors.numpy import save_file
   flat = flax.traverse_util.flatten_dict(classifier.variables, sep="/")
   tensors = {k: np.ascontiguousarray(np.asarray(v)) for k, v in flat.items()}
@@ -174,7 +175,10 @@ def save_classifier(classifier: Classifier, path: str | os.PathLike,
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   with atomic_path(path) as tmp:
-    save_file(tensors, tmp, metadata=header)
+    try:
+      save_file(tensors, tmp, metadata=header)
+    except SafetensorError as error:  # a full disk, as safetensors reports it
+      raise OSError(str(error)) from None
 
 
 def read_classifier(path: str | os.PathLike, *, dtype: Any = jnp.float32,

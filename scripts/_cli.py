@@ -9,11 +9,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shlex
 import signal
 import socket
 import sys
 import threading
+import warnings
 
 from absl import app, flags
 
@@ -62,7 +64,36 @@ def enable_compilation_cache() -> str | None:
   jax.config.update("jax_compilation_cache_dir", folder)
   # Every octave is worth keeping; the default (1 s) would skip small ones.
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  if not getattr(warnings.showwarning, "classgen_jax_cache", False):
+    warnings.showwarning = cache_warnings_in_one_line(folder, warnings.showwarning)
   return folder
+
+
+_CACHE_WARNING = re.compile(
+    r"Error (writing|reading) persistent compilation cache entry for '[^']*': (.*)", re.S)
+
+
+def cache_warnings_in_one_line(folder: str, show):
+  """A ``warnings.showwarning`` that passes every warning to ``show`` but
+  JAX's about cache entries it cannot write (a full disk, a read-only
+  folder), one per program and each with a long path: of those, one line.
+  The run goes on; only the next run's compiles are lost."""
+  said = set()
+
+  def showwarning(message, category, filename, lineno, file=None, line=None):
+    match = _CACHE_WARNING.match(str(message))
+    if match is None:
+      return show(message, category, filename, lineno, file, line)
+    if match.group(1) not in said:
+      said.add(match.group(1))
+      reason = match.group(2).splitlines()[0].split(": '")[0][:160]
+      logging.warning("the compile cache in %s is not being %s (%s); the run goes on, and "
+                      "its programs will be compiled again next time", folder,
+                      "written" if match.group(1) == "writing" else "read", reason)
+    return None
+
+  showwarning.classgen_jax_cache = True
+  return showwarning
 
 
 def run(main) -> None:

@@ -116,6 +116,38 @@ def test_timings_say_where_the_wall_time_went(reference):
   assert line.startswith(f"wall {t['wall']:.1f} s: setup") and "writing PNGs" in line
 
 
+def test_images_of_a_run_killed_before_its_rows_get_rows(reference, tmp_path):
+  """Another run held class 3 and died between writing its PNG and appending
+  its row: this run waits for the class, keeps the PNG, and ends with one row
+  per image, equal to an uninterrupted run's, and no claim left behind."""
+  name = folders.image_name(CLASSES[-1], 0)
+  sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+  claim = tmp_path / claims.CLAIMS_DIR / f"{name.rsplit('_r0', 1)[0]}.claim"
+  claim.parent.mkdir()
+  claim.write_text(json.dumps({"host": claims.Claims(tmp_path).me["host"], "pid": sleeper.pid}))
+  said = []
+
+  def log(line):
+    said.append(line)
+    if "waiting for them" in line:  # the other run writes its PNG and dies
+      (tmp_path / name).write_bytes((reference / name).read_bytes())
+      sleeper.kill()
+      sleeper.wait()
+
+  try:
+    result = atlas.make_atlas(tiny(), CLASSES, tmp_path, QUICK, batch_size=2, seed=0,
+                              log=log, poll=0.05)
+  finally:
+    sleeper.kill()
+  by_file = {r["file"]: r for r in folders.read_summary(reference)}
+  rows = folders.read_summary(tmp_path)
+  assert sorted(r["file"] for r in rows) == sorted(by_file)
+  assert all(r == by_file[r["file"]] for r in rows)
+  assert result.made == 3 and any("added the summary rows of 1 images" in s for s in said)
+  assert len((tmp_path / folders.SUMMARY_CSV).read_text().splitlines()) == 1 + len(CLASSES)
+  assert not list((tmp_path / claims.CLAIMS_DIR).glob("*.claim"))
+
+
 def test_rerun_does_nothing_and_other_batches_make_the_same_images(reference, tmp_path):
   again = atlas.make_atlas(tiny(), CLASSES, reference, QUICK, batch_size=3)
   assert again.made == 0 and again.kept == 4

@@ -101,6 +101,40 @@ def test_summaries_are_written_appended_read_and_merged(tmp_path):
   assert lines[0].split(",") == list(folders.SUMMARY_FIELDS) and len(lines) == 4
 
 
+def _rows(*targets):
+  return [dict(target=t, name=imagenet.LABELS[t], restart=0, init=None, probability=0.5,
+               rank=0, target_logit=1.0, top1_fraction=1.0, zscore_jitter=0.0,
+               top1_fraction_per_octave=[1.0], zscore_jitter_per_octave=[0.0], seed=0,
+               file=folders.image_name(t, 0)) for t in targets]
+
+
+def test_a_line_cut_by_a_kill_costs_no_later_row(tmp_path):
+  jsonl, csv_path = folders.summary_files(tmp_path)
+  folders.write_summary(tmp_path, _rows(1))
+  with open(jsonl, "a", encoding="utf-8") as f:
+    f.write('{"cut short by a kill')
+  folders.append_rows(jsonl, csv_path, _rows(2))
+  assert folders.read_summary(tmp_path) == _rows(1, 2)
+
+
+def test_complete_summary_adds_missing_rows_and_drops_cut_and_repeated_lines(tmp_path):
+  jsonl, csv_path = folders.summary_files(tmp_path)
+  one, two, three = _rows(1, 2, 3)
+  one["classify_lite1"] = {"top1": 1}  # a field another tool added is kept
+  folders.write_summary(tmp_path, [one, two])
+  before = jsonl.read_text()
+  assert folders.complete_summary(tmp_path, {r["file"]: r for r in _rows(1, 2)}) == []
+  assert jsonl.read_text() == before  # nothing wrong: not rewritten
+  folders.append_rows(jsonl, csv_path, [two])
+  with open(jsonl, "a", encoding="utf-8") as f:
+    f.write('{"cut short')
+  added = folders.complete_summary(tmp_path, {r["file"]: r for r in _rows(1, 2, 3)})
+  assert added == [three["file"]]
+  assert folders.read_summary(tmp_path) == [one, two, three]
+  assert len(jsonl.read_text().splitlines()) == 3
+  assert len(csv_path.read_text().splitlines()) == 4
+
+
 def test_the_folder_refuses_other_runs_and_overwrite_clears_them(tmp_path):
   config = _config()
   folders.prepare_folder(tmp_path, config, overwrite=False)

@@ -142,6 +142,24 @@ def test_compilation_cache_under_the_project_cache(tmp_path, monkeypatch):
     jax.config.update("jax_compilation_cache_dir", previous)
 
 
+def test_compile_cache_write_errors_are_one_line(caplog):
+  """JAX warns once per program that it cannot write the cache (each with a
+  long path); the scripts say it once, and pass every other warning on."""
+  passed = []
+  show = _cli.cache_warnings_in_one_line(
+      "/full/xla", lambda message, *args, **kwargs: passed.append(str(message)))
+  for program in ("jit_octave", "jit_forward", "jit_step"):
+    show(UserWarning(f"Error writing persistent compilation cache entry for '{program}': "
+                     "OSError: [Errno 28] No space left on device: '/full/xla/long-path'"),
+         UserWarning, "compiler.py", 834)
+  show(UserWarning("something else"), UserWarning, "x.py", 1)
+  lines = [r.getMessage() for r in caplog.records if "compile cache" in r.getMessage()]
+  assert lines == ["the compile cache in /full/xla is not being written (OSError: [Errno 28] "
+                   "No space left on device); the run goes on, and its programs will be "
+                   "compiled again next time"]
+  assert passed == ["something else"]
+
+
 _PROFILE_TINY = """
 import sys
 import classgen_jax.weights

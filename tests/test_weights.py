@@ -308,3 +308,24 @@ def test_cache_whose_tensor_bytes_changed_is_rebuilt_once(cache, caplog):
 def flatten(variables):
   import flax
   return flax.traverse_util.flatten_dict(variables, sep="/")
+
+
+def test_a_full_disk_while_caching_is_an_os_error_and_leaves_no_file(tmp_path, monkeypatch):
+  """safetensors reports a full disk as its own error: ``save_classifier``
+  makes it the OSError that ``load_classifier`` warns about and goes on from."""
+  import safetensors.numpy  # pylint: disable=g-import-not-at-top
+  from safetensors import SafetensorError  # pylint: disable=g-import-not-at-top
+
+  from tests.shared import tiny  # pylint: disable=g-import-not-at-top
+
+  def full(tensors, path, metadata=None):
+    del tensors, metadata
+    with open(path, "wb") as f:
+      f.write(b"\0" * 100)
+    raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull, "
+                          'message: "No space left on device" })')
+
+  monkeypatch.setattr(safetensors.numpy, "save_file", full)
+  with pytest.raises(OSError, match="No space left on device"):
+    classgen_jax.save_classifier(tiny(), tmp_path / "tiny.safetensors")
+  assert not list(tmp_path.iterdir())
