@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from classgen_jax import folders
+from classgen_jax._files import atomic_path, write_text
 from classgen_jax.images import to_uint8
 
 SHEET = "contact_sheet.png"
@@ -102,7 +103,9 @@ def contact_sheet(out: str | os.PathLike, rows: list[dict[str, Any]] | None = No
                (f"p={row['probability']:.2f} r{row['restart']}", (90, 90, 90))]
               for row in rows]
   path = out / SHEET
-  sheet(images(), captions, thumbnail=thumbnail, columns=columns).save(path)
+  picture = sheet(images(), captions, thumbnail=thumbnail, columns=columns)
+  with atomic_path(path, suffix=".png") as tmp:  # a full disk leaves no half sheet
+    picture.save(tmp, format="PNG")
   return path
 
 
@@ -149,9 +152,10 @@ def index_html(out: str | os.PathLike, rows: list[dict[str, Any]] | None = None,
   figures = []
   for row in rows:
     file = str(row["file"])
-    with Image.open(out / file) as image:
+    with Image.open(out / file) as image, atomic_path(out / THUMBNAILS / file,
+                                                      suffix=".png") as tmp:
       image.convert("RGB").resize((thumbnail, thumbnail), Image.BILINEAR).save(
-          out / THUMBNAILS / file)
+          tmp, format="PNG")
     name = html.escape(str(row["name"]))
     search = html.escape(f"{row['target']} {row['name']}".lower(), quote=True)
     # One short line each, so that no value is split from its name.
@@ -167,7 +171,7 @@ def index_html(out: str | os.PathLike, rows: list[dict[str, Any]] | None = None,
   page = _PAGE.format(title=html.escape(f"classgen_jax atlas: {out.resolve().name}"),
                       side=thumbnail, figures="\n".join(figures))
   path = out / INDEX
-  path.write_text(page, encoding="utf-8")
+  write_text(path, page)
   return path
 
 

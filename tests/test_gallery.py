@@ -96,6 +96,28 @@ def test_gallery_escapes_names(folder, tmp_path):
   assert '<script>alert("x")</script> & co' in "".join(parser.text)
 
 
+def test_a_full_disk_leaves_no_half_written_sheet_or_page(folder, tmp_path, monkeypatch):
+  out = tmp_path / "copy"
+  out.mkdir()
+  for row in folders.read_summary(folder):
+    (out / row["file"]).write_bytes((folder / row["file"]).read_bytes())
+  folders.write_summary(out, folders.read_summary(folder))
+  before = {p.name for p in out.iterdir()}
+  save = Image.Image.save
+
+  def full(self, fp, *args, **kwargs):
+    save(self, fp, *args, **kwargs)  # the bytes go out, then the disk is full
+    raise OSError(28, "No space left on device")
+
+  monkeypatch.setattr(Image.Image, "save", full)
+  with pytest.raises(OSError, match="No space left"):
+    gallery.contact_sheet(out)
+  with pytest.raises(OSError, match="No space left"):
+    gallery.index_html(out)
+  assert {p.name for p in out.iterdir()} <= before | {gallery.THUMBNAILS}
+  assert not list((out / gallery.THUMBNAILS).iterdir())  # no thumbnail, no temporary file
+
+
 def test_gallery_of_empty_folder_is_an_error(tmp_path):
   with pytest.raises(gallery.GalleryError, match="no images"):
     gallery.make_gallery(tmp_path)

@@ -91,15 +91,19 @@ def test_saved_records_still_make_the_readme_table():
   paths = sorted(RESULTS.glob("quality_*.json"))
   assert len(paths) >= 2
   lines = quality.table_from_files(paths).splitlines()
-  # Records with naturalness add its columns; older ones leave them blank.
+  # Records with naturalness or recognisability add their columns; older ones
+  # leave them blank.
   assert lines[0] == ("| recipe | self top-1 as optimised | self top-1 | efficientnet_lite1 "
                       "top-1 / top-5 (mean p) | efficientnet_lite2 top-1 / top-5 (mean p) "
+                      "| glance top-5 | quarters top-5 | concentration "
                       "| colourfulness | photos' colourfulness | spectral slope "
                       "| photos' spectral slope | seconds |")
-  assert ("| `sign` (cpu) | 100% | 0% | 0% / 0% (0.00) | 0% / 3% (0.00) |  |  |  |  | 847 |"
-          in lines)
+  assert ("| `sign` (cpu) | 100% | 0% | 0% / 0% (0.00) | 0% / 3% (0.00) |  |  |  |  |  |  |  "
+          "| 847 |" in lines)
   assert any(line.startswith("| `octaves` | 100% | 100% | 78% / 97% (0.60) | 81% / 97% (0.63) "
-                             "| 26 | 56 | 1.55 | 3.19 |") for line in lines)
+                             "|  |  |  | 26 | 56 | 1.55 | 3.19 |") for line in lines)
+  assert any(line.startswith("| `object` | 100% | 100% | 100% / 100% (0.90) "
+                             "| 100% / 100% (0.87) | 97% | 36% | 0.62 | 60 |") for line in lines)
 
 
 def test_load_records_errors(tmp_path):
