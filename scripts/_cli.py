@@ -101,9 +101,13 @@ def run(main) -> None:
   the persistent compilation cache on."""
 
   def main_after_flags(argv):
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # after scripts._startup
     quiet_backend_logs(flags.FLAGS.verbosity)
     enable_compilation_cache()
-    return main(argv)
+    try:
+      return main(argv)
+    except KeyboardInterrupt:  # before the script's own handling began: nothing written
+      stop(f"interrupted, no partial files; rerun to resume: {resume_command()}")
 
   app.run(main_after_flags)
 

@@ -21,6 +21,9 @@ Two runs started on one folder without either simply share the work.
 
 from __future__ import annotations
 
+from scripts import _startup  # noqa: F401  (first: a Ctrl-C while importing is one line)
+
+# isort: split
 import contextlib
 import sys
 

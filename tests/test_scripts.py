@@ -142,6 +142,21 @@ def test_compilation_cache_under_the_project_cache(tmp_path, monkeypatch):
     jax.config.update("jax_compilation_cache_dir", previous)
 
 
+def test_ctrl_c_while_importing_is_one_line():
+  """A Ctrl-C in generate.py's first second (still importing JAX): one line,
+  status 130, no traceback."""
+  import signal  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+  env = {**os.environ, "PYTHONPATH": str(ROOT)}
+  process = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "generate.py"), "--help"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+  time.sleep(0.6)
+  process.send_signal(signal.SIGINT)
+  out, err = process.communicate(timeout=60)
+  assert process.returncode == 130, (out[-500:], err[-2000:])
+  assert err.strip() == "interrupted while starting, before anything was written"
+
+
 def test_compile_cache_write_errors_are_one_line(caplog):
   """JAX warns once per program that it cannot write the cache (each with a
   long path); the scripts say it once, and pass every other warning on."""
