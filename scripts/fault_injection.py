@@ -37,7 +37,7 @@ from pathlib import Path
 
 from absl import app, flags
 
-from classgen_jax import folders, imagenet
+from classgen_jax import claims, folders, imagenet
 from scripts import _cli
 
 FLAGS = flags.FLAGS
@@ -100,15 +100,14 @@ def _port() -> int:
 
 def _check(out: Path, clean: dict[str, dict]) -> dict[str, int]:
   """The invariants of a finished job's folder, as counts of what is wrong."""
-  run_id = json.loads((out / folders.RUN_FILE).read_text())  # the run's configuration
-  run_id = folders.config_id(run_id)
+  run_id = folders.config_id(json.loads((out / folders.RUN_FILE).read_text()))
   lost = sum(folders.read_complete(out / name, run_id) is None for name in clean)
   rows = folders.read_summary(out)
   files = [r.get("file") for r in rows]
   missing = sum(name not in files for name in clean)
   repeated = len(files) - len(set(files)) + sum(f not in clean for f in set(files))
   differing = sum(not _same_row(r, clean[r["file"]]) for r in rows if r.get("file") in clean)
-  claims_left = len(list((out / ".claims").glob("*.claim")))
+  claims_left = len(list((out / claims.CLAIMS_DIR).glob("*.claim")))
   return dict(images_lost=lost, rows_missing=missing, rows_repeated=repeated,
               rows_differing=differing, claims_left=claims_left)
 
