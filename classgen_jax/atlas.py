@@ -45,7 +45,7 @@ from classgen_jax import recipes as recipes_lib
 from classgen_jax._classifier import Classifier
 from classgen_jax.folders import AtlasError
 from classgen_jax.images import load_image
-from classgen_jax.progress import duration
+from classgen_jax.progress import describe_timings, duration  # noqa: F401  (describe_timings: atlas's API)
 from classgen_jax.writing import BatchWrites, Key, Run
 
 _SLEEP_ENV = "CLASSGEN_JAX_ATLAS_SLEEP"
@@ -424,24 +424,6 @@ class _Maker:
     self.collect([key for item in todo for key in self._keys(item)])
     self.timings["waiting"] += time.perf_counter() - waited
     return [item for item in todo if not self._complete(item)]
-
-
-def describe_timings(timings: dict[str, float]) -> str:
-  """One line: where an atlas's wall time went (``AtlasResult.timings``)."""
-  wall = timings.get("wall", 0.0)
-  generating = timings.get("generate", 0.0)
-  compiling = min(timings.get("compile", 0.0), generating)
-  accounted = timings.get("setup", 0.0) + generating + timings.get("write_wait", 0.0) + (
-      timings.get("waiting", 0.0))
-  parts = [f"setup {timings.get('setup', 0.0):.1f} s",
-           f"compiling {compiling:.1f} s",
-           f"generating {generating - compiling:.1f} s (device, NaN checks, final metrics)",
-           f"writing PNGs {timings.get('write', 0.0):.1f} s on worker threads, "
-           f"{timings.get('write_wait', 0.0):.1f} s of it waited for"]
-  if timings.get("waiting"):
-    parts.append(f"waiting for other runs {timings['waiting']:.1f} s")
-  parts.append(f"other {max(wall - accounted, 0.0):.1f} s")
-  return f"wall {wall:.1f} s: " + ", ".join(parts)
 
 
 def _share(index: int | None, count: int | None) -> tuple[int, int]:

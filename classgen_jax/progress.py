@@ -140,3 +140,21 @@ class Reporter:
         self.stream.write("\n")
         self.stream.flush()
     self._status = ""
+
+
+def describe_timings(timings: dict[str, float]) -> str:
+  """One line: where an atlas's wall time went (``AtlasResult.timings``)."""
+  wall = timings.get("wall", 0.0)
+  generating = timings.get("generate", 0.0)
+  compiling = min(timings.get("compile", 0.0), generating)
+  accounted = timings.get("setup", 0.0) + generating + timings.get("write_wait", 0.0) + (
+      timings.get("waiting", 0.0))
+  parts = [f"setup {timings.get('setup', 0.0):.1f} s",
+           f"compiling {compiling:.1f} s",
+           f"generating {generating - compiling:.1f} s (device, NaN checks, final metrics)",
+           f"writing PNGs {timings.get('write', 0.0):.1f} s on worker threads, "
+           f"{timings.get('write_wait', 0.0):.1f} s of it waited for"]
+  if timings.get("waiting"):
+    parts.append(f"waiting for other runs {timings['waiting']:.1f} s")
+  parts.append(f"other {max(wall - accounted, 0.0):.1f} s")
+  return f"wall {wall:.1f} s: " + ", ".join(parts)

@@ -352,6 +352,13 @@ def affine(image: jax.Array, matrix: jax.Array) -> jax.Array:
   dx = jnp.arange(width, dtype=dtype)[None, :] - (width - 1) / 2
   source_y = _reflect((height - 1) / 2 + matrix[0, 0] * dy + matrix[0, 1] * dx, height)
   source_x = _reflect((width - 1) / 2 + matrix[1, 0] * dy + matrix[1, 1] * dx, width)
+  return _bilinear(image, source_y, source_x)
+
+
+def _bilinear(image: jax.Array, source_y: jax.Array, source_x: jax.Array) -> jax.Array:
+  """``image`` (``(h, w, c)``) read bilinearly at ``(source_y, source_x)``
+  (broadcast together; in-range pixel coordinates)."""
+  height, width = image.shape[:2]
   y0 = jnp.clip(jnp.floor(source_y).astype(jnp.int32), 0, max(height - 2, 0))
   x0 = jnp.clip(jnp.floor(source_x).astype(jnp.int32), 0, max(width - 2, 0))
   y1, x1 = jnp.minimum(y0 + 1, height - 1), jnp.minimum(x0 + 1, width - 1)
@@ -397,11 +404,4 @@ def box(image: jax.Array, params: jax.Array, *, out: int) -> jax.Array:
   steps = (jnp.arange(out, dtype=dtype) + 0.5) * (size / out) - 0.5
   source_y = jnp.clip(top[0] + steps, 0.0, side - 1.0)[:, None]
   source_x = jnp.clip(top[1] + steps, 0.0, side - 1.0)[None, :]
-  y0 = jnp.clip(jnp.floor(source_y).astype(jnp.int32), 0, max(side - 2, 0))
-  x0 = jnp.clip(jnp.floor(source_x).astype(jnp.int32), 0, max(side - 2, 0))
-  y1, x1 = jnp.minimum(y0 + 1, side - 1), jnp.minimum(x0 + 1, side - 1)
-  wy = (source_y - y0)[..., None]
-  wx = (source_x - x0)[..., None]
-  top_row = (1 - wx) * image[y0, x0] + wx * image[y0, x1]
-  bottom_row = (1 - wx) * image[y1, x0] + wx * image[y1, x1]
-  return (1 - wy) * top_row + wy * bottom_row
+  return _bilinear(image, source_y, source_x)
