@@ -103,11 +103,11 @@ def runnable(name: str) -> Recipe:
 # (a sign does not pass a batched convolution's last-bit rounding on, so an
 # image is bit-equal whatever its batch), colour jitter, crop, roll and flip
 # views, and a scheduled blur (whose iteration must not be folded into
-# constants); 7 iterations on a 48 px canvas.
-CONTRACT = Recipe("contract", Uniform(), 48, (
+# constants); 7 iterations on a 32 px canvas.
+CONTRACT = Recipe("contract", Uniform(), 32, (
     Octave(7, obj.class_logit(), updates.get("sign"), (0.02, 0.02),
            before=(operations.ColourJitter(brightness=0.05),),
-           view=(operations.Crop(40), operations.Roll(3), operations.Flip()),
+           view=(operations.Crop(26), operations.Roll(3), operations.Flip()),
            after=(operations.Blur((1.5, 0.5)),)),))
 
 

@@ -148,6 +148,7 @@ def test_images_of_a_run_killed_before_its_rows_get_rows(reference, tmp_path):
   assert not list((tmp_path / claims.CLAIMS_DIR).glob("*.claim"))
 
 
+@pytest.mark.bit_exact
 def test_rerun_does_nothing_and_other_batches_make_the_same_images(reference, tmp_path):
   again = atlas.make_atlas(tiny(), CLASSES, reference, QUICK, batch_size=3)
   assert again.made == 0 and again.kept == 4

@@ -117,8 +117,10 @@ print(mesh.size, n, len(split.addressable_shards), split.addressable_shards[1].d
 """
 
 
+@pytest.mark.bit_exact
 def test_four_devices_split_a_padded_batch():
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+  flags = f"{os.environ['XLA_FLAGS']} --xla_force_host_platform_device_count=4"
+  env = dict(os.environ, XLA_FLAGS=flags,
              JAX_PLATFORMS="cpu")
   done = subprocess.run([sys.executable, "-c", _FOUR_DEVICES], cwd=_ROOT, env=env,
                         capture_output=True, text=True, timeout=120)

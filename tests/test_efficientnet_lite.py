@@ -94,8 +94,8 @@ def _input_gradients(name: str, image: np.ndarray, jnp_dtype, torch_dtype,
                      target: int) -> tuple[np.ndarray, np.ndarray]:
   module, variables = _converted(name, jnp.dtype(jnp_dtype).name)
   ours = jax.jit(jax.grad(
-      lambda x: module.apply(variables, x)["logits"][0, target]))(
-          jnp.asarray(image[None], jnp_dtype))
+      lambda x, variables: module.apply(variables, x)["logits"][0, target]))(
+          jnp.asarray(image[None], jnp_dtype), variables)
   x = torch.tensor(image[None], dtype=torch_dtype, requires_grad=True)
   _torch_logits(_torch_model(name, torch_dtype), x)[0, target].backward()
   return np.asarray(ours), x.grad.numpy()

@@ -62,6 +62,7 @@ def test_every_recipe_runs(name):
 
 
 @CONTRACT_GROUP
+@pytest.mark.bit_exact
 def test_reproducible_and_independent_of_the_batch():
   """An image depends on its seed, target and restart only: alone, in a batch
   of two, or as a target's second restart, it is the same bit for bit.

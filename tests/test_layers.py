@@ -226,7 +226,7 @@ def test_forward_grad_conv_under_jit_and_vmap():
       feature_group_count=8)).sum()))(x)
   np.testing.assert_allclose(eager, np.asarray(default), rtol=1e-5, atol=1e-5)
   batched = jax.jit(jax.vmap(grad, in_axes=(0, None)))(x, kernel)
-  np.testing.assert_allclose(np.asarray(batched), eager, rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(np.asarray(batched), eager, rtol=1e-5, atol=1e-5)
   # Both gradients at once, under jit: the weight one through JAX's rule.
   _, kernel_grad = jax.jit(jax.grad(loss, argnums=(0, 1)))(x[0], kernel)
   assert kernel_grad.shape == kernel.shape and np.isfinite(kernel_grad).all()
@@ -306,13 +306,13 @@ def test_float32_input_gradient_agrees_with_xla_rules(name):
   images = jnp.asarray(np.random.default_rng(1).random((2, 96, 112, 3)), jnp.float32)
 
   def gradients():
-    def loss(x):
+    def loss(x, clf):
       return clf(x, heads=("logits",))["logits"][:, 7].sum()
 
     @jax.jit
-    def two_steps(x):  # as in an octave: the gradient inside a scan
-      return lax.scan(lambda x, _: (x, jax.grad(loss)(x)), x, None, length=2)[1]
-    return np.asarray(two_steps(images))
+    def two_steps(x, clf):  # as in an octave: the gradient inside a scan
+      return lax.scan(lambda x, _: (x, jax.grad(loss)(x, clf)), x, None, length=2)[1]
+    return np.asarray(two_steps(images, clf))
 
   ours = gradients()
   with L.plain_convolutions():

@@ -50,18 +50,19 @@ def test_a_few_ascent_steps_raise_it(name):
 
   needs = objective.needs | Needs(("logits",))  # as the engine asks (a prior reads no head)
 
-  def total(x):
+  def total(x, clf):
     values = objective(clf.outputs(x, needs), x, TARGETS)
     return values.sum(), values
 
   # One program: the per-image values and their gradient (eager, every op
-  # would compile on its own).
+  # would compile on its own), the weights an argument (as constants, XLA
+  # would fold them while compiling, 8x longer).
   step = jax.jit(jax.grad(total, has_aux=True))
   images = _images()
-  g, start = step(images)
+  g, start = step(images, clf)
   for _ in range(3):
     images = images + 0.01 * g / (jnp.abs(g).mean(axis=(1, 2, 3), keepdims=True) + 1e-12)
-    g, end = step(images)
+    g, end = step(images, clf)
   assert np.all(np.asarray(end) > np.asarray(start)), (start, end)
 
 

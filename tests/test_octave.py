@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import jax
 import numpy as np
+import pytest
 
 from classgen_jax import starts
 from tests.conftest import CONTRACT, CONTRACT_GROUP, contract_runs, tiny
 
 
 @CONTRACT_GROUP
+@pytest.mark.bit_exact
 def test_chunks_and_snapshots_change_no_image():
   runs = contract_runs()
   # 7 iterations in chunks of 3 (2 rounded up to the snapshot interval): the
@@ -24,8 +26,8 @@ def test_chunks_and_snapshots_change_no_image():
 def test_snapshots_hold_the_canvas_before_each_kth_iteration():
   runs = contract_runs()
   snaps = runs.chunked.snapshots
-  assert snaps.images[0].shape == (2, 2, 48, 48, 3) and snaps.logits[0].shape == (2, 2, 1000)
-  assert list(snaps.iterations[0]) == [0, 3] and list(snaps.sides[0]) == [48, 48]
+  assert snaps.images[0].shape == (2, 2, 32, 32, 3) and snaps.logits[0].shape == (2, 2, 1000)
+  assert list(snaps.iterations[0]) == [0, 3] and list(snaps.sides[0]) == [32, 32]
   # Frame 0 is the starting image, its logits the model's for it whole (not
   # for the step's cropped, rolled, flipped view).
   start = starts.initial_images(CONTRACT, starts.image_keys(11, [1, 2], [0, 0]))

@@ -153,6 +153,7 @@ def test_torch_twin_renders_and_encodes_alike(name, x64):
 
 @pytest.mark.parametrize("name", _default("lucid", "maco_power_law")(
     ["lucid", "maco_photos", "maco_power_law"]))
+@pytest.mark.bit_exact
 def test_gradient_does_not_depend_on_the_batch(name):
   """The gradient through a render is bit-identical for an image alone, first
   or last in a batch (XLA rewrote ``magnitude * cos(phase)`` and a division

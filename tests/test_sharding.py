@@ -41,7 +41,8 @@ np.savez(sys.argv[1], **out)
 
 
 def _start(devices: int, out: Path) -> subprocess.Popen:
-  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+  flags = f"{os.environ['XLA_FLAGS']} --xla_force_host_platform_device_count={devices}"
+  env = dict(os.environ, XLA_FLAGS=flags,
              JAX_PLATFORMS="cpu")
   return subprocess.Popen([sys.executable, "-c", _SCRIPT, str(out)], cwd=_ROOT, env=env)
 

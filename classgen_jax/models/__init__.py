@@ -7,6 +7,7 @@ normalisation, and returns a dict of named outputs.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from typing import Any
 
@@ -96,12 +97,20 @@ def build(architecture: str, config: dict[str, Any], *,
 
 def variable_shapes(module: nn.Module,
                     input_size: int) -> dict[tuple[str, ...], tuple[int, ...]]:
-  """Flat ``{path: shape}`` of a port's variables, from an abstract init."""
-  images = jnp.zeros((1, input_size, input_size, 3), jnp.float32)
-  abstract = jax.eval_shape(lambda: module.init(
-      jax.random.key(0), images, heads=tuple(module.heads)))
+  """Flat ``{path: shape}`` of a port's variables, from an abstract init
+  (traced once per module and size in a process: a GoogLeNet's trace takes
+  about half a second, and every load and conversion checks its weights)."""
+  return dict(_variable_shapes(module, input_size))
+
+
+@functools.lru_cache(maxsize=32)
+def _variable_shapes(module: nn.Module,
+                     input_size: int) -> tuple[tuple[tuple[str, ...], tuple[int, ...]], ...]:
+  images = jax.ShapeDtypeStruct((1, input_size, input_size, 3), jnp.float32)
+  abstract = jax.eval_shape(lambda x: module.init(
+      jax.random.key(0), x, heads=tuple(module.heads)), images)
   flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(abstract))
-  return {path: tuple(leaf.shape) for path, leaf in flat.items()}
+  return tuple((path, tuple(leaf.shape)) for path, leaf in flat.items())
 
 
 __all__ = ["ARCHITECTURES", "MODELS", "EfficientNetLite", "GoogLeNet", "Inception3", "ModelSpec",

@@ -44,10 +44,13 @@ def _torch_outputs_and_grads(module, images: np.ndarray, heads, target: int, dev
 def _jax_outputs_and_grads(classifier, images: np.ndarray, heads, target: int):
   result = {}
   for head in heads:
-    def logit(x, head=head):
+    # The classifier an argument, not a constant of the program: XLA would
+    # fold its weights' flips and transposes while compiling (8x longer).
+    def logit(x, classifier, head=head):
       out = classifier(x, heads=(head,))[head]
       return out[:, target].sum(), out
-    (_, out), grad = jax.jit(jax.value_and_grad(logit, has_aux=True))(jnp.asarray(images))
+    (_, out), grad = jax.jit(jax.value_and_grad(logit, has_aux=True))(
+        jnp.asarray(images), classifier)
     result[head] = (np.asarray(out, np.float64), np.asarray(grad, np.float64))
   return result
 
