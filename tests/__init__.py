@@ -4,6 +4,11 @@ Imported before any test module or conftest (and by the child processes that
 import ``tests.shared``), so the environment set here is in place before JAX
 starts, and every child inherits it:
 
+* The test run's own folder (``CLASSGEN_JAX_TEST_RUN`` names it), and
+  JAX's persistent compile cache shared by all its processes (the xdist
+  workers, and the scripts and atlases the tests start): under the run's
+  weights cache (CI: a fresh folder per run), else in the run's folder.
+* One torch thread per process: the xdist workers already use every core.
 * XLA's CPU ops run on one thread each, since the xdist workers already use
   every core (the default pass took 153 s rather than 167 s on 2 idle cores).
 * XLA compiles the tests' programs with LLVM at ``-O0``: compiling is about
@@ -16,6 +21,15 @@ starts, and every child inherits it:
 """
 
 import os
+import tempfile
+
+_RUN = os.environ.setdefault("CLASSGEN_JAX_TEST_RUN",
+                             os.environ.get("PYTEST_XDIST_TESTRUNUID", str(os.getpid())))
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(
+    os.environ.get("CLASSGEN_JAX_CACHE")
+    or os.path.join(tempfile.gettempdir(), f"classgen_jax_tests_{_RUN}"), "xla"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def _add_xla_flag(name: str, value: str) -> None:

@@ -1,25 +1,11 @@
-"""Shared fixtures: float64 switching and random torchvision models with
-non-trivial BatchNorm statistics (the default mean 0 / var 1 would hide a
-swapped mapping)."""
+"""Fixtures, and nothing heavy at import: pytest's controller process loads
+this file too, and with ``-n 2`` every second it spends importing comes
+before the workers start. What the test modules share is in
+``tests/helpers.py`` and ``tests/shared.py``."""
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-import os
-import types
-
-import jax
 import pytest
-import torch
-import torchvision
-
-import converters
-from classgen_jax import objectives as obj
-from classgen_jax import operations, recipes, updates
-from classgen_jax.recipe import Octave, Recipe
-from classgen_jax.starts import Uniform
-from tests.shared import CLASSES, QUICK, quick, tiny  # noqa: F401  (re-exported)
 
 # The image tests' shared checks report their values as the tests' own do.
 pytest.register_assert_rewrite("tests.image_cases")
@@ -28,119 +14,8 @@ pytest.register_assert_rewrite("tests.image_cases")
 @pytest.fixture
 def x64():
   """Run a test with ``jax_enable_x64`` on, restoring the setting after."""
+  import jax  # pylint: disable=g-import-not-at-top
   previous = jax.config.jax_enable_x64
   jax.config.update("jax_enable_x64", True)
   yield
   jax.config.update("jax_enable_x64", previous)
-
-
-randomize_batchnorm = converters.randomize_batchnorm
-torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # (tests.shared)
-
-
-@functools.cache
-def random_torch_model(name: str, seed: int = 0,
-                       transform_input: bool | None = None) -> torch.nn.Module:
-  """A torchvision model with random weights and randomised BN (cached)."""
-  return converters.random_torch(name, seed=seed, transform_input=transform_input)
-
-
-# ----------------------------------------------------------------------------
-# Tiny models and short recipes shared by the engine, atlas, gallery, video,
-# quality and benchmark tests.
-
-
-@functools.cache
-def tiny_torch() -> torch.nn.Module:
-  """A one-block-per-stage random ResNet: every mechanism, little compute."""
-  torch.manual_seed(0)
-  module = torchvision.models.ResNet(torchvision.models.resnet.BasicBlock, [1, 1, 1, 1])
-  torch.nn.init.normal_(module.fc.weight, std=0.05)
-  return randomize_batchnorm(module, 64)
-
-
-def small(recipe: Recipe, iterations: int = 3) -> Recipe:
-  """The recipe at a fifth of its sizes and a few iterations per octave."""
-  def side(n):
-    return None if n is None else max(24, n // 5)
-
-  def shrink(op):
-    return operations.Crop(side(op.size) - 4) if isinstance(op, operations.Crop) else op
-
-  octaves = []
-  for o in recipe.octaves:
-    scaled = o.scaled(iterations / o.iterations)
-    resize = None if o.resize is None else dataclasses.replace(
-        scaled.resize, sizes=tuple(side(s) for s in o.resize.sizes))
-    octaves.append(dataclasses.replace(
-        scaled, iterations=iterations, canvas=side(o.canvas), resize=resize,
-        view=tuple(shrink(op) for op in scaled.view)))
-  return dataclasses.replace(recipe, size=side(recipe.size), octaves=tuple(octaves))
-
-
-def model_for(recipe: Recipe) -> torch.nn.Module:
-  """GoogLeNet (with its aux heads) where a recipe reads an aux head."""
-  if any(h != "logits" for h in recipe.heads):
-    return random_torch_model("googlenet")
-  return tiny_torch()
-
-
-def runnable(name: str) -> Recipe:
-  """The named recipe, small, on heads a random GoogLeNet or ResNet has."""
-  recipe = small(recipes.get(name))
-  if "aux" in recipe.heads:  # Inception's aux head needs 299 px: use GoogLeNet's
-    recipe = recipe.with_head("aux1")
-  return recipe
-
-
-# quick, QUICK, CLASSES and tiny live in tests/shared.py (torch-free, for child processes).
-
-
-
-# One tiny compiled run that the contract tests of several modules read
-# (batch independence, restarts, snapshots, chunks, progress reports, the
-# program cache, padding), rather than each compiling its own: sign steps
-# (a sign does not pass a batched convolution's last-bit rounding on, so an
-# image is bit-equal whatever its batch), colour jitter, crop, roll and flip
-# views, and a scheduled blur (whose iteration must not be folded into
-# constants); 7 iterations on a 32 px canvas.
-CONTRACT = Recipe("contract", Uniform(), 32, (
-    Octave(7, obj.class_logit(), updates.get("sign"), (0.02, 0.02),
-           before=(operations.ColourJitter(brightness=0.05),),
-           view=(operations.Crop(26), operations.Roll(3), operations.Flip()),
-           after=(operations.Blur((1.5, 0.5)),)),))
-
-
-# The tests that read them run on one worker (``--dist loadgroup``).
-CONTRACT_GROUP = pytest.mark.xdist_group("contract")
-
-
-@functools.cache
-def contract_runs() -> types.SimpleNamespace:
-  """``CONTRACT`` run several ways (seed 11 unless said):
-
-  * ``chunked``: targets 1, 2 with ``chunk=2``, ``snapshot_every=3`` and
-    progress ``events``; ``compiled``: the programs it compiled;
-  * ``again``: the same on targets 3, 4 (``again_events``, ``again_compiled``);
-  * ``plain``: targets 1, 2 made whole, without snapshots;
-  * ``alone``: target 2 alone (a batch of one); ``repeated``: target 2 with
-    ``restarts=2``; ``twice``: targets 2, 2 (its second restart);
-    ``other_seed``: target 2 at seed 12.
-  """
-  from classgen_jax import engine, programs
-
-  def generate(targets, **kwargs):
-    return engine.generate(tiny(), targets, CONTRACT, **{"seed": 11, **kwargs})
-
-  events, again_events = [], []
-  before = programs.count()
-  chunked = generate([1, 2], snapshot_every=3, chunk=2, progress=events.append)
-  compiled = programs.count() - before
-  before = programs.count()
-  again = generate([3, 4], snapshot_every=3, chunk=2, progress=again_events.append)
-  again_compiled = programs.count() - before
-  return types.SimpleNamespace(
-      chunked=chunked, events=events, compiled=compiled, again=again,
-      again_events=again_events, again_compiled=again_compiled, plain=generate([1, 2]),
-      alone=generate([2]), repeated=generate([2], restarts=2), twice=generate([2, 2]),
-      other_seed=generate([2], seed=12))

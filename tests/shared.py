@@ -14,19 +14,9 @@ import os
 import tempfile
 from pathlib import Path
 
-# The programs the suite compiles are shared by its processes (the xdist
-# workers, and the scripts and atlases the tests start): JAX's persistent
-# cache, under the run's weights cache (CI: a fresh folder per run), else a
-# folder of this test run's; in the environment, for the child processes.
-# This test run's own folder (its id inherited by the processes it starts).
-_RUN = os.environ.setdefault("CLASSGEN_JAX_TEST_RUN",
-                             os.environ.get("PYTEST_XDIST_TESTRUNUID", str(os.getpid())))
+# The folders and threads the processes share are set in tests/__init__.py.
+_RUN = os.environ["CLASSGEN_JAX_TEST_RUN"]
 RUN_FOLDER = Path(tempfile.gettempdir()) / f"classgen_jax_tests_{_RUN}"
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(
-    os.environ.get("CLASSGEN_JAX_CACHE") or str(RUN_FOLDER), "xla"))
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
-# One torch thread per process: the xdist workers already use every core.
-os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
@@ -47,12 +37,12 @@ TINY_FILE = RUN_FOLDER / "tiny_resnet.safetensors"
 
 @functools.cache
 def tiny() -> classgen_jax.Classifier:
-  """A one-block-per-stage random ResNet (``conftest.tiny_torch``) in Flax:
+  """A one-block-per-stage random ResNet (``helpers.tiny_torch``) in Flax:
   every mechanism, little compute."""
   if TINY_FILE.exists():
     return classgen_jax.read_classifier(TINY_FILE)
   import converters  # pylint: disable=g-import-not-at-top
-  from tests.conftest import tiny_torch  # pylint: disable=g-import-not-at-top
+  from tests.helpers import tiny_torch  # pylint: disable=g-import-not-at-top
   classifier = converters.from_torchvision(tiny_torch())
   classgen_jax.save_classifier(classifier, TINY_FILE)
   return classifier

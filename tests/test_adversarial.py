@@ -3,13 +3,19 @@ photos that random sign directions of the same size leave alone."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 
 from classgen_jax import adversarial, images
-from tests.conftest import tiny
+from tests.helpers import tiny
+
+
+def _tiny():
+  """The tiny model, its photos resized to 96 px (a fifth of the work of 224)."""
+  return dataclasses.replace(tiny(), input_size=96)
 
 # Its tests share the module's fixtures: one worker runs them all.
 pytestmark = pytest.mark.xdist_group("adversarial")
@@ -29,7 +35,7 @@ def photos() -> dict[str, np.ndarray]:
 def test_gradient_sign_flips_more_photos_than_random_sign(photos):
   # One grey level: the tiny model's top-1 (the same class, at 10-70%, for
   # every photo) survives random signs, and falls to the loss's gradient sign.
-  rates = adversarial.flip_rates(tiny(), photos, [1 / 255], random_draws=3, confident=0.0)
+  rates = adversarial.flip_rates(_tiny(), photos, [1 / 255], random_draws=3, confident=0.0)
   assert rates["photos"] == list(photos)
   assert rates["gradient_sign"][0] >= 0.75
   assert rates["random_sign"][0] <= 0.25
@@ -41,7 +47,7 @@ def test_gradient_sign_flips_more_photos_than_random_sign(photos):
 
 def test_run_prints_a_table_and_writes_json(photos, tmp_path):
   path = tmp_path / "adversarial.json"
-  table = adversarial.run(tiny(), photos, ["0.5", 2], json_out=path).splitlines()
+  table = adversarial.run(_tiny(), photos, ["0.5", 2], json_out=path).splitlines()
   assert table[0].startswith("top-1 changed, all 4 photos / the ")
   assert [line.split()[0] for line in table[2:]] == ["0.5/255", "2/255"]
   data = json.loads(path.read_text())

@@ -19,7 +19,7 @@ from PIL import Image
 
 from classgen_jax import atlas, claims, folders, writing
 from classgen_jax.images import read_png_metadata
-from tests.conftest import CLASSES, QUICK, tiny
+from tests.helpers import CLASSES, QUICK, tiny
 
 # Its tests share the module's fixtures: one worker runs them all.
 pytestmark = pytest.mark.xdist_group("atlas")

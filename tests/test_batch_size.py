@@ -8,7 +8,7 @@ import pytest
 from classgen_jax import batch_size, plans, programs
 from classgen_jax.operations import Crop
 from classgen_jax.tracking import Tracker
-from tests.conftest import quick, tiny
+from tests.helpers import quick, tiny
 
 
 def test_batches_are_balanced():

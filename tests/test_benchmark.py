@@ -57,7 +57,7 @@ def test_bfloat16_model_keeps_a_float32_canvas():
 
   from classgen_jax import devices, engine, octave, plans, starts, step
   from classgen_jax.operations import Blur, Crop, Roll
-  from tests.conftest import quick, tiny
+  from tests.helpers import quick, tiny
 
   fast = devices.mixed_precision(tiny())
   assert fast.dtype == jnp.bfloat16 and fast.module.dtype == jnp.bfloat16
@@ -86,7 +86,7 @@ def test_time_recipes_reports_every_recipe_asked():
 
   from classgen_jax import recipes
   from converters.reference import benchmark
-  from tests.conftest import small, tiny
+  from tests.helpers import small, tiny
   quick = dataclasses.replace(small(recipes.get("sign")), name="sign")
   original = recipes.RECIPES["sign"]
   recipes.RECIPES["sign"] = quick
@@ -101,7 +101,7 @@ def test_time_recipes_reports_every_recipe_asked():
 @pytest.mark.slow
 def test_time_pieces_times_each_piece_alone():
   from converters.reference import benchmark
-  from tests.conftest import tiny
+  from tests.helpers import tiny
   recipes_ = benchmark.pieces(2, side=32)
   base = recipes_["pixels"]
   for name, recipe in recipes_.items():  # each differs from the plain recipe in one place
@@ -116,7 +116,7 @@ def test_time_pieces_times_each_piece_alone():
 @pytest.mark.slow
 def test_trace_summary_names_the_convolutions(tmp_path):
   from converters.reference import benchmark
-  from tests.conftest import tiny
+  from tests.helpers import tiny
   config = benchmark.Config(model="tiny", image_size=64, batch_size=2, steps=2)
   summary = benchmark.trace_summary(tiny(), config, str(tmp_path / "trace"))
   assert list((tmp_path / "trace").rglob("*.xplane.pb"))

@@ -12,7 +12,7 @@ import pytest
 
 import classgen_jax
 from classgen_jax import Needs, models
-from tests.conftest import tiny
+from tests.helpers import tiny
 
 
 @functools.cache
@@ -150,7 +150,7 @@ def test_normalisation_none_feeds_the_image_as_the_article_does():
   import torch
 
   from converters.reference.loop import to_nchw, torch_outputs
-  from tests.conftest import tiny, tiny_torch
+  from tests.helpers import tiny, tiny_torch
   x = np.random.default_rng(0).random((2, 40, 40, 3)).astype(np.float32)
   clf = tiny().with_normalisation("none")
   ours = np.asarray(clf(jnp.asarray(x))["logits"])

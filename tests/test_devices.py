@@ -129,7 +129,7 @@ def test_four_devices_split_a_padded_batch():
 
 
 def test_mixed_precision_computes_in_bfloat16():
-  from tests.conftest import tiny
+  from tests.helpers import tiny
   classifier = tiny()
   fast = devices.mixed_precision(classifier)
   assert fast.dtype == jnp.bfloat16 and fast.module.dtype == jnp.bfloat16

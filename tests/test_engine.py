@@ -31,7 +31,7 @@ from classgen_jax.operations import (
 from classgen_jax.recipe import Octave, Recipe
 from classgen_jax.starts import Parameters, Photo, Uniform
 from converters.reference.loop import torch_generate
-from tests.conftest import CONTRACT_GROUP, contract_runs, model_for, quick, runnable, small, tiny
+from tests.helpers import CONTRACT_GROUP, contract_runs, model_for, quick, runnable, small, tiny
 
 # Every recipe runs in the slow pass; the default pass runs the engine end to
 # end through "sign"'s parity test and the batch-independence tests.
@@ -186,7 +186,7 @@ def test_colour_jitter_comes_before_the_cyclic_resize():
   order gives another image; the engine and the torch loop follow the
   article's."""
   from classgen_jax import operations, transforms
-  from tests.conftest import tiny_torch
+  from tests.helpers import tiny_torch
   jitter = ColourJitter(brightness=0.5)
   recipe = Recipe("order", Photo(), 40, (Octave(
       1, obj.class_logit(), updates.Gradient(), (0.0, 0.0), before_resize=(jitter,),

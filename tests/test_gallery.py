@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from classgen_jax import atlas, classify, folders, gallery
-from tests.conftest import QUICK, tiny
+from tests.helpers import QUICK, tiny
 
 # Its tests share the module's fixtures: one worker runs them all.
 pytestmark = pytest.mark.xdist_group("gallery")

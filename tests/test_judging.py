@@ -3,6 +3,8 @@ bfloat16 generation judged in float32."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -12,7 +14,7 @@ from classgen_jax.classify import class_probabilities
 from classgen_jax.recipe import Octave, Recipe
 from classgen_jax.starts import Uniform
 from classgen_jax.updates import Sign
-from tests.conftest import tiny
+from tests.helpers import tiny
 from tests.shared import red_judge
 
 QUICK = Recipe("quick", Uniform(), 48, (Octave(3, update=Sign(), step_size=(0.02, 0.02)),))
@@ -33,7 +35,9 @@ def test_judge_scores():
 
 
 def test_judges_other_than_the_generator_also_see_the_views_of_a_glance():
-  scores, _ = judging.evaluate(tiny(), {"self": tiny(), "red": red_judge()}, [QUICK],
+  # The judges see 24 views of each image at their native size: 64 px here.
+  clf = dataclasses.replace(tiny(), input_size=64)
+  scores, _ = judging.evaluate(clf, {"self": clf, "red": red_judge()}, [QUICK],
                                [0, 1, 2], batch_size=3)
   (score,) = scores
   assert score.judges["self"].self_judging and not score.judges["red"].self_judging

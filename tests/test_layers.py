@@ -20,7 +20,7 @@ from jax import lax
 import converters
 from classgen_jax.models import _layers as L
 from converters.reference.loop import torch_outputs
-from tests.conftest import random_torch_model
+from tests.helpers import random_torch_model
 
 # (height, width), kernel, stride, padding, ceil_mode: every pool the ports
 # run (GoogLeNet's ceil-mode pools, ResNet's padded stem pool, Inception's

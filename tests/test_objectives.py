@@ -13,7 +13,7 @@ from classgen_jax import Needs, Outputs
 from classgen_jax import objectives as obj
 from converters.reference import loop
 from converters.reference import objectives as torch_objectives
-from tests.conftest import random_torch_model, tiny, tiny_torch
+from tests.helpers import random_torch_model, tiny, tiny_torch
 
 TARGETS = jnp.array([3, 250])
 

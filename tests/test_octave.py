@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from classgen_jax import starts
-from tests.conftest import CONTRACT, CONTRACT_GROUP, contract_runs, tiny
+from tests.helpers import CONTRACT, CONTRACT_GROUP, contract_runs, tiny
 
 
 @CONTRACT_GROUP

@@ -14,7 +14,7 @@ from classgen_jax import plans, recipes, updates
 from classgen_jax.operations import Clip, Crop, ResizeCycle
 from classgen_jax.recipe import Octave, Recipe
 from classgen_jax.starts import Parameters, Uniform
-from tests.conftest import quick, tiny
+from tests.helpers import quick, tiny
 
 
 def test_plans_follow_the_canvas_through_the_octaves():

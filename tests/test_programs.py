@@ -11,7 +11,7 @@ import pytest
 from classgen_jax import engine, plans, programs, recipes
 from classgen_jax.operations import Blur
 from classgen_jax.tracking import Tracker
-from tests.conftest import CONTRACT, CONTRACT_GROUP, contract_runs, quick, small, tiny
+from tests.helpers import CONTRACT, CONTRACT_GROUP, contract_runs, quick, small, tiny
 
 
 @CONTRACT_GROUP

@@ -16,7 +16,7 @@ from classgen_jax import naturalness, quality
 from classgen_jax.recipe import Octave, Recipe
 from classgen_jax.starts import Uniform
 from classgen_jax.updates import Sign
-from tests.conftest import tiny
+from tests.helpers import tiny
 
 QUICK = Recipe("quick", Uniform(), 48, (Octave(3, update=Sign(), step_size=(0.02, 0.02)),))
 RESULTS = Path(__file__).parent.parent / "docs" / "results"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from classgen_jax import results
-from tests.conftest import CONTRACT_GROUP, contract_runs
+from tests.helpers import CONTRACT_GROUP, contract_runs
 
 
 @CONTRACT_GROUP

@@ -8,7 +8,7 @@ import pytest
 
 from classgen_jax import engine, plans, programs, runner
 from classgen_jax.tracking import Tracker
-from tests.conftest import CONTRACT, CONTRACT_GROUP, contract_runs, quick, tiny
+from tests.helpers import CONTRACT, CONTRACT_GROUP, contract_runs, quick, tiny
 
 
 @CONTRACT_GROUP

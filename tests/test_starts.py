@@ -13,7 +13,7 @@ from classgen_jax import parameterisations as P
 from classgen_jax import recipes, starts
 from classgen_jax.images import ImageError
 from classgen_jax.recipe import Octave, Recipe
-from tests.conftest import small
+from tests.helpers import small
 
 
 def _data(keys):

@@ -13,7 +13,7 @@ import pytest
 from classgen_jax import engine, plans, starts, step
 from classgen_jax import transforms as T
 from classgen_jax.operations import Blur, ColourJitter, Crop, Flip, Noise, Roll
-from tests.conftest import quick, tiny
+from tests.helpers import quick, tiny
 
 
 @pytest.mark.slow  # three compiles of the draws, ~5 s; the default pass's batch-independence

@@ -21,7 +21,7 @@ import torch
 
 import converters
 from converters.reference.loop import torch_outputs
-from tests.conftest import random_torch_model
+from tests.helpers import random_torch_model
 
 TARGET = 7  # the logit whose input gradient is compared
 

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 
 from classgen_jax import plans
 from classgen_jax.tracking import CHUNKS_WITH_PROGRESS, Tracker, chunk_length
-from tests.conftest import CONTRACT, CONTRACT_GROUP, contract_runs, quick
+from tests.helpers import CONTRACT, CONTRACT_GROUP, contract_runs, quick
 
 
 def test_the_chunk_policy():

@@ -16,7 +16,7 @@ from classgen_jax.metrics import Trace
 from classgen_jax.operations import ResizeCycle
 from classgen_jax.recipe import Octave, Recipe
 from classgen_jax.starts import Uniform
-from tests.conftest import QUICK, tiny
+from tests.helpers import QUICK, tiny
 
 # Its tests share the module's fixtures: one worker runs them all.
 pytestmark = pytest.mark.xdist_group("video")

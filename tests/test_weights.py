@@ -14,7 +14,7 @@ import torch
 
 import classgen_jax
 import converters
-from tests.conftest import random_torch_model
+from tests.helpers import random_torch_model
 
 # Its tests share the module's fixtures: one worker runs them all.
 pytestmark = pytest.mark.xdist_group("weights")
