@@ -21,6 +21,7 @@ from classgen_jax import (
     updates,
 )
 from classgen_jax._classifier import Classifier, InputError, Needs, Outputs
+from classgen_jax.activations import Layer, LayerError
 from classgen_jax.devices import mixed_precision
 from classgen_jax.engine import Generation, GenerationError, Progress, generate
 from classgen_jax.imagenet import LABELS, UnknownClassError, class_index, class_indices, class_name
@@ -44,6 +45,8 @@ __all__ = [
     "ImageError",
     "InputError",
     "LABELS",
+    "Layer",
+    "LayerError",
     "Needs",
     "Outputs",
     "UnknownClassError",

@@ -31,6 +31,7 @@ compiled program as an argument, never as constants folded into it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 from collections.abc import Mapping, Sequence
@@ -42,7 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from classgen_jax import imagenet
+from classgen_jax import activations, imagenet
 from classgen_jax.models import GoogLeNet, Inception3, ResNet
 from classgen_jax.models._layers import IMAGENET_MEAN, IMAGENET_STD
 
@@ -65,14 +66,17 @@ class Needs:
     batchnorm: every BatchNorm layer's input statistics (DeepInversion's
       feature prior, ``objectives.BatchNormStatistics``); only models with
       BatchNorm have them.
+    layers: named activations (``Classifier.layers()``), by torch name.
   """
   heads: tuple[str, ...] = ()
   batchnorm: bool = False
+  layers: tuple[str, ...] = ()
 
   def __or__(self, other: Needs) -> Needs:
-    """What either needs (heads in first-use order)."""
+    """What either needs (heads and layers in first-use order)."""
     return Needs(tuple(dict.fromkeys((*self.heads, *other.heads))),
-                 self.batchnorm or other.batchnorm)
+                 self.batchnorm or other.batchnorm,
+                 tuple(dict.fromkeys((*self.layers, *other.layers))))
 
 
 class BatchNormInput(NamedTuple):
@@ -92,9 +96,11 @@ class Outputs(NamedTuple):
     heads: ``{head: (N, num_classes)}`` for the heads asked for.
     batchnorm: with ``Needs.batchnorm``, a ``BatchNormInput`` per BatchNorm
       layer, in the order the pass meets them; else ``()``.
+    layers: ``{name: (N, H, W, C) or (N, C)}`` for ``Needs.layers``.
   """
   heads: Mapping[str, Any]
   batchnorm: tuple[BatchNormInput, ...] = ()
+  layers: Mapping[str, Any] = {}  # (a pytree; never written to)
 
 
 @functools.cache
@@ -158,6 +164,17 @@ class Classifier:
     self._check_heads((head,))
     return _min_side(self.module, head)
 
+  def layers(self) -> tuple[activations.Layer, ...]:
+    """Every named activation an objective can read (``objectives.channel``
+    and its kin), in the order the forward pass meets them: torch's module
+    names, and each output's shape for one image at the native input size
+    (see ``classgen_jax.activations``).
+
+    >>> [l.name for l in load_classifier("resnet18").layers()][:3]  # doctest: +SKIP
+    ['conv1', 'bn1', 'layer1.0.conv1']
+    """
+    return activations.layers(self.module, self.input_size)
+
   def parameter_counts(self) -> list[tuple[str, int]]:
     """``(name, size)`` of every parameter tensor, in torch's dotted naming.
 
@@ -201,19 +218,25 @@ class Classifier:
   def outputs(self, images: jax.Array, needs: Needs) -> Outputs:
     """What ``needs`` asks of one forward pass over ``images``.
 
-    The values recorded during the pass (``Needs.batchnorm``) are read by
-    intercepting the layers as the pass runs; a pass that does not ask for
-    them pays nothing (it is the bare model's). The pass stops after the
-    last head needed (the first head, when only recorded values are).
+    The values recorded during the pass (``Needs.batchnorm``,
+    ``Needs.layers``) are read by intercepting the layers as the pass runs;
+    a pass that does not ask for them pays nothing (it is the bare model's).
+    The pass stops after the last head needed (the first head, when only
+    recorded values are; under ``jax.jit`` XLA drops what no output uses).
 
     Raises:
       InputError: as ``__call__``; BatchNorm statistics of a model without
         BatchNorm.
+      LayerError: a layer the model does not have.
     """
     if needs.batchnorm and not self.has_batchnorm:
       raise InputError(f"{self.name} has no BatchNorm layer, so no BatchNorm statistics; "
                        "drop the objective's BatchNorm term or use a model with BatchNorm")
-    heads = needs.heads or (self.heads[:1] if needs.batchnorm else ())
+    wanted: dict[str, list[str]] = {}
+    for name in needs.layers:
+      wanted.setdefault(activations.resolve(self.module, self.input_size, name, self.name),
+                        []).append(name)
+    heads = needs.heads or (self.heads[:1] if needs.batchnorm or needs.layers else ())
     self._check_heads(heads)
     self._check_images(images, heads)
     if self.normalisation == "none" and isinstance(self.module, _IMAGENET_NORMALISED):
@@ -222,12 +245,19 @@ class Classifier:
       mean = jnp.asarray(IMAGENET_MEAN, images.dtype)
       std = jnp.asarray(IMAGENET_STD, images.dtype)
       images = images * std + mean
-    if not needs.batchnorm:
+    if not needs.batchnorm and not wanted:
       return Outputs(self.module.apply(self.variables, images, heads=heads))
-    statistics = []
-    with nn.intercept_methods(functools.partial(_record_batchnorm_input, statistics)):
+    statistics, recorded = [], {}
+    with contextlib.ExitStack() as stack:
+      if needs.batchnorm:
+        stack.enter_context(nn.intercept_methods(
+            functools.partial(_record_batchnorm_input, statistics)))
+      if wanted:
+        stack.enter_context(nn.intercept_methods(
+            activations.recorder(self.module, wanted, recorded)))
       outputs = self.module.apply(self.variables, images, heads=heads)
-    return Outputs(outputs, tuple(statistics))
+    return Outputs(outputs, tuple(statistics),
+                   {name: recorded[name] for name in needs.layers})
 
   def _check_heads(self, heads: tuple[str, ...]) -> None:
     if isinstance(heads, str):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from classgen_jax import activations
 from classgen_jax._classifier import Classifier, InputError
 from classgen_jax.parameterisations import Parameterisation, Pixels
 from classgen_jax.recipe import Octave, Recipe
@@ -111,6 +112,11 @@ def plan(classifier: Classifier, recipe: Recipe, snapshot_every: int = 0) -> lis
           f"{where} objective: the BatchNorm statistics prior needs a model with "
           f"BatchNorm layers, and {classifier.name} has none; drop the term or use "
           "another model")
+    for name in needs.layers:
+      try:
+        activations.resolve(classifier.module, classifier.input_size, name, classifier.name)
+      except activations.LayerError as error:
+        raise activations.LayerError(f"{where} objective: {error}") from None
     smallest_view = min(view_side(octave, s) for s in sides)
     for head in needs.heads:
       if head not in classifier.heads:

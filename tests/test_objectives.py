@@ -34,6 +34,13 @@ OBJECTIVES = {
     "total_variation_l2": obj.total_variation_l2(),
     "l2_norm": obj.l2_norm(),
     "batchnorm_prior": -obj.batchnorm_statistics(),
+    # What a layer sees (tests/test_activations.py checks them against torch).
+    "channel": obj.channel("layer2.0", 17),
+    "neuron": obj.neuron("layer3.0.conv1", 40),
+    "direction": obj.direction("layer1", np.random.default_rng(0).standard_normal(64),
+                               cosine_power=1.0),
+    "deepdream_layer": obj.layer("layer2"),
+    "negative_channel": -obj.channel("layer1.0.bn2", 3),
 }
 
 

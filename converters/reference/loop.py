@@ -96,20 +96,32 @@ def torch_pass(module: torch.nn.Module, x: torch.Tensor, needs: Needs,
                normalisation: str = "imagenet") -> Outputs:
   """What ``needs`` asks of one forward pass, as ``Classifier.outputs``:
   ``Outputs.batchnorm`` holds, recorded with forward hooks (as DeepInversion
-  does), ``(input, layer)`` of every ``BatchNorm2d`` the pass runs, in order."""
+  does), ``(input, layer)`` of every ``BatchNorm2d`` the pass runs, in order;
+  ``Outputs.layers`` each named module's output (NCHW, or ``(N, C)``), by a
+  forward hook on ``module.get_submodule(name)``."""
   heads = needs.heads or ("logits",)
-  if not needs.batchnorm:
+  if not needs.batchnorm and not needs.layers:
     return Outputs(torch_outputs(module, x, heads, normalisation))
-  recorded = []
-  hooks = [layer.register_forward_hook(
+  recorded, layers = [], {}
+  hooks = [] if not needs.batchnorm else [layer.register_forward_hook(
       lambda layer, inputs, output: recorded.append((inputs[0], layer)))
       for layer in module.modules() if isinstance(layer, torch.nn.BatchNorm2d)]
+
+  def keep(name):
+    def hook(layer, inputs, output):
+      # A copy: torchvision's in-place ReLUs would overwrite a BatchNorm's
+      # output after the hook (a hook that returns None keeps the output).
+      layers.setdefault(name, output.clone())
+    return hook
+
+  for name in needs.layers:
+    hooks.append(module.get_submodule(name).register_forward_hook(keep(name)))
   try:
     out = torch_outputs(module, x, heads, normalisation)
   finally:
     for hook in hooks:
       hook.remove()
-  return Outputs(out, tuple(recorded))
+  return Outputs(out, tuple(recorded), layers)
 
 
 # ----------------------------------------------------------------------------

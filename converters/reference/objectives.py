@@ -79,6 +79,41 @@ def _batchnorm_statistics(term, outputs, images, targets):
   return total
 
 
+@TERMS.register(obj.Channel)
+def _channel(term, outputs, images, targets):
+  value = outputs.layers[term.layer][:, term.channel]
+  return value.mean(dim=tuple(range(1, value.ndim))) if value.ndim > 1 else value
+
+
+@TERMS.register(obj.Neuron)
+def _neuron(term, outputs, images, targets):
+  value = outputs.layers[term.layer]
+  if value.ndim == 2:
+    return value[:, term.channel]
+  y = value.shape[2] // 2 if term.y is None else term.y
+  x = value.shape[3] // 2 if term.x is None else term.x
+  return value[:, term.channel, y, x]
+
+
+@TERMS.register(obj.Direction)
+def _direction(term, outputs, images, targets):
+  """Lucid's dot product, and its ``cossim_pow`` weighting, per position."""
+  value = outputs.layers[term.layer]
+  vector = torch.tensor(term.vector, dtype=value.dtype, device=value.device)
+  shape = (1, -1) + (1,) * (value.ndim - 2)
+  dot = (value * vector.view(shape)).sum(dim=1)
+  if term.cosine_power:
+    cosine = dot / (value.norm(dim=1) * vector.norm() + 1e-6)
+    dot = dot * cosine.clamp(min=0.1) ** term.cosine_power
+  return dot.flatten(1).mean(dim=1) if dot.ndim > 1 else dot
+
+
+@TERMS.register(obj.MeanSquare)
+def _mean_square(term, outputs, images, targets):
+  value = outputs.layers[term.layer]
+  return value.square().flatten(1).mean(dim=1)
+
+
 def objective(objective: obj.Objective, outputs, images, targets) -> torch.Tensor:
   """``Objective`` evaluated on torch tensors: its weighted sum of twins."""
   total = torch.zeros(images.shape[0], dtype=images.dtype, device=images.device)
