@@ -1,0 +1,152 @@
+"""Objectives on what a layer sees (Olah et al., "Feature Visualization",
+Distill 2017): terms on named activations (``Classifier.layers()``,
+``classgen_jax.activations``), recorded during the pass. Also in
+``classgen_jax.objectives``."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+
+from classgen_jax._classifier import Needs, Outputs
+from classgen_jax.activations import LayerError
+from classgen_jax.terms import Objective, Term
+
+
+def _activation(outputs: Outputs, layer: str, images) -> jax.Array:
+  value = outputs.layers[layer]
+  return value.astype(jnp.promote_types(images.dtype, jnp.float32))
+
+
+def _check_unit(layer: str, value, channel: int, y: int | None = None,
+                x: int | None = None) -> None:
+  """Raises a ``LayerError`` for a unit outside the layer (at trace time: an
+  index past the end would be clamped silently)."""
+  channels = value.shape[-1]
+  if not 0 <= channel < channels:
+    raise LayerError(f"layer {layer!r} has {channels} channels (0-{channels - 1}); "
+                     f"channel {channel} is outside it")
+  if value.ndim == 4 and y is not None and not (0 <= y < value.shape[1]
+                                                and 0 <= x < value.shape[2]):
+    raise LayerError(f"layer {layer!r} is {value.shape[1]}x{value.shape[2]} here; neuron "
+                     f"({y}, {x}) is outside it: give y and x inside, or leave them for "
+                     "the centre")
+
+
+class _LayerTerm(Term):
+  """A term that reads the named activation ``layer``."""
+  layer: str
+
+  @property
+  def needs(self) -> Needs:
+    return Needs(layers=(self.layer,))
+
+
+@dataclasses.dataclass(frozen=True)
+class Channel(_LayerTerm):
+  """The mean over positions of ``channel`` of ``layer`` (Lucid's
+  ``objectives.channel``); a pooled layer's value itself."""
+  layer: str
+  channel: int
+
+  def __call__(self, outputs, images, targets):
+    value = _activation(outputs, self.layer, images)
+    _check_unit(self.layer, value, self.channel)
+    return jnp.mean(value[..., self.channel], axis=tuple(range(1, value.ndim - 1)))
+
+  def check(self, where: str) -> None:
+    if self.channel < 0:
+      raise ValueError(f"{where}: a channel is >= 0, got {self.channel}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Neuron(_LayerTerm):
+  """One unit of ``layer``: ``channel`` at position ``(y, x)`` of its map,
+  the centre by default (Lucid's ``objectives.neuron``)."""
+  layer: str
+  channel: int
+  y: int | None = None
+  x: int | None = None
+
+  def __call__(self, outputs, images, targets):
+    value = _activation(outputs, self.layer, images)
+    if value.ndim == 2:
+      _check_unit(self.layer, value, self.channel)
+      return value[:, self.channel]
+    y = value.shape[1] // 2 if self.y is None else self.y
+    x = value.shape[2] // 2 if self.x is None else self.x
+    _check_unit(self.layer, value, self.channel, y, x)
+    return value[:, y, x, self.channel]
+
+  def check(self, where: str) -> None:
+    if self.channel < 0 or (self.y is None) != (self.x is None):
+      raise ValueError(f"{where}: a neuron has a channel >= 0 and both y and x, or "
+                       f"neither (the centre); got {self}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Direction(_LayerTerm):
+  """The mean over positions of the dot product of ``layer``'s activation
+  with ``vector`` (Lucid's ``objectives.direction``); with ``cosine_power``
+  p > 0, each position's dot product is weighted by ``max(cos, 0.1)^p``, the
+  cosine of the angle between the two (Lucid's ``cossim_pow``), which favours
+  the direction over sheer magnitude."""
+  layer: str
+  vector: tuple[float, ...]
+  cosine_power: float = 0.0
+
+  def __call__(self, outputs, images, targets):
+    value = _activation(outputs, self.layer, images)
+    if value.shape[-1] != len(self.vector):
+      raise LayerError(f"layer {self.layer!r} has {value.shape[-1]} channels; the "
+                       f"direction has {len(self.vector)}")
+    vector = jnp.asarray(self.vector, value.dtype)
+    dot = value @ vector
+    if self.cosine_power:
+      norms = jnp.sqrt(jnp.sum(jnp.square(value), axis=-1)) * jnp.sqrt(jnp.sum(vector**2))
+      cosine = dot / (norms + 1e-6)
+      dot = dot * jnp.maximum(cosine, 0.1) ** self.cosine_power
+    return jnp.mean(dot, axis=tuple(range(1, dot.ndim)))
+
+  def check(self, where: str) -> None:
+    if not self.vector or not all(math.isfinite(v) for v in self.vector):
+      raise ValueError(f"{where}: a direction is a non-empty vector of finite numbers")
+    if not (math.isfinite(self.cosine_power) and self.cosine_power >= 0):
+      raise ValueError(f"{where}: cosine_power must be finite and >= 0, got "
+                       f"{self.cosine_power}")
+
+
+@dataclasses.dataclass(frozen=True)
+class MeanSquare(_LayerTerm):
+  """DeepDream's objective: the mean square of ``layer``'s activation."""
+  layer: str
+
+  def __call__(self, outputs, images, targets):
+    value = _activation(outputs, self.layer, images)
+    return jnp.mean(jnp.square(value), axis=tuple(range(1, value.ndim)))
+
+
+def channel(layer: str, channel: int) -> Objective:
+  """The mean of one channel of a layer over its positions (``Channel``)."""
+  return Objective(((1.0, Channel(layer, int(channel))),))
+
+
+def neuron(layer: str, channel: int, y: int | None = None, x: int | None = None) -> Objective:
+  """One unit of a layer, at the centre of its map by default (``Neuron``)."""
+  return Objective(((1.0, Neuron(layer, int(channel), None if y is None else int(y),
+                                 None if x is None else int(x))),))
+
+
+def direction(layer: str, vector, cosine_power: float = 0.0) -> Objective:
+  """A layer's activation along ``vector`` (one number per channel;
+  ``Direction``)."""
+  return Objective(((1.0, Direction(layer, tuple(float(v) for v in vector),
+                                    float(cosine_power))),))
+
+
+def layer(name: str) -> Objective:
+  """DeepDream's objective on a layer: its mean square (``MeanSquare``)."""
+  return Objective(((1.0, MeanSquare(name)),))
