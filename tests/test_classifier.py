@@ -171,7 +171,8 @@ def test_normalisation_none_feeds_the_image_as_the_article_does():
 def test_public_surface():
   """The package's names, pinned: a new public name is a decision, made here."""
   assert sorted(classgen_jax.__all__) == [
-      "Classifier", "Generation", "GenerationError", "ImageError", "InputError", "LABELS",
+      "Classifier", "Generation", "GenerationError", "ImageError", "InputError", "LABELS", "Layer",
+      "LayerError",
       "Needs", "Outputs", "Progress", "UnknownClassError", "UnknownModelError", "WeightsError",
       "cache_dir", "class_index", "class_indices", "class_name", "devices", "engine",
       "generate", "imagenet", "load_classifier", "load_image", "metrics", "mixed_precision",
