@@ -48,17 +48,23 @@ class _LayerTerm(Term):
 @dataclasses.dataclass(frozen=True)
 class Channel(_LayerTerm):
   """The mean over positions of ``channel`` of ``layer`` (Lucid's
-  ``objectives.channel``); a pooled layer's value itself."""
+  ``objectives.channel``); a pooled layer's value itself. ``channel=None``:
+  each image's target is its channel, so one compiled program makes every
+  channel of a layer, a batch of them at a time (targets must then be
+  channels of the layer; one past the end reads NaN)."""
   layer: str
-  channel: int
+  channel: int | None = None
 
   def __call__(self, outputs, images, targets):
     value = _activation(outputs, self.layer, images)
+    means = jnp.mean(value, axis=tuple(range(1, value.ndim - 1)))
+    if self.channel is None:
+      return jnp.take_along_axis(means, targets[:, None], axis=1, mode="fill")[:, 0]
     _check_unit(self.layer, value, self.channel)
-    return jnp.mean(value[..., self.channel], axis=tuple(range(1, value.ndim - 1)))
+    return means[:, self.channel]
 
   def check(self, where: str) -> None:
-    if self.channel < 0:
+    if self.channel is not None and self.channel < 0:
       raise ValueError(f"{where}: a channel is >= 0, got {self.channel}")
 
 
@@ -129,9 +135,10 @@ class MeanSquare(_LayerTerm):
     return jnp.mean(jnp.square(value), axis=tuple(range(1, value.ndim)))
 
 
-def channel(layer: str, channel: int) -> Objective:
-  """The mean of one channel of a layer over its positions (``Channel``)."""
-  return Objective(((1.0, Channel(layer, int(channel))),))
+def channel(layer: str, channel: int | None = None) -> Objective:
+  """The mean of one channel of a layer over its positions (``Channel``;
+  ``None``: the image's target is the channel)."""
+  return Objective(((1.0, Channel(layer, None if channel is None else int(channel))),))
 
 
 def neuron(layer: str, channel: int, y: int | None = None, x: int | None = None) -> Objective:

@@ -25,6 +25,7 @@ from tests.helpers import random_torch_model, tiny, tiny_torch
 _VECTOR = tuple(np.random.default_rng(3).standard_normal(128).round(3))
 TERMS = {
     "channel": obj.channel("layer2.0.conv2", 5),
+    "channel_of_target": obj.channel("layer3.0"),
     "neuron": obj.neuron("layer1", 7),
     "neuron_at": obj.neuron("layer1.0.bn1", 3, y=2, x=9),
     "direction": obj.direction("layer2", _VECTOR),
@@ -36,7 +37,7 @@ TERMS = {
 # pass each alone.
 ALL = "all"
 TERMS[ALL] = (TERMS["channel"] + TERMS["neuron_at"] + 0.1 * TERMS["direction_cosine"]
-              - TERMS["layer"] + TERMS["fc"])
+              - TERMS["layer"] + TERMS["fc"] + obj.channel("layer3.0"))
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=[] if n == ALL else [pytest.mark.slow])

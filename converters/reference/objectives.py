@@ -81,8 +81,11 @@ def _batchnorm_statistics(term, outputs, images, targets):
 
 @TERMS.register(obj.Channel)
 def _channel(term, outputs, images, targets):
-  value = outputs.layers[term.layer][:, term.channel]
-  return value.mean(dim=tuple(range(1, value.ndim))) if value.ndim > 1 else value
+  value = outputs.layers[term.layer]
+  means = value.flatten(2).mean(dim=2) if value.ndim > 2 else value
+  if term.channel is None:
+    return means.gather(1, targets[:, None])[:, 0]
+  return means[:, term.channel]
 
 
 @TERMS.register(obj.Neuron)
