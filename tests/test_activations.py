@@ -75,3 +75,12 @@ def test_the_compiled_gradient_stops_after_the_deepest_layer_read():
 
   early, late = convolutions(obj.channel("layer1.0", 0)), convolutions(obj.class_logit())
   assert 0 < early < late / 2, (early, late)
+
+
+@pytest.mark.slow  # the real weights and the torch package's model: 3 s
+def test_efficientnet_lite_layers_are_its_torch_package_modules():
+  from classgen_jax import weights  # pylint: disable=g-import-not-at-top
+  from tests.test_efficientnet_lite import _torch_model  # pylint: disable=g-import-not-at-top
+  names = [layer.name for layer in weights.load_classifier("efficientnet_lite0").layers()]
+  assert {"_conv_stem", "_blocks.0", "_blocks.15._project_conv", "_conv_head", "_fc"} <= set(names)
+  assert set(names) <= set(dict(_torch_model("efficientnet_lite0", torch.float32).named_modules()))
