@@ -213,7 +213,13 @@ class Classifier:
         take.
     """
     heads = self.heads if heads is None else heads
-    return self.outputs(images, Needs(heads if isinstance(heads, str) else tuple(heads))).heads
+    needs = Needs(heads if isinstance(heads, str) else tuple(heads))
+    if isinstance(images, jax.core.Tracer):  # inside the caller's jit or grad
+      return self.outputs(images, needs).heads
+    # Called eagerly: one compiled program rather than one per layer.
+    self._check_heads(needs.heads)
+    self._check_images(images, needs.heads)
+    return _compiled_heads(self, images, needs)
 
   def outputs(self, images: jax.Array, needs: Needs) -> Outputs:
     """What ``needs`` asks of one forward pass over ``images``.
@@ -290,6 +296,12 @@ class Classifier:
             f"{self.name}'s {head!r} head needs images of at least "
             f"{need}x{need} (native {self.input_size}x{self.input_size}), got "
             f"{height}x{width}; resize the images or pick another head")
+
+
+@functools.partial(jax.jit, static_argnames="needs")
+def _compiled_heads(classifier: Classifier, images: jax.Array,
+                    needs: Needs) -> Mapping[str, jax.Array]:
+  return classifier.outputs(images, needs).heads
 
 
 def _record_batchnorm_input(statistics: list, next_fun, args, kwargs, context):

@@ -185,3 +185,30 @@ def test_public_surface():
             if not n.startswith("_") and not isinstance(v, types.ModuleType)}
   assert public == {n for n in classgen_jax.__all__
                     if not isinstance(getattr(classgen_jax, n), types.ModuleType)}
+
+
+def test_an_eager_call_is_one_compiled_program():
+  """Called outside a trace, the classifier compiles its pass as one
+  program (eagerly, every layer's ops would compile on their own), with the
+  same outputs and the same one-line errors."""
+  clf = tiny()
+  x = np.random.default_rng(5).random((2, 37, 41, 3)).astype(np.float32)  # a new shape
+  compiles = []
+
+  def listen(event, duration, **kwargs):
+    del duration, kwargs
+    if event == "/jax/core/compile/backend_compile_duration":
+      compiles.append(event)
+
+  jax.monitoring.register_event_duration_secs_listener(listen)
+  try:
+    eager = clf(x)
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listen)
+  assert len(compiles) == 1
+  traced = jax.jit(lambda c, x: c.outputs(x, Needs(("logits",))).heads)(clf, jnp.asarray(x))
+  np.testing.assert_array_equal(eager["logits"], traced["logits"])
+  with pytest.raises(classgen_jax.InputError, match="add a batch axis"):
+    clf(x[0])
+  with pytest.raises(classgen_jax.InputError, match="convert with images / 255.0"):
+    clf((x * 255).astype(np.uint8))
