@@ -79,9 +79,13 @@ def wait(array: jax.Array, poll: float = 0.02) -> None:
   ``block_until_ready`` waits inside XLA, where a Ctrl-C is only delivered
   once the computation ends (tens of seconds for a long chunk); polling
   keeps the main thread in Python, so a KeyboardInterrupt lands at once.
+  The first polls come sooner (1 ms, doubling up to ``poll``), so a short
+  computation is not left waiting for a whole ``poll``.
   """
+  pause = min(0.001, poll)
   while not array.is_ready():
-    time.sleep(poll)
+    time.sleep(pause)
+    pause = min(2 * pause, poll)
 
 
 def mixed_precision(classifier: Classifier, dtype: Any = jnp.bfloat16) -> Classifier:
