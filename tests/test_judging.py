@@ -34,6 +34,7 @@ def test_judge_scores():
   assert score.mean_target_prob == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.slow  # 10 s; test_comparison measures a judge's views by default
 def test_judges_other_than_the_generator_also_see_the_views_of_a_glance():
   # The judges see 24 views of each image at their native size: 64 px here.
   clf = dataclasses.replace(tiny(), input_size=64)

@@ -261,7 +261,7 @@ def test_conv_general_dilated_keeps_flax_conv_as_it_was():
 
 @pytest.mark.parametrize("name,size", [
     pytest.param("googlenet", (67, 75), marks=pytest.mark.slow),  # ~15 s idle, 35 s loaded
-    ("resnet18", (57, 64)),
+    pytest.param("resnet18", (57, 64), marks=pytest.mark.slow),  # 8 s; the rules: below
 ])
 def test_model_input_gradient_matches_torch_float64(name, size, x64):
   """Whole-model parity of the input gradient, on random weights (both models

@@ -103,11 +103,11 @@ def test_batchnorm_prior_matches_torch_forward_hooks(model, x64):
                                atol=1e-10)
     np.testing.assert_allclose(running_var[1], layer.running_var.numpy(), rtol=1e-12)
   prior = obj.batchnorm_statistics()
-  value = prior(ours, jnp.asarray(images), TARGETS[:2])
+  value = jax.jit(prior)(ours, jnp.asarray(images), jnp.asarray(TARGETS[:2]))
   torch_value = torch_objectives.objective(prior, theirs, loop.to_nchw(images), None)
   np.testing.assert_allclose(value, torch_value.numpy(), rtol=1e-10)
   # Per image: the second image's value does not depend on the first.
-  alone = prior(outputs(clf, jnp.asarray(images[1:])), jnp.asarray(images[1:]), None)
+  alone = jax.jit(prior)(outputs(clf, jnp.asarray(images[1:])), jnp.asarray(images[1:]), None)
   np.testing.assert_allclose(alone, value[1:], rtol=1e-10)
 
 

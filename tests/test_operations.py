@@ -27,7 +27,7 @@ def _images(n=3, side=SIDE, dtype=jnp.float32):
 
 def _draws(op, n, side, dtype):
   keys = jax.random.split(jax.random.key(2), n)
-  return jax.vmap(lambda k: op.draw(k, side, dtype))(keys)
+  return jax.jit(jax.vmap(lambda k: op.draw(k, side, dtype)))(keys)  # (eager: every op compiles)
 
 
 @pytest.mark.parametrize("name", OPS)
@@ -91,9 +91,11 @@ def test_a_glance_blurs_as_a_thumbnail_would_or_leaves_the_view():
   assert op.kernel(224) == 2 * 9 + 1  # three sigmas of the strongest blur
   stripes = np.zeros((64, 64, 3), np.float32)
   stripes[:, ::2] = 1.0  # detail a 16 px thumbnail cannot hold
-  glanced = np.asarray(Glance(16, 16, 1.0)(jnp.asarray(stripes), jnp.float32(2.0), CONTEXT))
+  glanced = np.asarray(jax.jit(lambda x, s: Glance(16, 16, 1.0)(x, s, CONTEXT))(
+      jnp.asarray(stripes), jnp.float32(2.0)))
   assert glanced[8:-8, 8:-8].std() < 0.01 and abs(glanced.mean() - 0.5) < 0.01
-  np.testing.assert_array_equal(op(jnp.asarray(stripes), jnp.float32(0.0), CONTEXT), stripes)
+  np.testing.assert_array_equal(jax.jit(lambda x, s: op(x, s, CONTEXT))(
+      jnp.asarray(stripes), jnp.float32(0.0)), stripes)
   for bad, message in [(lambda: Glance(0, 10), "0 < low <= high"),
                        (lambda: Glance(20, 10), "0 < low <= high"),
                        (lambda: Glance(probability=1.5), "Glance.probability")]:
@@ -104,12 +106,13 @@ def test_a_glance_blurs_as_a_thumbnail_would_or_leaves_the_view():
 def test_a_box_shows_a_part_of_the_middle_enlarged():
   image = np.zeros((40, 40, 3), np.float32)
   image[10:20, 20:30] = 1.0  # a white square, top right of the middle
-  view = np.asarray(T.box(jnp.asarray(image), jnp.asarray([0.375, 0.625, 0.25]), out=20))
+  box = jax.jit(T.box, static_argnames="out")  # (eager, every op compiles)
+  view = np.asarray(box(jnp.asarray(image), jnp.asarray([0.375, 0.625, 0.25]), out=20))
   np.testing.assert_allclose(view[2:-2, 2:-2], 1.0)  # the square, twice as large
   # A box off the canvas is moved inside it, not padded.
-  edge = np.asarray(T.box(jnp.asarray(image), jnp.asarray([-1.0, 2.0, 0.5]), out=8))
-  np.testing.assert_allclose(edge, T.box(jnp.asarray(image), jnp.asarray([0.25, 0.75, 0.5]),
-                                         out=8))
+  edge = np.asarray(box(jnp.asarray(image), jnp.asarray([-1.0, 2.0, 0.5]), out=8))
+  np.testing.assert_allclose(edge, box(jnp.asarray(image), jnp.asarray([0.25, 0.75, 0.5]),
+                                       out=8))
   draws = np.asarray(_draws(Box(0.25, 0.30, 0.15), 400, 64, jnp.float32))
   assert 0.25 <= draws[:, 2].min() and draws[:, 2].max() <= 0.30
   assert abs(draws[:, :2].mean() - 0.5) < 0.02 and abs(draws[:, :2].std() - 0.15) < 0.02

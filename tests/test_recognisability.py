@@ -3,6 +3,7 @@ a stand-in judge whose evidence is where the red is."""
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -14,24 +15,26 @@ JUDGE = red_judge()
 
 
 def test_the_views_keep_shapes_and_colours_and_drop_texture():
+  # (Each view jitted: eager, every op compiles.)
   rng = np.random.default_rng(0)
   checker = np.indices((32, 32)).sum(axis=0) % 2
   images = np.stack([np.repeat(checker[..., None], 3, axis=-1),
                      rng.random((32, 32, 3))]).astype(np.float32)
-  glanced = np.asarray(recognisability.glance(jnp.asarray(images), side=8))
+  glanced = np.asarray(jax.jit(recognisability.glance, static_argnames="side")(
+      jnp.asarray(images), side=8))
   assert glanced.shape == images.shape and glanced[0].std() < 0.05 * images[0].std()
   np.testing.assert_allclose(glanced.mean(axis=(1, 2)), images.mean(axis=(1, 2)), atol=0.02)
-  grey = np.asarray(recognisability.grey(jnp.asarray(images)))
+  grey = np.asarray(jax.jit(recognisability.grey)(jnp.asarray(images)))
   np.testing.assert_allclose(grey[..., 0], grey[..., 2])
   np.testing.assert_allclose(grey[1, 3, 4, 0], images[1, 3, 4] @ [0.299, 0.587, 0.114],
                              rtol=1e-6)
   marked = np.zeros((1, 32, 32, 3), np.float32)
   marked[0, 8:24, 8:24] = 1.0  # the central half, white
-  assert np.asarray(recognisability.centre(jnp.asarray(marked))).min() > 0.99
-  parts = np.asarray(recognisability.quarters(jnp.asarray(marked)))
+  assert np.asarray(jax.jit(recognisability.centre)(jnp.asarray(marked))).min() > 0.99
+  parts = np.asarray(jax.jit(recognisability.quarters)(jnp.asarray(marked)))
   assert parts.shape == (1, 4, 32, 32, 3)
   np.testing.assert_allclose(parts[0, 0, -1, -1], 1.0, atol=0.1)  # the square's corner
-  cells = np.asarray(recognisability.occluded(jnp.asarray(marked)))
+  cells = np.asarray(jax.jit(recognisability.occluded)(jnp.asarray(marked)))
   assert cells.shape == (1, 16, 32, 32, 3)
   np.testing.assert_allclose(cells[0, 5, 8:16, 8:16], 0.25)  # the mean colour
   assert (cells[0, 5, 16:24, 16:24] == 1.0).all()
