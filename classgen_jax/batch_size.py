@@ -88,14 +88,21 @@ def balanced(n: int, per_device: int, count: int) -> int:
   return -(-per_batch // count)
 
 
-def per_call(n: int, batch_size: int | None, pad_to: int = 0) -> tuple[int, int]:
+def per_call(n: int, batch_size: int | None, pad_to: int = 0,
+             group: int = 1) -> tuple[int, int]:
   """``(images per batch, the size each batch is padded to)`` for ``n`` images.
 
   Equal batches of at most ``batch_size``, the last one padded up to the
   same size: every batch runs the same compiled octaves (padding wastes
   fewer images than there are batches; a recompile costs seconds to a
   minute). ``pad_to``: a caller's last, smaller call padded to its full ones.
+  ``group``: batches of whole groups of this many images (``n`` a multiple
+  of it; at least one group a batch, whatever ``batch_size``).
   """
+  if group > 1:
+    per_batch, size = per_call(n // group, None if batch_size is None
+                               else max(1, batch_size // group), -(-pad_to // group))
+    return per_batch * group, size * group
   per_batch = -(-n // -(-n // (batch_size or n)))
   return per_batch, max(per_batch, min(pad_to, batch_size or pad_to))
 

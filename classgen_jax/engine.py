@@ -34,6 +34,7 @@ recipe without clipping may leave that range; results are clipped).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -41,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from classgen_jax import batch_size as batch_size_lib
-from classgen_jax import imagenet, plans, programs, runner, starts
+from classgen_jax import devices, imagenet, plans, programs, runner, starts
 from classgen_jax import recipes as recipes_lib
 from classgen_jax._classifier import Classifier
 from classgen_jax.devices import mixed_precision  # noqa: F401  (generate's companion)
@@ -163,6 +164,11 @@ def start(classifier: Classifier, targets: Sequence[int | str] | int | str,
   recipe = recipes_lib.get(recipe) if isinstance(recipe, str) else recipe
   target_ids, restart_ids = _images(targets, restarts, classifier.labels)
   planned = plans.plan(classifier, recipe, snapshot_every)
+  group = plans.group(planned)
+  if restarts % group:
+    raise ValueError(f"recipe {recipe.name!r} makes groups of {group} images of a target that "
+                     f"differ (diversity): restarts must be a multiple of {group}, got "
+                     f"{restarts}")
   starts.check(recipe, init)
   photos = None
   if init is not None:
@@ -175,7 +181,10 @@ def start(classifier: Classifier, targets: Sequence[int | str] | int | str,
   if batch_size is None:
     batch_size = batch_size_lib.choose_planned(classifier, recipe.name, planned,
                                                max(n, pad_to), tracker)
-  per_batch, size = batch_size_lib.per_call(n, batch_size, pad_to)
+  per_batch, size = batch_size_lib.per_call(n, batch_size, pad_to, group)
+  if group > 1:  # whole groups on every device count, padding included
+    whole = math.lcm(group, devices.batch_mesh().size)
+    size = -(-size // whole) * whole
   programs.compile_all(classifier, programs.signatures(classifier, planned, size, tracker),
                        tracker, size)
 

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from classgen_jax._classifier import Needs, Outputs
+from classgen_jax._sums import pairwise_sum
 from classgen_jax.activations import LayerError
 from classgen_jax.terms import Objective, Term
 
@@ -135,6 +136,49 @@ class MeanSquare(_LayerTerm):
     return jnp.mean(jnp.square(value), axis=tuple(range(1, value.ndim)))
 
 
+@dataclasses.dataclass(frozen=True)
+class Diversity(_LayerTerm):
+  """Lucid's diversity term: images of one objective that differ from each
+  other. Per image, minus the mean cosine similarity of its Gram matrix at
+  ``layer`` (channels x channels, averaged over positions) with those of
+  the other images of its group.
+
+  This term couples images, so it works on explicit groups: every
+  ``group`` consecutive images of a target (its restarts ``0..group-1``,
+  then ``group..2*group-1``, ...), and ``generate`` needs ``restarts`` to
+  be a multiple of ``group`` and one view per image. The images of a group
+  are reproducible together: the same seed and the same group give the
+  same images, bit for bit, whatever else is in the batch (the model then
+  runs one image at a time, as for the BatchNorm prior). An image is no
+  longer reproducible alone: it depends on the rest of its group.
+  """
+  layer: str
+  group: int
+
+  @property
+  def couples(self) -> int:
+    return self.group
+
+  def __call__(self, outputs, images, targets):
+    value = _activation(outputs, self.layer, images)
+    n, k = value.shape[0], self.group
+    if n % k:
+      raise ValueError(f"diversity: a batch of {n} images is not whole groups of {k}")
+    flat = value.reshape(n, -1, value.shape[-1])
+    grams = jnp.einsum("npc,npd->ncd", flat, flat).reshape(n, -1) / flat.shape[1]
+    norms = jnp.sqrt(pairwise_sum(jnp.square(grams), (1,)))
+    grams = (grams / (norms[:, None] + 1e-12)).reshape(n // k, k, -1)
+    similarity = pairwise_sum(grams[:, :, None, :] * grams[:, None, :, :], (3,))
+    others = jnp.where(jnp.eye(k, dtype=bool), 0.0, similarity)
+    return -(pairwise_sum(others, (2,)) / (k - 1)).reshape(n)
+
+  def check(self, where: str) -> None:
+    if self.group < 2:
+      raise ValueError(f"{where}: diversity needs a group of at least 2 images, got "
+                       f"group={self.group}: several images of one objective (e.g. group=4 "
+                       "with restarts=4)")
+
+
 def channel(layer: str, channel: int | None = None) -> Objective:
   """The mean of one channel of a layer over its positions (``Channel``;
   ``None``: the image's target is the channel)."""
@@ -157,3 +201,10 @@ def direction(layer: str, vector, cosine_power: float = 0.0) -> Objective:
 def layer(name: str) -> Objective:
   """DeepDream's objective on a layer: its mean square (``MeanSquare``)."""
   return Objective(((1.0, MeanSquare(name)),))
+
+
+def diversity(layer: str, group: int) -> Objective:
+  """Images of a group that differ at ``layer`` (``Diversity``): add it,
+  weighted, to another objective, e.g. ``channel(l, 3) + 0.5 * diversity(l,
+  4)`` with ``restarts=4``."""
+  return Objective(((1.0, Diversity(layer, int(group))),))

@@ -39,10 +39,12 @@ from classgen_jax._sums import pairwise_sum
 from classgen_jax.layer_objectives import (  # noqa: F401  (what a layer sees, here too)
   Channel,
   Direction,
+  Diversity,
   MeanSquare,
   Neuron,
   channel,
   direction,
+  diversity,
   layer,
   neuron,
 )

@@ -12,6 +12,7 @@ the largest), the snapshot interval and the image parameterisation.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 from classgen_jax import activations
 from classgen_jax._classifier import Classifier, InputError
@@ -106,6 +107,9 @@ def plan(classifier: Classifier, recipe: Recipe, snapshot_every: int = 0) -> lis
       op.check(where, tuple(input_sides(octave, s)[position] for s in sides))
     for side in sides:
       recipe.image_of(index).check(where, side)
+    if octave.objective.group > 1 and octave.views > 1:
+      raise ValueError(f"{where}: diversity compares images with one view each, and the "
+                       f"octave shows {octave.views}; set views=1")
     needs = octave.objective.needs
     if needs.batchnorm and not classifier.has_batchnorm:
       raise ValueError(
@@ -130,6 +134,12 @@ def plan(classifier: Classifier, recipe: Recipe, snapshot_every: int = 0) -> lis
             f"{where} shows {classifier.name}'s {head!r} head {smallest_view} px views, "
             f"but it needs at least {need} px; raise the recipe's size/crop")
   return plans
+
+
+def group(plans: Sequence[Plan]) -> int:
+  """How many consecutive images of a target the plans' objectives couple
+  (``Objective.group``; 1: none)."""
+  return max((p.octave.objective.group for p in plans), default=1)
 
 
 def octave_plans(recipe: Recipe, snapshot_every: int = 0) -> list[Plan]:

@@ -279,7 +279,9 @@ class _Step:
     # views at a time (a loop), so that an image does not depend on its
     # batch. A loop of one iteration would be compiled without the loop, and
     # round differently again: a lone image runs beside a copy of itself.
-    self.per_image = self.needs.batchnorm
+    # Diversity's groups (``Objective.group``) too: a group is then the same
+    # whatever else is in its batch.
+    self.per_image = self.needs.batchnorm or octave.objective.group > 1
 
   def outputs(self, view):
     """The forward pass on ``view``, at the canvas's precision."""

@@ -34,6 +34,12 @@ class Term:
     """What the term reads of the forward pass."""
     return Needs(() if self.head is None else (self.head,))
 
+  @property
+  def couples(self) -> int:
+    """The size of the groups of images whose values depend on each other
+    (1: each image's value is its own)."""
+    return 1
+
   def __call__(self, outputs: Outputs, images: jax.Array, targets: jax.Array) -> jax.Array:
     raise NotImplementedError
 
@@ -68,6 +74,12 @@ class Objective:
     for _, term in self.terms:
       needs = needs | term.needs
     return needs
+
+  @property
+  def group(self) -> int:
+    """The images that the objective couples: every ``group`` consecutive
+    images of a target (1: none; ``layer_objectives.Diversity``)."""
+    return max([term.couples for _, term in self.terms], default=1)
 
   @property
   def heads(self) -> tuple[str, ...]:
@@ -119,6 +131,10 @@ class Objective:
         raise ValueError(f"{where}: {term} is a prior, subtracted with a positive strength "
                          f"(write '- {weight:g} * ...'), but its weight is +{weight:g}")
       term.check(where)
+    groups = sorted({term.couples for _, term in self.terms} - {1})
+    if len(groups) > 1:
+      raise ValueError(f"{where}: terms couple groups of {groups[0]} and {groups[1]} images; "
+                       "give every diversity term the same group")
 
 
 def _reads_class_head(term: Term) -> bool:

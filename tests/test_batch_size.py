@@ -19,6 +19,12 @@ def test_batches_are_balanced():
   assert batch_size.per_call(5, 2) == (2, 2)  # 2, 2 and 1 padded to 2
   assert batch_size.per_call(5, None) == (5, 5)
   assert batch_size.per_call(2, 3, pad_to=3) == (2, 3)  # a caller's last, smaller batch
+  # Whole groups (diversity): 15 images in groups of 3, at most 9 a batch:
+  # 2 batches of 3 groups (the second, 2 groups and a padded one).
+  assert batch_size.per_call(15, 9, group=3) == (9, 9)
+  assert batch_size.per_call(8, 3, group=2) == (2, 2)  # one group a batch: 3 is not whole
+  assert batch_size.per_call(6, 1, group=3) == (3, 3)  # at least one group
+  assert batch_size.per_call(4, None, pad_to=6, group=2) == (4, 6)
 
 
 def _program_bytes(clf, recipe, size):

@@ -5,6 +5,8 @@ the model lacks, is one clear error."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -32,12 +34,14 @@ TERMS = {
     "direction_cosine": obj.direction("layer2", _VECTOR, cosine_power=1.0),
     "layer": obj.layer("layer3.0"),
     "fc": obj.channel("fc", 9) - 0.5 * obj.layer("layer1.0.conv1"),
+    "diversity": obj.diversity("layer2.0", 2),
+    "diversity_of_a_vector": obj.diversity("fc", 2),
 }
 # The default pass checks every kind of term at once (one compile); the slow
 # pass each alone.
 ALL = "all"
 TERMS[ALL] = (TERMS["channel"] + TERMS["neuron_at"] + 0.1 * TERMS["direction_cosine"]
-              - TERMS["layer"] + TERMS["fc"] + obj.channel("layer3.0"))
+              - TERMS["layer"] + TERMS["fc"] + obj.channel("layer3.0") + TERMS["diversity"])
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=[] if n == ALL else [pytest.mark.slow])
@@ -50,7 +54,7 @@ def test_each_term_matches_its_torch_twin_through_forward_hooks(name, x64):
 @pytest.mark.slow
 @pytest.mark.parametrize("model,objective", [
     ("googlenet", obj.channel("inception4a", 11) + obj.neuron("inception3b.branch2", 2)
-     + 0.1 * obj.layer("conv2.bn")),
+     + 0.1 * obj.layer("conv2.bn") + obj.diversity("inception3a", 2)),
     ("inception_v3", obj.channel("Mixed_6b", 30) + obj.layer("Mixed_5d.branch_pool")
      + obj.direction("Conv2d_4a_3x3", tuple(np.linspace(-1, 1, 192)), cosine_power=2.0)),
     ("resnet50", obj.channel("layer3.2.conv3", 100) + obj.neuron("layer4", 2047))])
@@ -104,3 +108,65 @@ def test_bad_layers_and_units_are_one_clear_error():
                                                  (0.02, 0.02)),))
   with pytest.raises(classgen_jax.LayerError, match="octave 1 objective: .* no layer 'layer9'"):
     engine.generate(clf, [0], recipe)
+
+
+def _similarity(images, layer="layer2"):
+  """Minus the diversity term: each image's mean Gram similarity with the
+  others of the batch (one group)."""
+  term = obj.diversity(layer, images.shape[0])
+  return -np.asarray(jax.jit(lambda c, x: term(c.outputs(x, term.needs), x, None))(
+      tiny(), images))
+
+
+def test_diversity_ascent_makes_a_group_differ():
+  base = jax.random.uniform(jax.random.key(0), (1, 48, 48, 3)) * 0.5 + 0.25
+  images = base + 0.01 * jax.random.normal(jax.random.key(1), (3, 48, 48, 3))  # near copies
+  term = obj.diversity("layer2", 3)
+
+  def total(x, c):
+    return term(c.outputs(x, term.needs), x, None).sum()
+
+  step = jax.jit(jax.grad(total))
+  before = _similarity(images)
+  assert before.min() > 0.99  # a group of near copies: near 1
+  for _ in range(5):
+    g = step(images, tiny())
+    images = images + 0.02 * g / (jnp.abs(g).mean(axis=(1, 2, 3), keepdims=True) + 1e-12)
+  after = _similarity(images)
+  assert np.all(after < before - 0.01), (before, after)
+
+
+_DIVERSE = Recipe("diverse", Uniform(), 32, (Octave(
+    3, obj.class_logit() + 5.0 * obj.diversity("layer2", 2), Sign(), (0.02, 0.02)),))
+
+
+@pytest.mark.slow  # ~15 s: three programs that run the model one image at a time
+def test_a_group_is_reproducible_whatever_else_is_in_its_batch():
+  """Target 5's two restarts are one group: the same images alone, beside
+  another target's group, or one group per batch; coupled, so not the
+  images the same recipe makes without diversity."""
+  alone = engine.generate(tiny(), [5], _DIVERSE, seed=4, restarts=2)
+  beside = engine.generate(tiny(), [9, 5], _DIVERSE, seed=4, restarts=2)
+  split = engine.generate(tiny(), [9, 5], _DIVERSE, seed=4, restarts=2, batch_size=3)
+  np.testing.assert_array_equal(alone.images, beside.images[2:])
+  np.testing.assert_array_equal(alone.images, split.images[2:])
+  assert list(beside.targets) == [9, 9, 5, 5] and list(beside.restarts) == [0, 1, 0, 1]
+  plain = dataclasses.replace(_DIVERSE, octaves=(dataclasses.replace(
+      _DIVERSE.octaves[0], objective=obj.class_logit()),))
+  uncoupled = engine.generate(tiny(), [5], plain, seed=4, restarts=2)
+  assert not np.array_equal(uncoupled.images, alone.images)
+
+
+def test_diversity_settings_are_one_clear_error():
+  clf = tiny()
+  with pytest.raises(ValueError, match="diversity needs a group of at least 2 images, got "
+                                       "group=1"):
+    engine.generate(clf, [1], dataclasses.replace(_DIVERSE, octaves=(dataclasses.replace(
+        _DIVERSE.octaves[0], objective=obj.diversity("layer2", 1)),)), restarts=2)
+  with pytest.raises(ValueError, match="restarts must be a multiple of 2, got 3"):
+    engine.generate(clf, [1], _DIVERSE, restarts=3)
+  with pytest.raises(ValueError, match="one view each, and the octave shows 2; set views=1"):
+    engine.generate(clf, [1], dataclasses.replace(_DIVERSE, octaves=(dataclasses.replace(
+        _DIVERSE.octaves[0], views=2),)), restarts=2)
+  with pytest.raises(ValueError, match="groups of 2 and 3 images"):
+    (obj.diversity("layer1", 2) + obj.diversity("layer2", 3)).check("here")

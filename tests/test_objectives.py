@@ -41,6 +41,7 @@ OBJECTIVES = {
                                cosine_power=1.0),
     "deepdream_layer": obj.layer("layer2"),
     "negative_channel": -obj.channel("layer1.0.bn2", 3),
+    "diversity": obj.diversity("layer2", 2),  # the two images, a group
 }
 
 

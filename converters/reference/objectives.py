@@ -117,6 +117,21 @@ def _mean_square(term, outputs, images, targets):
   return value.square().flatten(1).mean(dim=1)
 
 
+@TERMS.register(obj.Diversity)
+def _diversity(term, outputs, images, targets):
+  """Lucid's diversity, per image: minus its Gram matrix's mean cosine
+  similarity with the others of its group (every ``group`` images)."""
+  value = outputs.layers[term.layer]
+  flat = value.flatten(2) if value.ndim > 2 else value[:, :, None]  # (N, C, positions)
+  grams = torch.bmm(flat, flat.transpose(1, 2)).flatten(1) / flat.shape[2]
+  grams = torch.nn.functional.normalize(grams, dim=1, eps=0.0)
+  values = []
+  for block in grams.split(term.group):
+    similarity = block @ block.T
+    values.append(-(similarity.sum(dim=1) - similarity.diagonal()) / (term.group - 1))
+  return torch.cat(values)
+
+
 def objective(objective: obj.Objective, outputs, images, targets) -> torch.Tensor:
   """``Objective`` evaluated on torch tensors: its weighted sum of twins."""
   total = torch.zeros(images.shape[0], dtype=images.dtype, device=images.device)
