@@ -216,9 +216,8 @@ class Classifier:
     needs = Needs(heads if isinstance(heads, str) else tuple(heads))
     if isinstance(images, jax.core.Tracer):  # inside the caller's jit or grad
       return self.outputs(images, needs).heads
-    # Called eagerly: one compiled program rather than one per layer.
-    self._check_heads(needs.heads)
-    self._check_images(images, needs.heads)
+    # Called eagerly: one compiled program rather than one per layer (its
+    # checks raise while tracing, as eagerly).
     return _compiled_heads(self, images, needs)
 
   def outputs(self, images: jax.Array, needs: Needs) -> Outputs:
