@@ -12,6 +12,8 @@
 #   BENCH_FLAGS="--steps=2 --repeats=1 --batch_size=2" ATLAS_CLASSES=4 ATLAS_BATCH=2
 #   ATLAS_FLAGS=--steps_scale=0.01 QUALITY_FLAGS="--classes=1,2 --steps_scale=0.01"
 #   PARITY_FLAGS=--models=resnet18 OUT=/tmp/dry bash scripts/gpu_checks.sh speed
+# BENCH_TIMEOUT and ATLAS_TIMEOUT (seconds, 240 each) bound each stage, so
+# that one slow stage cannot take a short lease's time from the others.
 set -u -o pipefail
 OUT=${OUT:-gpu_out}
 mkdir -p "$OUT"
@@ -34,7 +36,7 @@ print(jax.devices())"
 bench() {  # benchmark.py with its arguments; JSON to $OUT/bench_$1.json
   local name=$1; shift
   stage "benchmark $name: $*"
-  timeout 240 $PY scripts/benchmark.py --model=googlenet --recipe=octaves --image_size=224 \
+  timeout ${BENCH_TIMEOUT:-240} $PY scripts/benchmark.py --model=googlenet --recipe=octaves --image_size=224 \
     --json_out="$OUT/bench_$name.json" "$@" ${BENCH_FLAGS:-} 2>&1 | quiet
 }
 
@@ -47,18 +49,22 @@ speed)
   # then again with it warm, then in bfloat16. Batch size 0: what fits the
   # GPU's free memory (engine.choose_batch_size; 250 where four batches fit).
   XLA_CACHE=$(mktemp -d)
-  for run in cold warm bf16; do
+  atlas() {  # atlas run: cold, warm or bf16
+    local run=$1
     stage "atlas $run: all 1000 classes, octaves, GoogLeNet"
     dtype=float32; [ "$run" = bf16 ] && dtype=bfloat16
-    CLASSGEN_JAX_CACHE=$XLA_CACHE timeout 240 $PY scripts/benchmark.py --model=googlenet \
-      --recipe=octaves --atlas=${ATLAS_CLASSES:-1000} --batch_size=${ATLAS_BATCH:-0} \
+    CLASSGEN_JAX_CACHE=$XLA_CACHE timeout ${ATLAS_TIMEOUT:-240} $PY scripts/benchmark.py \
+      --model=googlenet --recipe=octaves --atlas=${ATLAS_CLASSES:-1000} --batch_size=${ATLAS_BATCH:-0} \
       --dtype=$dtype --json_out="$OUT/atlas_$run.json" ${ATLAS_FLAGS:-} 2>&1 | quiet \
       | tee -a "$OUT/atlas.txt"
-  done
-  # A filled GPU; then bf16 against float32 (JAX only).
-  bench b64 --batch_size=64 --steps=20 --repeats=3 --notorch_sequential
+  }
+  atlas cold
+  atlas warm
+  # A filled GPU in bf16, then float32 against torch, then the bf16 atlas.
   bench b64_bf16 --batch_size=64 --steps=20 --repeats=3 --dtype=bfloat16 \
     --notorch_sequential --notorch_batched
+  bench b64 --batch_size=64 --steps=20 --repeats=3 --notorch_sequential
+  atlas bf16
   ;;
 quality)
   # The recipes split over processes: XLA compiles on one core each.
