@@ -47,9 +47,11 @@ def torchvision_config(module: torch.nn.Module) -> tuple[str, dict[str, Any], st
     config = dict(layers=layers, bottleneck=block == "Bottleneck",
                   num_classes=module.fc.out_features, groups=module.groups,
                   width_per_group=module.base_width)
+    if module.conv1.out_channels != 64:  # a narrowed ResNet (the tests' tiny one)
+      config["width"] = module.conv1.out_channels
     depth = {v: k for k, v in models.DEPTHS.items()}.get(
         ("bottleneck" if config["bottleneck"] else "basic", tuple(layers)))
-    plain = module.groups == 1 and module.base_width == 64
+    plain = module.groups == 1 and module.base_width == 64 and "width" not in config
     name = f"resnet{depth}" if depth and plain else "resnet"
     return "ResNet", config, name, 224
   raise ConversionError(

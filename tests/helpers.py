@@ -40,11 +40,32 @@ def random_torch_model(name: str, seed: int = 0,
 # quality and benchmark tests.
 
 
+TINY_WIDTH = 16  # torchvision's ResNets: 64
+
+
+class _NarrowResNet(torchvision.models.ResNet):
+  """torchvision's ResNet with ``TINY_WIDTH`` channels where it has 64 (and
+  so on, doubling at each stage): the same modules and names, fewer weights."""
+
+  def __init__(self, layers: list[int]):
+    super().__init__(torchvision.models.resnet.BasicBlock, layers)
+    self.conv1 = torch.nn.Conv2d(3, TINY_WIDTH, 7, 2, 3, bias=False)
+    torch.nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
+    self.bn1 = torch.nn.BatchNorm2d(TINY_WIDTH)
+    self.fc = torch.nn.Linear(TINY_WIDTH * 8, self.fc.out_features)
+
+  def _make_layer(self, block, planes, blocks, stride=1, dilate=False):
+    if planes == 64:  # the first stage: its input is the narrow stem
+      self.inplanes = TINY_WIDTH
+    return super()._make_layer(block, planes * TINY_WIDTH // 64, blocks, stride, dilate)
+
+
 @functools.cache
 def tiny_torch() -> torch.nn.Module:
-  """A one-block-per-stage random ResNet: every mechanism, little compute."""
+  """A one-block-per-stage random ResNet, a quarter of ResNet-18's widths:
+  every mechanism, little compute."""
   torch.manual_seed(0)
-  module = torchvision.models.ResNet(torchvision.models.resnet.BasicBlock, [1, 1, 1, 1])
+  module = _NarrowResNet([1, 1, 1, 1])
   torch.nn.init.normal_(module.fc.weight, std=0.05)
   return randomize_batchnorm(module, 64)
 

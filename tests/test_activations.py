@@ -11,7 +11,7 @@ import torch
 import converters
 from classgen_jax import Needs
 from classgen_jax import objectives as obj
-from tests.helpers import random_torch_model, tiny, tiny_torch
+from tests.helpers import TINY_WIDTH, random_torch_model, tiny, tiny_torch
 
 
 def test_layers_are_the_torch_modules_in_pass_order_with_their_shapes():
@@ -24,7 +24,7 @@ def test_layers_are_the_torch_modules_in_pass_order_with_their_shapes():
   index = names.index("layer2.0")
   assert names[index + 1] == "layer2" and layers[index].shape == layers[index + 1].shape
   assert dict(layers)["layer2.0.downsample"] == dict(layers)["layer2.0.downsample.1"]
-  assert dict(layers)["conv1"] == (112, 112, 64) and dict(layers)["fc"] == (1000,)
+  assert dict(layers)["conv1"] == (112, 112, TINY_WIDTH) and dict(layers)["fc"] == (1000,)
   shapes = {}
 
   def record(name):

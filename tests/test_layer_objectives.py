@@ -22,9 +22,9 @@ from classgen_jax.starts import Uniform
 from classgen_jax.updates import Sign
 from converters.reference import loop
 from converters.reference import objectives as torch_objectives
-from tests.helpers import random_torch_model, tiny, tiny_torch
+from tests.helpers import TINY_WIDTH, random_torch_model, tiny, tiny_torch
 
-_VECTOR = tuple(np.random.default_rng(3).standard_normal(128).round(3))
+_VECTOR = tuple(np.random.default_rng(3).standard_normal(2 * TINY_WIDTH).round(3))  # layer2
 TERMS = {
     "channel": obj.channel("layer2.0.conv2", 5),
     "channel_of_target": obj.channel("layer3.0"),
@@ -64,7 +64,7 @@ def test_terms_match_torch_on_each_family(model, objective, x64):
 
 def _parity(module, objective, size):
   images = np.random.default_rng(5).random((2, size, size, 3))
-  targets = np.array([3, 250])
+  targets = np.array([3, 50])  # channel() of the target: layer3 of the tiny ResNet has 64
   module = module.double()
   try:
     clf = converters.from_torchvision(module, dtype=jnp.float64)
@@ -96,11 +96,12 @@ def test_bad_layers_and_units_are_one_clear_error():
 
   with pytest.raises(classgen_jax.LayerError, match="no layer 'layer2.0.conv3'; did you mean"):
     trace(obj.layer("layer2.0.conv3"))
-  with pytest.raises(classgen_jax.LayerError, match="64 channels .* channel 64 is outside"):
-    trace(obj.channel("layer1", 64))
+  with pytest.raises(classgen_jax.LayerError,
+                     match=f"{TINY_WIDTH} channels .* channel {TINY_WIDTH} is outside"):
+    trace(obj.channel("layer1", TINY_WIDTH))
   with pytest.raises(classgen_jax.LayerError, match=r"16x16 here; neuron \(16, 0\)"):
     trace(obj.neuron("layer1", 0, y=16, x=0))
-  with pytest.raises(classgen_jax.LayerError, match="64 channels; the direction has 3"):
+  with pytest.raises(classgen_jax.LayerError, match=f"{TINY_WIDTH} channels; the direction has 3"):
     trace(obj.direction("layer1", (1, 2, 3)))
   with pytest.raises(ValueError, match="both y and x"):
     obj.neuron("layer1", 0, y=3).check("here")

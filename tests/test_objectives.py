@@ -13,7 +13,7 @@ from classgen_jax import Needs
 from classgen_jax import objectives as obj
 from converters.reference import loop
 from converters.reference import objectives as torch_objectives
-from tests.helpers import random_torch_model, tiny, tiny_torch
+from tests.helpers import TINY_WIDTH, random_torch_model, tiny, tiny_torch
 
 TARGETS = jnp.array([3, 250])
 
@@ -37,7 +37,7 @@ OBJECTIVES = {
     # What a layer sees (tests/test_activations.py checks them against torch).
     "channel": obj.channel("layer2.0", 17),
     "neuron": obj.neuron("layer3.0.conv1", 40),
-    "direction": obj.direction("layer1", np.random.default_rng(0).standard_normal(64),
+    "direction": obj.direction("layer1", np.random.default_rng(0).standard_normal(TINY_WIDTH),
                                cosine_power=1.0),
     "deepdream_layer": obj.layer("layer2"),
     "negative_channel": -obj.channel("layer1.0.bn2", 3),

@@ -67,6 +67,8 @@ class ResNet(nn.Module):
     bottleneck: ``Bottleneck`` blocks (ResNet-50 and deeper) or ``BasicBlock``.
     num_classes: size of the head.
     groups, width_per_group: ResNeXt / Wide ResNet widths.
+    width: channels of the stem and of the first stage's blocks, doubled at
+      each stage (torchvision: 64; narrower ResNets make fast test models).
     dtype: computation dtype (None: from the inputs and parameters).
   """
   layers: tuple[int, ...] = (2, 2, 2, 2)
@@ -74,6 +76,7 @@ class ResNet(nn.Module):
   num_classes: int = 1000
   groups: int = 1
   width_per_group: int = 64
+  width: int = 64
   dtype: Any = None
 
   @property
@@ -91,14 +94,14 @@ class ResNet(nn.Module):
   @nn.compact
   def __call__(self, images, heads: tuple[str, ...] = ("logits",)):
     x = L.normalize(images)
-    x = L.conv(64, 7, stride=2, padding=3, use_bias=False, dtype=self.dtype,
+    x = L.conv(self.width, 7, stride=2, padding=3, use_bias=False, dtype=self.dtype,
                name="conv1")(x)
     x = nn.relu(L.batch_norm(_EPS, dtype=self.dtype, name="bn1")(x))
     x = L.max_pool(x, 3, 2, 1)
     expansion = 4 if self.bottleneck else 1
-    in_features = 64
+    in_features = self.width
     for stage, blocks in enumerate(self.layers):
-      planes = 64 * 2**stage
+      planes = self.width * 2**stage
       for index in range(blocks):
         stride = 2 if stage > 0 and index == 0 else 1
         x = Block(planes, stride, self.bottleneck,
