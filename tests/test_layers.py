@@ -18,6 +18,7 @@ import torch
 from jax import lax
 
 import converters
+from classgen_jax.models import _convolutions as C
 from classgen_jax.models import _layers as L
 from converters.reference.loop import torch_outputs
 from tests.helpers import random_torch_model
@@ -163,16 +164,16 @@ def _conv_id(case):
 
 def _drop_in(x, kernel, strides, padding, groups):
   """The models' entry point: dispatches to the rule each conv takes."""
-  return L.conv_general_dilated(
+  return C.conv_general_dilated(
       x, kernel, strides, padding, feature_group_count=groups,
-      dimension_numbers=lax.conv_dimension_numbers(x.shape, kernel.shape, L._NHWC))
+      dimension_numbers=lax.conv_dimension_numbers(x.shape, kernel.shape, C._NHWC))
 
 
 # The drop-in on every case; ``forward_grad_conv`` itself where the drop-in
 # takes another rule (grouped convs).
 @pytest.mark.parametrize("case,conv", [
     *((case, _drop_in) for case in CONVS + DEPTHWISE),
-    *((case, L.forward_grad_conv) for case in CONVS if 1 < case[-1] < case[-3]),
+    *((case, C.forward_grad_conv) for case in CONVS if 1 < case[-1] < case[-3]),
 ], ids=lambda v: _conv_id(v) if isinstance(v, tuple) else v.__name__.strip("_"))
 def test_conv_rules_match_torch_float64(case, conv, x64):
   (h, w), k, s, (top, bottom, left, right), cin, cout, groups = case
@@ -185,7 +186,7 @@ def test_conv_rules_match_torch_float64(case, conv, x64):
   @jax.jit
   def conv_and_grads(x, kernel, g):
     y, vjp = jax.vjp(lambda x, k: conv(x, k, (s, s), padding, groups), x, kernel)
-    plain = lax.conv_general_dilated(x, kernel, (s, s), padding, dimension_numbers=L._NHWC,
+    plain = lax.conv_general_dilated(x, kernel, (s, s), padding, dimension_numbers=C._NHWC,
                                      feature_group_count=groups)
     return y, plain, *vjp(g)
 
@@ -193,7 +194,7 @@ def test_conv_rules_match_torch_float64(case, conv, x64):
                     for n, a, b, q in ((h, top, bottom, kh), (w, left, right, kw))), cout)
   g = rng.standard_normal(out_shape)
   y, plain, grad, kernel_grad = conv_and_grads(x, kernel, g)
-  if conv is L.forward_grad_conv:  # its forward is XLA's convolution
+  if conv is C.forward_grad_conv:  # its forward is XLA's convolution
     np.testing.assert_array_equal(np.asarray(y), np.asarray(plain))
   else:  # depthwise taps add in another order
     np.testing.assert_allclose(np.asarray(y), np.asarray(plain), rtol=0, atol=1e-12)
@@ -216,13 +217,13 @@ def test_forward_grad_conv_under_jit_and_vmap():
   kernel = jnp.asarray(rng.standard_normal((5, 5, 1, 8)), jnp.float32)
 
   def loss(x, kernel):
-    y = L.forward_grad_conv(x, kernel, (2, 2), ((1, 2), (1, 2)), 8)
+    y = C.forward_grad_conv(x, kernel, (2, 2), ((1, 2), (1, 2)), 8)
     return jnp.tanh(y).sum()
 
   grad = jax.grad(loss)
   eager = np.stack([np.asarray(grad(xi, kernel)) for xi in x])
   default = jax.vmap(jax.grad(lambda x: jnp.tanh(lax.conv_general_dilated(
-      x, kernel, (2, 2), ((1, 2), (1, 2)), dimension_numbers=L._NHWC,
+      x, kernel, (2, 2), ((1, 2), (1, 2)), dimension_numbers=C._NHWC,
       feature_group_count=8)).sum()))(x)
   np.testing.assert_allclose(eager, np.asarray(default), rtol=1e-5, atol=1e-5)
   batched = jax.jit(jax.vmap(grad, in_axes=(0, None)))(x, kernel)
@@ -315,7 +316,7 @@ def test_float32_input_gradient_agrees_with_xla_rules(name):
     return np.asarray(two_steps(images, clf))
 
   ours = gradients()
-  with L.plain_convolutions():
+  with C.plain_convolutions():
     plain = gradients()
   scale = np.abs(plain).max()
   assert scale > 0

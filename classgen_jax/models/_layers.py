@@ -4,22 +4,15 @@ Every layer takes and returns NHWC arrays. Padding is always explicit and
 symmetric, as in PyTorch (XLA's 'SAME' pads more on the high side), and
 pooling reproduces torch's ``ceil_mode`` and ``count_include_pad`` rules.
 
-Generation only ever differentiates with respect to the input image, and some
-of XLA:CPU's input gradients are far slower than their forward passes:
-max-pooling's (``select_and_scatter``, 8-30x its forward), that of a strided
-image stem (a convolution of a zero-dilated gradient, ~3-5x), and, inside
-the generation loop's ``while``, that of every stride-1 convolution: there
-XLA:CPU keeps the transposed kernel as a relabelling of its dimensions and
-runs the convolution outside its fast (YNNPACK) kernels, ~3x slower than
-the same gradient compiled alone. ``max_pool`` and ``conv_general_dilated``
-give them custom VJPs built from strided slices, pads and plain forward
-convolutions, with torch's gradients (``scripts/benchmark_layers.py`` times
-them alone, ``scripts/benchmark.py --breakdown`` inside the step).
+Generation only ever differentiates with respect to the input image, and
+XLA:CPU's max-pooling input gradient (``select_and_scatter``) is 8-30x its
+forward: ``max_pool`` has a custom VJP built from strided slices, with
+torch's gradient. The convolutions' own rules live in ``_convolutions``;
+``conv`` here is the ``torch.nn.Conv2d``-equivalent layer that uses them.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 from collections.abc import Sequence
@@ -29,7 +22,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
-from jax.custom_derivatives import SymbolicZero
+
+from classgen_jax.models._convolutions import conv_general_dilated
 
 Pair = int | tuple[int, int]
 
@@ -205,244 +199,6 @@ def conv(features: int, kernel_size: Pair, *, stride: Pair = 1,
                  padding=((pad_h, pad_h), (pad_w, pad_w)),
                  feature_group_count=groups, use_bias=use_bias, dtype=dtype,
                  conv_general_dilated=conv_general_dilated, name=name)
-
-
-_NHWC = ("NHWC", "HWIO", "NHWC")
-
-def phase_split_helps(in_features: int, groups: int) -> bool:
-  """Whether ``conv_input_grad`` beats XLA:CPU's input gradient for this
-  strided conv inside the generation loop.
-
-  For every dense (``groups == 1``) one. Alone, image stems (3 input
-  channels) were 1.4-2.6x faster with it and convs with 32+ input channels
-  1.3-5x slower (``scripts/benchmark_layers.py``, batch 8, float32, 2 cores);
-  but inside the octave's loop XLA's rule (a convolution of the zero-dilated
-  gradient) leaves the fast YNNPACK kernels, and ResNet-50's octave step is
-  5% faster with the phase split for all of them. Depthwise convs have their
-  own rule (``depthwise_conv``); other grouped ones keep XLA's.
-  ``in_features`` is kept for callers that report the choice per layer.
-  """
-  del in_features
-  return groups == 1
-
-
-_PLAIN = [False]
-
-
-@contextlib.contextmanager
-def plain_convolutions():
-  """Within it, ``conv_general_dilated`` traces XLA's own convolution and
-  gradient (to compare the rules with; a program traced inside keeps them)."""
-  _PLAIN.append(True)
-  try:
-    yield
-  finally:
-    _PLAIN.pop()
-
-
-def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
-                         rhs_dilation=None, dimension_numbers=None,
-                         feature_group_count: int = 1, precision=None, **kwargs):
-  """``lax.conv_general_dilated`` whose input gradient is a forward convolution.
-
-  A drop-in for ``nn.Conv(conv_general_dilated=...)``. For an NHWC/HWIO
-  convolution with explicit non-negative padding and no dilation, the input
-  gradient is ``conv_input_grad`` (one stride-1 convolution with the flipped,
-  transposed kernel) when the stride is 1 or ``phase_split_helps``. The
-  forward pass is unchanged; the weight gradient, never needed to generate
-  images, uses JAX's rule and is computed only when asked for. Anything else
-  is ``lax.conv_general_dilated`` unchanged.
-  """
-  strides = tuple(window_strides)
-  ours = not (
-      _PLAIN[-1] or kwargs or lhs.ndim != 4 or isinstance(padding, str)
-      or any(d != 1 for d in tuple(lhs_dilation or ()) + tuple(rhs_dilation or ()))
-      or dimension_numbers != lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
-      or min(min(p) for p in padding) < 0)
-  if (ours and rhs.shape[:2] == (1, 1) and feature_group_count == 1
-      and not any(map(any, padding))):
-    return pointwise_conv(lhs, rhs, strides, precision)
-  if ours and feature_group_count == lhs.shape[-1] == rhs.shape[-1] > 1:
-    return depthwise_conv(lhs, rhs, strides, tuple(tuple(p) for p in padding))
-  if ours and (max(strides) == 1 or phase_split_helps(lhs.shape[-1], feature_group_count)):
-    return forward_grad_conv(lhs, rhs, strides, tuple(tuple(p) for p in padding),
-                             feature_group_count, precision)
-  return lax.conv_general_dilated(
-      lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
-      rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
-      feature_group_count=feature_group_count, precision=precision, **kwargs)
-
-
-def pointwise_conv(x, kernel, strides=(1, 1), precision=None):
-  """An unpadded 1x1 NHWC/HWIO convolution as a matrix product (after
-  striding), in both directions: XLA:CPU runs 1x1 convolutions 2-13x slower
-  than the same ``dot_general`` (EfficientNet-Lite's expand and project
-  layers, batch 8), and JAX's gradient of a product is a product."""
-  if tuple(strides) != (1, 1):
-    x = x[:, ::strides[0], ::strides[1]]
-  return lax.dot_general(x, kernel[0, 0], (((3,), (0,)), ((), ())), precision=precision)
-
-
-def _depthwise_taps(x, kernel, strides, padding):
-  """A depthwise conv as a sum over its taps of strided slices times weights.
-
-  XLA:CPU runs ``feature_group_count == channels`` convolutions through a
-  generic kernel at 1-10 GFLOP/s; this elementwise form fuses into one loop
-  (EfficientNet-Lite's 3x3 and 5x5 depthwise layers: 6-45x faster, batch 8).
-  """
-  kh, kw = kernel.shape[:2]
-  (sh, sw) = strides
-  x = lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (*padding[0], 0), (*padding[1], 0), (0, 0, 0)))
-  n, height, width, c = x.shape
-  oh, ow = (height - kh) // sh + 1, (width - kw) // sw + 1
-  total = None
-  for a in range(kh):
-    for b in range(kw):
-      window = lax.slice(x, (0, a, b, 0), (n, a + (oh - 1) * sh + 1, b + (ow - 1) * sw + 1, c),
-                         (1, sh, sw, 1))
-      term = window * kernel[a, b, 0]
-      total = term if total is None else total + term
-  return total
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def depthwise_conv(x, kernel, strides, padding):
-  """A depthwise (one filter per channel) NHWC conv, ``kernel`` ``(kh, kw, 1, c)``.
-
-  Computed as ``_depthwise_taps``, forward and backward: the input gradient
-  is the output gradient, zero-dilated by the stride, through the flipped
-  kernel. ``padding`` is explicit and non-negative; forward-mode
-  differentiation is not supported.
-  """
-  return _depthwise_taps(x, kernel, strides, padding)
-
-
-def _depthwise_conv_fwd(x, kernel, strides, padding):
-  y = depthwise_conv(x.value, kernel.value, strides, padding)
-  return y, (x.value, kernel.value, x.perturbed, kernel.perturbed)
-
-
-def _depthwise_conv_bwd(strides, padding, residuals, g):
-  x, kernel, x_perturbed, kernel_perturbed = residuals
-  if isinstance(g, SymbolicZero):
-    g = jnp.zeros(g.shape, g.dtype)
-  dx = dkernel = None
-  if x_perturbed:
-    kh, kw = kernel.shape[:2]
-    # Gradient row i of the input collects output rows o with
-    # o * stride + a = i + top; dilating g by the stride and padding it by
-    # kernel - 1 - top (low) turns that into a stride-1 correlation with the
-    # flipped kernel, cut to the input's side by the high padding.
-    pads = []
-    for side, out, k, stride, (low, _) in zip(x.shape[1:3], g.shape[1:3], (kh, kw),
-                                              strides, padding):
-      low = k - 1 - low
-      pads.append((low, side + k - 1 - low - ((out - 1) * stride + 1), stride - 1))
-    dilated = lax.pad(g, jnp.zeros((), g.dtype), ((0, 0, 0), *pads, (0, 0, 0)))
-    dx = _depthwise_taps(dilated, kernel[::-1, ::-1], (1, 1), ((0, 0), (0, 0)))
-  if kernel_perturbed:
-    _, vjp = jax.vjp(lambda k: _depthwise_taps(x, k, strides, padding), kernel)
-    (dkernel,) = vjp(g)
-  return dx, dkernel
-
-
-depthwise_conv.defvjp(_depthwise_conv_fwd, _depthwise_conv_bwd, symbolic_zeros=True)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
-def forward_grad_conv(x, kernel, strides, padding, groups: int = 1, precision=None):
-  """An NHWC/HWIO conv whose input gradient is always ``conv_input_grad``.
-
-  ``padding`` is explicit, ``((top, bottom), (left, right))``; forward-mode
-  differentiation (``jax.jvp``) is not supported.
-  """
-  return lax.conv_general_dilated(
-      x, kernel, strides, padding, dimension_numbers=_NHWC,
-      feature_group_count=groups, precision=precision)
-
-
-def _forward_grad_conv_fwd(x, kernel, strides, padding, groups, precision):
-  y = forward_grad_conv(x.value, kernel.value, strides, padding, groups, precision)
-  return y, (x.value, kernel.value, x.perturbed, kernel.perturbed)
-
-
-def _forward_grad_conv_bwd(strides, padding, groups, precision, residuals, g):
-  x, kernel, x_perturbed, kernel_perturbed = residuals
-  if isinstance(g, SymbolicZero):
-    g = jnp.zeros(g.shape, g.dtype)
-  dx = dkernel = None
-  if x_perturbed:
-    dx = conv_input_grad(g, kernel, x.shape, strides, padding, groups, precision)
-  if kernel_perturbed:
-    _, vjp = jax.vjp(
-        lambda k: lax.conv_general_dilated(
-            x, k, strides, padding, dimension_numbers=_NHWC,
-            feature_group_count=groups, precision=precision), kernel)
-    (dkernel,) = vjp(g)
-  return dx, dkernel
-
-
-forward_grad_conv.defvjp(_forward_grad_conv_fwd, _forward_grad_conv_bwd, symbolic_zeros=True)
-
-
-def conv_input_grad(g, kernel, x_shape, strides, padding, groups: int = 1,
-                    precision=None):
-  """The input gradient of an NHWC/HWIO convolution, as one stride-1 conv.
-
-  A stride-1 convolution's input gradient is the output gradient convolved
-  with the kernel flipped and transposed (out -> in within each group); a
-  strided one's is split into its stride phases, all computed by one such
-  convolution and interleaved.
-
-  Args:
-    g: gradient of the convolution's output, ``(n, oh, ow, out)``.
-    kernel: the HWIO kernel, ``(kh, kw, in // groups, out)``.
-    x_shape: the input's shape ``(n, h, w, in)``.
-    strides: ``(sh, sw)``.
-    padding: explicit ``((top, bottom), (left, right))``, each >= 0.
-    groups: ``feature_group_count``.
-    precision: passed to every convolution.
-
-  Returns:
-    The gradient with respect to the input, of shape ``x_shape``.
-  """
-  n, height, width, in_features = x_shape
-  kh, kw, in_per_group, out_features = kernel.shape
-  (sh, sw), ((top, bottom), (left, right)) = strides, padding
-  oh, ow = g.shape[1:3]
-  out_per_group = out_features // groups
-  if (sh, sw) == (1, 1) or (kh, kw) == (1, 1):
-    taps = kernel.reshape(kh, kw, in_per_group, groups, out_per_group)
-    taps = taps.transpose(0, 1, 4, 3, 2)[::-1, ::-1]
-    taps = taps.reshape(kh, kw, out_per_group, groups * in_per_group)
-    if (kh, kw) == (1, 1):  # any stride: the transposed 1x1 conv, spread out
-      grad = lax.conv_general_dilated(g, taps, (1, 1), ((0, 0), (0, 0)),
-                                      dimension_numbers=_NHWC, feature_group_count=groups,
-                                      precision=precision)
-      return lax.pad(grad, jnp.zeros((), grad.dtype), (
-          (0, 0, 0), (-top, height + top - (oh - 1) * sh - 1, sh - 1),
-          (-left, width + left - (ow - 1) * sw - 1, sw - 1), (0, 0, 0)))
-    return lax.conv_general_dilated(
-        g, taps, (1, 1),
-        ((kh - 1 - top, height - oh + top), (kw - 1 - left, width - ow + left)),
-        dimension_numbers=_NHWC, feature_group_count=groups, precision=precision)
-  # Phase (r, t) fills the padded input's pixels [r::sh, t::sw], mh x mw of
-  # them, from the taps kernel[r::sh, t::sw] (qh x qw at most; zero-padded).
-  mh, mw = -(-(height + top + bottom) // sh), -(-(width + left + right) // sw)
-  qh, qw = -(-kh // sh), -(-kw // sw)
-  taps = jnp.pad(kernel, ((0, qh * sh - kh), (0, qw * sw - kw), (0, 0), (0, 0)))
-  taps = taps.reshape(qh, sh, qw, sw, in_per_group, groups, out_per_group)
-  # All phases at once, as one stride-1 convolution whose outputs are grouped
-  # (group, phase, input channel): flipped taps turn its correlation into the
-  # transposed convolution, out -> in within each group.
-  taps = taps.transpose(0, 2, 6, 5, 1, 3, 4)[::-1, ::-1]
-  taps = taps.reshape(qh, qw, out_per_group, groups * sh * sw * in_per_group)
-  phases = lax.conv_general_dilated(
-      g, taps, (1, 1), ((qh - 1, mh - oh), (qw - 1, mw - ow)),
-      dimension_numbers=_NHWC, feature_group_count=groups, precision=precision)
-  phases = phases.reshape(n, mh, mw, groups, sh, sw, in_per_group)
-  grad = phases.transpose(0, 1, 4, 2, 5, 3, 6).reshape(n, mh * sh, mw * sw, in_features)
-  return grad[:, top:top + height, left:left + width, :]
 
 
 def batch_norm(eps: float, *, dtype: Any = None,

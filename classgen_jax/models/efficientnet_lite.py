@@ -33,7 +33,8 @@ from typing import Any, NamedTuple
 import flax.linen as nn
 import jax.numpy as jnp
 
-from classgen_jax.models._layers import batch_norm, conv_general_dilated, normalize
+from classgen_jax.models._convolutions import conv_general_dilated
+from classgen_jax.models._layers import batch_norm, normalize
 
 # Inception-style input scaling of the Lite checkpoints, on [0, 1] images.
 INPUT_MEAN = (127.0 / 255.0,) * 3

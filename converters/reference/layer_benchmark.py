@@ -1,4 +1,4 @@
-"""Micro-benchmark of the layers whose input gradients ``_layers`` rewrites.
+"""Micro-benchmark of the layers whose input gradients ``_convolutions`` and ``_layers`` rewrite.
 
 For each op (the shapes the ports run at their native sizes), it times the
 forward pass, XLA's default input gradient and the custom one, each jitted
@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from classgen_jax.models import _convolutions as C
 from classgen_jax.models import _layers as L
 
 
@@ -106,14 +107,14 @@ def _functions(op: Op):
   if op.kind == "conv":
 
     def forward(x, w):
-      return lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=L._NHWC,
+      return lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=C._NHWC,
                                       feature_group_count=op.groups)
 
     def default(x, w, g):
       return jax.vjp(lambda x: forward(x, w), x)[1](g)[0]
 
     def custom(x, w, g):
-      return L.conv_input_grad(g, w, x.shape, strides, pads, op.groups)
+      return C.conv_input_grad(g, w, x.shape, strides, pads, op.groups)
 
     return forward, default, custom
 
@@ -151,7 +152,7 @@ def measure(op: Op, batch_size: int = 8, repeats: int = 10, dtype=jnp.float32) -
   g = jnp.asarray(rng.standard_normal(y.shape), dtype)
   np.testing.assert_allclose(np.asarray(custom(x, y if w is None else w, g)),
                              np.asarray(default(x, w, g)), rtol=1e-4, atol=1e-3)
-  result = {"used": op.kind == "max_pool" or L.phase_split_helps(op.in_features, op.groups)}
+  result = {"used": op.kind == "max_pool" or C.phase_split_helps(op.in_features, op.groups)}
   for key, fn, args in (("forward", forward, (x, w)), ("default_grad", default, (x, w, g)),
                         ("custom_grad", custom, (x, y if w is None else w, g))):
     result[key], result[key + "_median"] = _time_ms(fn, args, repeats)
