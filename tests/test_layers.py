@@ -1,4 +1,5 @@
-"""The custom input gradients of ``classgen_jax.models._layers`` against torch.
+"""The custom input gradients of ``classgen_jax.models._layers`` and
+``_convolutions`` against torch.
 
 Max-pooling and strided convolutions compute their input gradients without
 XLA's default rules (``select_and_scatter``; a convolution of a zero-dilated
@@ -38,6 +39,8 @@ POOLS = [
     ((15, 15), 3, 2, 0, False),
     ((14, 9), 3, 2, 0, False),
 ]
+
+_NHWC = ("NHWC", "HWIO", "NHWC")  # images, kernels, outputs
 
 
 def _pool_id(case):
@@ -166,7 +169,7 @@ def _drop_in(x, kernel, strides, padding, groups):
   """The models' entry point: dispatches to the rule each conv takes."""
   return C.conv_general_dilated(
       x, kernel, strides, padding, feature_group_count=groups,
-      dimension_numbers=lax.conv_dimension_numbers(x.shape, kernel.shape, C._NHWC))
+      dimension_numbers=lax.conv_dimension_numbers(x.shape, kernel.shape, _NHWC))
 
 
 # The drop-in on every case; ``forward_grad_conv`` itself where the drop-in
@@ -186,7 +189,7 @@ def test_conv_rules_match_torch_float64(case, conv, x64):
   @jax.jit
   def conv_and_grads(x, kernel, g):
     y, vjp = jax.vjp(lambda x, k: conv(x, k, (s, s), padding, groups), x, kernel)
-    plain = lax.conv_general_dilated(x, kernel, (s, s), padding, dimension_numbers=C._NHWC,
+    plain = lax.conv_general_dilated(x, kernel, (s, s), padding, dimension_numbers=_NHWC,
                                      feature_group_count=groups)
     return y, plain, *vjp(g)
 
@@ -223,7 +226,7 @@ def test_forward_grad_conv_under_jit_and_vmap():
   grad = jax.grad(loss)
   eager = np.stack([np.asarray(grad(xi, kernel)) for xi in x])
   default = jax.vmap(jax.grad(lambda x: jnp.tanh(lax.conv_general_dilated(
-      x, kernel, (2, 2), ((1, 2), (1, 2)), dimension_numbers=C._NHWC,
+      x, kernel, (2, 2), ((1, 2), (1, 2)), dimension_numbers=_NHWC,
       feature_group_count=8)).sum()))(x)
   np.testing.assert_allclose(eager, np.asarray(default), rtol=1e-5, atol=1e-5)
   batched = jax.jit(jax.vmap(grad, in_axes=(0, None)))(x, kernel)
