@@ -1,11 +1,10 @@
-"""The custom input gradients of ``classgen_jax.models._layers`` and
-``_convolutions`` against torch.
+"""Max-pooling's input gradient (``classgen_jax.models._layers``) against torch.
 
-Max-pooling and strided convolutions compute their input gradients without
-XLA's default rules (``select_and_scatter``; a convolution of a zero-dilated
-gradient). In float64 they must equal torch's autograd to ~1e-12, including
-torch's tie-breaking (a window's gradient goes to its first maximum in
-row-major order), which only inputs with many equal values exercise.
+Max-pooling computes its input gradient without XLA's default rule
+(``select_and_scatter``). In float64 it must equal torch's autograd to
+~1e-12, including torch's tie-breaking (a window's gradient goes to its
+first maximum in row-major order), which only inputs with many equal values
+exercise. The convolutions' rules: ``test_convolutions.py``.
 """
 
 from __future__ import annotations
@@ -16,13 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from jax import lax
 
-import converters
-from classgen_jax.models import _convolutions as C
 from classgen_jax.models import _layers as L
-from converters.reference.loop import torch_outputs
-from tests.helpers import random_torch_model
 
 # (height, width), kernel, stride, padding, ceil_mode: every pool the ports
 # run (GoogLeNet's ceil-mode pools, ResNet's padded stem pool, Inception's
@@ -39,8 +33,6 @@ POOLS = [
     ((15, 15), 3, 2, 0, False),
     ((14, 9), 3, 2, 0, False),
 ]
-
-_NHWC = ("NHWC", "HWIO", "NHWC")  # images, kernels, outputs
 
 
 def _pool_id(case):
@@ -127,200 +119,3 @@ def test_max_pool_gradient_under_jit_and_vmap():
   eager = np.stack([np.asarray(jax.grad(loss)(xi)) for xi in x])
   np.testing.assert_array_equal(np.asarray(jax.jit(jax.vmap(jax.grad(loss)))(x)), eager)
   np.testing.assert_array_equal(np.asarray(jax.vmap(jax.jit(jax.grad(loss)))(x)), eager)
-
-
-# (height, width), kernel, stride, (top, bottom, left, right), in, out, groups:
-# the ports' strided convs (stems, downsampling, 1x1 shortcuts, EfficientNet's
-# 'SAME'-padded depthwise convs), a stride of 3, and stride-1 ones (3x3, 1x1,
-# Inception's 1x7, depthwise, grouped, and padding wider than the kernel).
-CONVS = [
-    ((9, 10), 3, 1, (1, 1, 1, 1), 6, 4, 1),
-    ((9, 8), 1, 1, (0, 0, 0, 0), 6, 5, 1),
-    ((8, 11), (1, 7), 1, (0, 0, 3, 3), 4, 6, 1),
-    ((10, 9), 5, 1, (2, 2, 2, 2), 6, 6, 6),
-    ((7, 7), 3, 1, (1, 1, 1, 1), 4, 6, 2),
-    ((6, 7), 1, 1, (1, 2, 2, 1), 3, 4, 1),
-    ((15, 16), 7, 2, (3, 3, 3, 3), 3, 8, 1),
-    ((11, 11), 3, 2, (0, 0, 0, 0), 3, 5, 1),
-    ((9, 10), 3, 2, (1, 1, 1, 1), 6, 4, 1),
-    ((9, 8), 1, 2, (0, 0, 0, 0), 6, 4, 1),
-    ((12, 12), 3, 2, (0, 1, 0, 1), 6, 6, 6),
-    ((11, 13), 5, 2, (1, 2, 2, 2), 4, 8, 4),
-    ((10, 10), 3, 2, (1, 1, 1, 1), 6, 4, 2),
-    ((10, 11), 3, 3, (1, 1, 0, 2), 2, 3, 1),
-]
-
-
-# Depthwise convs (EfficientNet-Lite's; the drop-in computes them as taps).
-DEPTHWISE = [
-    ((13, 12), 5, 2, (1, 2, 1, 2), 5, 5, 5),
-    ((9, 9), 3, 1, (1, 1, 1, 1), 7, 7, 7),
-    ((8, 10), 5, 1, (2, 2, 2, 2), 3, 3, 3),
-]
-
-
-def _conv_id(case):
-  (h, w), k, s, pad, cin, cout, groups = case
-  k = k if isinstance(k, int) else "x".join(map(str, k))
-  return f"{h}x{w}-k{k}s{s}-pad{''.join(map(str, pad))}-{cin}to{cout}-g{groups}"
-
-
-def _drop_in(x, kernel, strides, padding, groups):
-  """The models' entry point: dispatches to the rule each conv takes."""
-  return C.conv_general_dilated(
-      x, kernel, strides, padding, feature_group_count=groups,
-      dimension_numbers=lax.conv_dimension_numbers(x.shape, kernel.shape, _NHWC))
-
-
-# The drop-in on every case; ``forward_grad_conv`` itself where the drop-in
-# takes another rule (grouped convs).
-@pytest.mark.parametrize("case,conv", [
-    *((case, _drop_in) for case in CONVS + DEPTHWISE),
-    *((case, C.forward_grad_conv) for case in CONVS if 1 < case[-1] < case[-3]),
-], ids=lambda v: _conv_id(v) if isinstance(v, tuple) else v.__name__.strip("_"))
-def test_conv_rules_match_torch_float64(case, conv, x64):
-  (h, w), k, s, (top, bottom, left, right), cin, cout, groups = case
-  rng = np.random.default_rng(4)
-  kh, kw = L.pair(k)
-  x = rng.standard_normal((2, h, w, cin))
-  kernel = rng.standard_normal((kh, kw, cin // groups, cout))
-  padding = ((top, bottom), (left, right))
-
-  @jax.jit
-  def conv_and_grads(x, kernel, g):
-    y, vjp = jax.vjp(lambda x, k: conv(x, k, (s, s), padding, groups), x, kernel)
-    plain = lax.conv_general_dilated(x, kernel, (s, s), padding, dimension_numbers=_NHWC,
-                                     feature_group_count=groups)
-    return y, plain, *vjp(g)
-
-  out_shape = (2, *((n + a + b - q) // s + 1
-                    for n, a, b, q in ((h, top, bottom, kh), (w, left, right, kw))), cout)
-  g = rng.standard_normal(out_shape)
-  y, plain, grad, kernel_grad = conv_and_grads(x, kernel, g)
-  if conv is C.forward_grad_conv:  # its forward is XLA's convolution
-    np.testing.assert_array_equal(np.asarray(y), np.asarray(plain))
-  else:  # depthwise taps add in another order
-    np.testing.assert_allclose(np.asarray(y), np.asarray(plain), rtol=0, atol=1e-12)
-
-  xt = torch.from_numpy(x).permute(0, 3, 1, 2).requires_grad_(True)
-  kt = torch.from_numpy(kernel).permute(3, 2, 0, 1).requires_grad_(True)
-  yt = torch.nn.functional.conv2d(
-      torch.nn.functional.pad(xt, (left, right, top, bottom)), kt, stride=s, groups=groups)
-  yt.backward(torch.from_numpy(g).permute(0, 3, 1, 2))
-  np.testing.assert_allclose(np.asarray(y), _nhwc(yt), rtol=0, atol=1e-12)
-  np.testing.assert_allclose(np.asarray(grad), _nhwc(xt.grad), rtol=0, atol=1e-12)
-  # The weight gradient is never needed, but asking for it must be right.
-  np.testing.assert_allclose(np.asarray(kernel_grad), kt.grad.permute(2, 3, 1, 0).numpy(),
-                             rtol=0, atol=1e-11)
-
-
-def test_forward_grad_conv_under_jit_and_vmap():
-  rng = np.random.default_rng(5)
-  x = jnp.asarray(rng.standard_normal((3, 2, 13, 12, 8)), jnp.float32)
-  kernel = jnp.asarray(rng.standard_normal((5, 5, 1, 8)), jnp.float32)
-
-  def loss(x, kernel):
-    y = C.forward_grad_conv(x, kernel, (2, 2), ((1, 2), (1, 2)), 8)
-    return jnp.tanh(y).sum()
-
-  grad = jax.grad(loss)
-  eager = np.stack([np.asarray(grad(xi, kernel)) for xi in x])
-  default = jax.vmap(jax.grad(lambda x: jnp.tanh(lax.conv_general_dilated(
-      x, kernel, (2, 2), ((1, 2), (1, 2)), dimension_numbers=_NHWC,
-      feature_group_count=8)).sum()))(x)
-  np.testing.assert_allclose(eager, np.asarray(default), rtol=1e-5, atol=1e-5)
-  batched = jax.jit(jax.vmap(grad, in_axes=(0, None)))(x, kernel)
-  np.testing.assert_allclose(np.asarray(batched), eager, rtol=1e-5, atol=1e-5)
-  # Both gradients at once, under jit: the weight one through JAX's rule.
-  _, kernel_grad = jax.jit(jax.grad(loss, argnums=(0, 1)))(x[0], kernel)
-  assert kernel_grad.shape == kernel.shape and np.isfinite(kernel_grad).all()
-
-
-def test_conv_general_dilated_keeps_flax_conv_as_it_was():
-  """Same parameters and outputs; the custom rule only where it helps."""
-  x = jnp.asarray(np.random.default_rng(6).standard_normal((2, 17, 17, 3)), jnp.float32)
-  plain = nn.Conv(16, (7, 7), strides=(2, 2), padding=((3, 3), (3, 3)))
-  ours = L.conv(16, 7, stride=2, padding=3)
-  variables = plain.init(jax.random.key(0), x)
-  assert jax.tree.structure(ours.init(jax.random.key(0), x)) == jax.tree.structure(variables)
-  np.testing.assert_array_equal(np.asarray(ours.apply(variables, x)),
-                                np.asarray(plain.apply(variables, x)))
-  custom = jax.make_jaxpr(jax.grad(lambda x: ours.apply(variables, x).sum()))(x)
-  assert "custom_vjp_call" in str(custom)
-  # Dense convs (any stride) and depthwise ones take a custom rule; other
-  # grouped strided convs keep XLA's.
-  wide = jnp.zeros((2, 9, 9, 32))
-  for stride, groups, features, rule in (
-      (2, 1, 8, "forward_grad_conv"), (1, 1, 8, "forward_grad_conv"), (1, 1, 0, "dot"),
-      (2, 32, 32, "depthwise_conv"), (1, 32, 32, "depthwise_conv"), (2, 2, 8, None)):
-    layer = (L.conv(features, 3, stride=stride, padding=1, groups=groups) if features
-             else L.conv(8, 1))  # 1x1: a matrix product, JAX's own gradient
-    layer_vars = jax.eval_shape(layer.init, jax.random.key(0), wide)
-    jaxpr = str(jax.make_jaxpr(jax.grad(
-        lambda x, v, layer=layer: layer.apply(v, x).sum()))(wide, layer_vars))
-    assert ("custom_vjp_call" in jaxpr) == (rule not in (None, "dot")), (stride, groups)
-    assert rule is None or f"name={rule}" in jaxpr or (
-        rule == "dot" and "dot_general" in jaxpr and "conv_general" not in jaxpr), rule
-
-
-@pytest.mark.parametrize("name,size", [
-    pytest.param("googlenet", (67, 75), marks=pytest.mark.slow),  # ~15 s idle, 35 s loaded
-    pytest.param("resnet18", (57, 64), marks=pytest.mark.slow),  # 8 s; the rules: below
-])
-def test_model_input_gradient_matches_torch_float64(name, size, x64):
-  """Whole-model parity of the input gradient, on random weights (both models
-  also run at 224 in ``test_torchvision_ports.py``; these sizes are odd)."""
-  module = random_torch_model(name)
-  images = np.random.default_rng(7).random((2, *size, 3))
-  try:
-    module.double()
-    clf = converters.from_torchvision(module, dtype=jnp.float64)
-
-    @jax.jit
-    def logits_and_grad(clf, x):
-      logits, vjp = jax.vjp(lambda x: clf(x, heads=("logits",))["logits"], x)
-      return logits, vjp(jnp.zeros_like(logits).at[:, 7].set(1))[0]
-
-    logits, grad = logits_and_grad(clf, images)
-    xt = torch.from_numpy(images).permute(0, 3, 1, 2).requires_grad_(True)
-    logits_torch = torch_outputs(module, xt, ("logits",))["logits"]
-    (grad_torch,) = torch.autograd.grad(logits_torch[:, 7].sum(), xt)
-  finally:
-    module.float()
-  np.testing.assert_allclose(np.asarray(logits), logits_torch.detach().numpy(), rtol=0,
-                             atol=1e-9)
-  assert np.abs(grad_torch.numpy()).max() > 1e-6, "trivial gradient"
-  np.testing.assert_allclose(np.asarray(grad), _nhwc(grad_torch), rtol=0, atol=1e-9)
-
-
-@pytest.mark.slow  # two compiles per model, ~20 s
-@pytest.mark.parametrize("name", ["efficientnet_lite0", "googlenet", "resnet50"])
-def test_float32_input_gradient_agrees_with_xla_rules(name):
-  """The custom convolution rules change no gradient beyond float32 rounding
-  (EfficientNet-Lite0 on its real weights, the torchvision ports on random
-  ones), under the generation loop's ``lax.scan``. (A different summation
-  order can move an activation across a ReLU's kink; with seed 8 one such
-  flip deep in Lite0 changes a patch of the gradient by 0.3%: that is
-  rounding too, but not what this test looks at.)"""
-  if name.startswith("efficientnet"):
-    from classgen_jax import weights  # pylint: disable=g-import-not-at-top
-    clf = weights.load_classifier(name)
-  else:
-    clf = converters.from_torchvision(random_torch_model(name), name=name)
-  images = jnp.asarray(np.random.default_rng(1).random((2, 96, 112, 3)), jnp.float32)
-
-  def gradients():
-    def loss(x, clf):
-      return clf(x, heads=("logits",))["logits"][:, 7].sum()
-
-    @jax.jit
-    def two_steps(x, clf):  # as in an octave: the gradient inside a scan
-      return lax.scan(lambda x, _: (x, jax.grad(loss)(x, clf)), x, None, length=2)[1]
-    return np.asarray(two_steps(images, clf))
-
-  ours = gradients()
-  with C.plain_convolutions():
-    plain = gradients()
-  scale = np.abs(plain).max()
-  assert scale > 0
-  np.testing.assert_allclose(ours, plain, rtol=0, atol=2e-5 * scale)

@@ -31,7 +31,7 @@ def test_first_walk_runs_from_noise_to_a_layers_channels(tmp_path):
                           env={**os.environ, "PYTHONPATH": str(_ROOT)})
   assert result.returncode == 0, result.stderr[-3000:]
   for name in ("gradient", "sign", "logit_l1", "smooth", "octaves", "Lucid"):
-    assert f"{name}" in result.stdout, result.stdout
+    assert name in result.stdout, result.stdout
   assert result.stdout.count("probability of the target:") == 6
   assert "channels 0-7 of _blocks.8" in result.stdout
   assert "Traceback" not in result.stderr

@@ -16,6 +16,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+# The layers whose input gradients the ports compute themselves, for the
+# layer benchmark (converters/reference/layer_benchmark.py).
+from classgen_jax.models._convolutions import NHWC, conv_input_grad, phase_split_helps
+from classgen_jax.models._layers import max_pool, max_pool_input_grad, torch_pool_padding
 from classgen_jax.models.efficientnet_lite import VARIANTS as EFFICIENTNET_LITE
 from classgen_jax.models.efficientnet_lite import EfficientNetLite
 from classgen_jax.models.googlenet import GoogLeNet
@@ -113,5 +117,6 @@ def _variable_shapes(module: nn.Module,
   return tuple((path, tuple(leaf.shape)) for path, leaf in flat.items())
 
 
-__all__ = ["ARCHITECTURES", "MODELS", "EfficientNetLite", "GoogLeNet", "Inception3", "ModelSpec",
-           "ResNet", "build", "module_config", "variable_shapes"]
+__all__ = ["ARCHITECTURES", "MODELS", "NHWC", "EfficientNetLite", "GoogLeNet", "Inception3",
+           "ModelSpec", "ResNet", "build", "conv_input_grad", "max_pool", "max_pool_input_grad",
+           "module_config", "phase_split_helps", "torch_pool_padding", "variable_shapes"]

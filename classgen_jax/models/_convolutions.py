@@ -25,7 +25,9 @@ import jax.numpy as jnp
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
-_NHWC = ("NHWC", "HWIO", "NHWC")
+# The dimension numbers of every convolution here: images, kernels, outputs.
+NHWC = ("NHWC", "HWIO", "NHWC")
+
 
 def phase_split_helps(in_features: int, groups: int) -> bool:
   """Whether ``conv_input_grad`` beats XLA:CPU's input gradient for this
@@ -75,7 +77,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
   ours = not (
       _PLAIN[-1] or kwargs or lhs.ndim != 4 or isinstance(padding, str)
       or any(d != 1 for d in tuple(lhs_dilation or ()) + tuple(rhs_dilation or ()))
-      or dimension_numbers != lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
+      or dimension_numbers != lax.conv_dimension_numbers(lhs.shape, rhs.shape, NHWC)
       or min(min(p) for p in padding) < 0)
   if (ours and rhs.shape[:2] == (1, 1) and feature_group_count == 1
       and not any(map(any, padding))):
@@ -175,7 +177,7 @@ def forward_grad_conv(x, kernel, strides, padding, groups: int = 1, precision=No
   differentiation (``jax.jvp``) is not supported.
   """
   return lax.conv_general_dilated(
-      x, kernel, strides, padding, dimension_numbers=_NHWC,
+      x, kernel, strides, padding, dimension_numbers=NHWC,
       feature_group_count=groups, precision=precision)
 
 
@@ -194,7 +196,7 @@ def _forward_grad_conv_bwd(strides, padding, groups, precision, residuals, g):
   if kernel_perturbed:
     _, vjp = jax.vjp(
         lambda k: lax.conv_general_dilated(
-            x, k, strides, padding, dimension_numbers=_NHWC,
+            x, k, strides, padding, dimension_numbers=NHWC,
             feature_group_count=groups, precision=precision), kernel)
     (dkernel,) = vjp(g)
   return dx, dkernel
@@ -235,7 +237,7 @@ def conv_input_grad(g, kernel, x_shape, strides, padding, groups: int = 1,
     taps = taps.reshape(kh, kw, out_per_group, groups * in_per_group)
     if (kh, kw) == (1, 1):  # any stride: the transposed 1x1 conv, spread out
       grad = lax.conv_general_dilated(g, taps, (1, 1), ((0, 0), (0, 0)),
-                                      dimension_numbers=_NHWC, feature_group_count=groups,
+                                      dimension_numbers=NHWC, feature_group_count=groups,
                                       precision=precision)
       return lax.pad(grad, jnp.zeros((), grad.dtype), (
           (0, 0, 0), (-top, height + top - (oh - 1) * sh - 1, sh - 1),
@@ -243,7 +245,7 @@ def conv_input_grad(g, kernel, x_shape, strides, padding, groups: int = 1,
     return lax.conv_general_dilated(
         g, taps, (1, 1),
         ((kh - 1 - top, height - oh + top), (kw - 1 - left, width - ow + left)),
-        dimension_numbers=_NHWC, feature_group_count=groups, precision=precision)
+        dimension_numbers=NHWC, feature_group_count=groups, precision=precision)
   # Phase (r, t) fills the padded input's pixels [r::sh, t::sw], mh x mw of
   # them, from the taps kernel[r::sh, t::sw] (qh x qw at most; zero-padded).
   mh, mw = -(-(height + top + bottom) // sh), -(-(width + left + right) // sw)
@@ -257,7 +259,7 @@ def conv_input_grad(g, kernel, x_shape, strides, padding, groups: int = 1,
   taps = taps.reshape(qh, qw, out_per_group, groups * sh * sw * in_per_group)
   phases = lax.conv_general_dilated(
       g, taps, (1, 1), ((qh - 1, mh - oh), (qw - 1, mw - ow)),
-      dimension_numbers=_NHWC, feature_group_count=groups, precision=precision)
+      dimension_numbers=NHWC, feature_group_count=groups, precision=precision)
   phases = phases.reshape(n, mh, mw, groups, sh, sw, in_per_group)
   grad = phases.transpose(0, 1, 4, 2, 5, 3, 6).reshape(n, mh * sh, mw * sw, in_features)
   return grad[:, top:top + height, left:left + width, :]

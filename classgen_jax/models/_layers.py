@@ -154,6 +154,14 @@ def _max_pool_bwd(kernel, stride, pads, residuals, g):
 _max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
+def max_pool_input_grad(x, y, g, kernel: tuple[int, int], stride: tuple[int, int],
+                        pads) -> jax.Array:
+  """The input gradient ``max_pool``'s rule computes (``_max_pool_bwd``), for
+  the output ``y`` of ``x`` and its gradient ``g``: timed alone by
+  ``scripts/benchmark_layers.py``. ``pads`` is ``torch_pool_padding``'s, per side."""
+  return _max_pool_bwd(kernel, stride, pads, (x, y), g)[0]
+
+
 def avg_pool(x, kernel: Pair, stride: Pair, padding: Pair = 0):
   """``torch.nn.functional.avg_pool2d`` on NHWC, ``count_include_pad=True``."""
   kernel, stride, padding = pair(kernel), pair(stride), pair(padding)

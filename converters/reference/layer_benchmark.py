@@ -1,4 +1,4 @@
-"""Micro-benchmark of the layers whose input gradients ``_convolutions`` and ``_layers`` rewrite.
+"""Micro-benchmark of the layers whose input gradients the ports compute themselves.
 
 For each op (the shapes the ports run at their native sizes), it times the
 forward pass, XLA's default input gradient and the custom one, each jitted
@@ -25,8 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from classgen_jax.models import _convolutions as C
-from classgen_jax.models import _layers as L
+from classgen_jax import models
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,23 +106,23 @@ def _functions(op: Op):
   if op.kind == "conv":
 
     def forward(x, w):
-      return lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=C._NHWC,
+      return lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=models.NHWC,
                                       feature_group_count=op.groups)
 
     def default(x, w, g):
       return jax.vjp(lambda x: forward(x, w), x)[1](g)[0]
 
     def custom(x, w, g):
-      return C.conv_input_grad(g, w, x.shape, strides, pads, op.groups)
+      return models.conv_input_grad(g, w, x.shape, strides, pads, op.groups)
 
     return forward, default, custom
 
-  pool_pads = tuple(L.torch_pool_padding(op.size, op.kernel, op.stride, op.padding[0],
+  pool_pads = tuple(models.torch_pool_padding(op.size, op.kernel, op.stride, op.padding[0],
                                           op.ceil_mode) for _ in range(2))
 
   def forward(x, w):
     del w
-    return L.max_pool(x, op.kernel, op.stride, op.padding[0], ceil_mode=op.ceil_mode)
+    return models.max_pool(x, op.kernel, op.stride, op.padding[0], ceil_mode=op.ceil_mode)
 
   def default(x, w, g):
     del w  # flax's max_pool: XLA's select_and_scatter gradient
@@ -132,7 +131,7 @@ def _functions(op: Op):
     return jax.vjp(pool, x)[1](g)[0]
 
   def custom(x, y, g):
-    return L._max_pool_bwd((op.kernel,) * 2, strides, pool_pads, (x, y), g)[0]
+    return models.max_pool_input_grad(x, y, g, (op.kernel,) * 2, strides, pool_pads)
 
   return forward, default, custom
 
@@ -152,7 +151,7 @@ def measure(op: Op, batch_size: int = 8, repeats: int = 10, dtype=jnp.float32) -
   g = jnp.asarray(rng.standard_normal(y.shape), dtype)
   np.testing.assert_allclose(np.asarray(custom(x, y if w is None else w, g)),
                              np.asarray(default(x, w, g)), rtol=1e-4, atol=1e-3)
-  result = {"used": op.kind == "max_pool" or C.phase_split_helps(op.in_features, op.groups)}
+  result = {"used": op.kind == "max_pool" or models.phase_split_helps(op.in_features, op.groups)}
   for key, fn, args in (("forward", forward, (x, w)), ("default_grad", default, (x, w, g)),
                         ("custom_grad", custom, (x, y if w is None else w, g))):
     result[key], result[key + "_median"] = _time_ms(fn, args, repeats)
