@@ -162,8 +162,9 @@ def start(classifier: Classifier, targets: Sequence[int | str] | int | str,
   """
   began = time.perf_counter()
   recipe = recipes_lib.get(recipe) if isinstance(recipe, str) else recipe
-  target_ids, restart_ids = _images(targets, restarts, classifier.labels)
   planned = plans.plan(classifier, recipe, snapshot_every)
+  target_ids, restart_ids = _images(targets, restarts, plans.target_labels(classifier, recipe),
+                                    recipe.units)
   group = plans.group(planned)
   if restarts % group:
     raise ValueError(f"recipe {recipe.name!r} makes groups of {group} images of a target that "
@@ -197,13 +198,14 @@ def start(classifier: Classifier, targets: Sequence[int | str] | int | str,
   return Pending(began, dispatch, range(0, n, per_batch), tracker)
 
 
-def _images(targets, restarts: int, labels) -> tuple[np.ndarray, np.ndarray]:
+def _images(targets, restarts: int, labels, units=None) -> tuple[np.ndarray, np.ndarray]:
   """``(targets, restarts)`` per image, target-major; a repeated target
   continues its restarts (it would otherwise repeat its keys, and so its
-  images)."""
+  images). With ``units``, targets are unit indices (``labels`` names them)."""
   if isinstance(targets, (int, str, np.integer)):
     targets = [targets]
-  indices = imagenet.class_indices(targets, labels)
+  indices = imagenet.class_indices(targets, labels) if units is None else unit_indices(
+      targets, labels, units)
   if not indices:
     raise ValueError("no targets given: pass class indices or names")
   if restarts < 1:
@@ -213,3 +215,20 @@ def _images(targets, restarts: int, labels) -> tuple[np.ndarray, np.ndarray]:
   restart_ids = (np.repeat(np.asarray(occurrence, np.int32), restarts) * restarts
                  + np.tile(np.arange(restarts, dtype=np.int32), len(indices)))
   return target_ids, restart_ids
+
+
+def unit_indices(targets, labels: tuple[str, ...], units) -> list[int]:
+  """Targets that index ``units`` (``Recipe.units``), named by ``labels``.
+
+  Raises:
+    ValueError: a target that is not an index of one of the units.
+  """
+  indices = []
+  for target in targets:
+    index = int(target) if isinstance(target, (int, np.integer)) or (
+        isinstance(target, str) and target.strip().isdigit()) else None
+    if index is None or not 0 <= index < len(labels):
+      raise ValueError(f"{units.unit} {target!r} is not one of the {len(labels)} {units.unit}s of "
+                       f"layer {units.layer!r}: use 0 to {len(labels) - 1}")
+    indices.append(index)
+  return indices

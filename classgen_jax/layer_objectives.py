@@ -6,7 +6,9 @@ Distill 2017): terms on named activations (``Classifier.layers()``,
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -37,17 +39,60 @@ def _check_unit(layer: str, value, channel: int, y: int | None = None,
                      "the centre")
 
 
-class _LayerTerm(Term):
-  """A term that reads the named activation ``layer``."""
+def _of_target(values: jax.Array, targets: jax.Array) -> jax.Array:
+  """Each image's target's column of ``values`` ``(N, K)`` (NaN past the end)."""
+  return jnp.take_along_axis(values, targets[:, None], axis=1, mode="fill")[:, 0]
+
+
+class LayerTerm(Term):
+  """A term that reads the named activation ``layer``.
+
+  A term whose targets index a layer's units (``Channel(layer)``,
+  ``Neuron(layer)``, ``Directions``) also gives every unit's value,
+  ``values(outputs, images) -> (N, K)``, and their names (``unit_names``):
+  what ``Recipe.for_units`` needs to make one image per unit.
+  """
   layer: str
+  unit: ClassVar[str] = "unit"  # what one of the family is called
 
   @property
   def needs(self) -> Needs:
     return Needs(layers=(self.layer,))
 
+  @property
+  def indexes_units(self) -> bool:
+    """Whether each image's target picks its unit (a family of units)."""
+    return False
+
+  def values(self, outputs: Outputs, images: jax.Array) -> jax.Array:
+    """``(N, K)``: every unit of the family, per image."""
+    raise NotImplementedError(f"{type(self).__name__} is not a family of units")
+
+  def unit_names(self, shape: tuple[int, ...]) -> tuple[str, ...]:
+    """The family's units, named, for a layer of output ``shape`` (one image's)."""
+    raise NotImplementedError(f"{type(self).__name__} is not a family of units")
+
+  def check_layer(self, shape: tuple[int, ...]) -> None:
+    """Raises a ``LayerError`` where the term does not fit a layer of output
+    ``shape`` (one image's, at the native size; a neuron's position is
+    checked while tracing, at the size the model sees)."""
+    del shape
+
+
+def _check_channel(layer: str, shape: tuple[int, ...], channel: int | None) -> None:
+  if channel is not None and not 0 <= channel < shape[-1]:
+    raise LayerError(f"layer {layer!r} has {shape[-1]} channels (0-{shape[-1] - 1}); "
+                     f"channel {channel} is outside it")
+
+
+def _check_length(layer: str, shape: tuple[int, ...], length: int) -> None:
+  if length != shape[-1]:
+    raise LayerError(f"layer {layer!r} has {shape[-1]} channels; a direction has {length} "
+                     "numbers: give one per channel")
+
 
 @dataclasses.dataclass(frozen=True)
-class Channel(_LayerTerm):
+class Channel(LayerTerm):
   """The mean over positions of ``channel`` of ``layer`` (Lucid's
   ``objectives.channel``); a pooled layer's value itself. ``channel=None``:
   each image's target is its channel, so one compiled program makes every
@@ -55,13 +100,27 @@ class Channel(_LayerTerm):
   channels of the layer; one past the end reads NaN)."""
   layer: str
   channel: int | None = None
+  unit: ClassVar[str] = "channel"
+
+  @property
+  def indexes_units(self) -> bool:
+    return self.channel is None
+
+  def values(self, outputs, images):
+    value = _activation(outputs, self.layer, images)
+    return jnp.mean(value, axis=tuple(range(1, value.ndim - 1)))
+
+  def unit_names(self, shape):
+    return tuple(f"{self.layer} channel {c}" for c in range(shape[-1]))
+
+  def check_layer(self, shape):
+    _check_channel(self.layer, shape, self.channel)
 
   def __call__(self, outputs, images, targets):
-    value = _activation(outputs, self.layer, images)
-    means = jnp.mean(value, axis=tuple(range(1, value.ndim - 1)))
+    means = self.values(outputs, images)
     if self.channel is None:
-      return jnp.take_along_axis(means, targets[:, None], axis=1, mode="fill")[:, 0]
-    _check_unit(self.layer, value, self.channel)
+      return _of_target(means, targets)
+    _check_unit(self.layer, outputs.layers[self.layer], self.channel)
     return means[:, self.channel]
 
   def check(self, where: str) -> None:
@@ -70,32 +129,52 @@ class Channel(_LayerTerm):
 
 
 @dataclasses.dataclass(frozen=True)
-class Neuron(_LayerTerm):
+class Neuron(LayerTerm):
   """One unit of ``layer``: ``channel`` at position ``(y, x)`` of its map,
-  the centre by default (Lucid's ``objectives.neuron``)."""
+  the centre by default (Lucid's ``objectives.neuron``). ``channel=None``:
+  each image's target is its channel, at that position."""
   layer: str
-  channel: int
+  channel: int | None
   y: int | None = None
   x: int | None = None
+  unit: ClassVar[str] = "neuron"
 
-  def __call__(self, outputs, images, targets):
+  @property
+  def indexes_units(self) -> bool:
+    return self.channel is None
+
+  def values(self, outputs, images):
+    """Every channel at the neuron's position, ``(N, C)``."""
     value = _activation(outputs, self.layer, images)
     if value.ndim == 2:
-      _check_unit(self.layer, value, self.channel)
-      return value[:, self.channel]
+      return value
     y = value.shape[1] // 2 if self.y is None else self.y
     x = value.shape[2] // 2 if self.x is None else self.x
-    _check_unit(self.layer, value, self.channel, y, x)
-    return value[:, y, x, self.channel]
+    _check_unit(self.layer, value, 0 if self.channel is None else self.channel, y, x)
+    return value[:, y, x, :]
+
+  def unit_names(self, shape):
+    at = "" if self.y is None or len(shape) < 3 else f" at ({self.y}, {self.x})"
+    return tuple(f"{self.layer} neuron {c}{at}" for c in range(shape[-1]))
+
+  def check_layer(self, shape):
+    _check_channel(self.layer, shape, self.channel)
+
+  def __call__(self, outputs, images, targets):
+    values = self.values(outputs, images)
+    if self.channel is None:
+      return _of_target(values, targets)
+    _check_unit(self.layer, values, self.channel)
+    return values[:, self.channel]
 
   def check(self, where: str) -> None:
-    if self.channel < 0 or (self.y is None) != (self.x is None):
-      raise ValueError(f"{where}: a neuron has a channel >= 0 and both y and x, or "
-                       f"neither (the centre); got {self}")
+    if (self.channel is not None and self.channel < 0) or (self.y is None) != (self.x is None):
+      raise ValueError(f"{where}: a neuron has a channel >= 0 (or None: the target) and both "
+                       f"y and x, or neither (the centre); got {self}")
 
 
 @dataclasses.dataclass(frozen=True)
-class Direction(_LayerTerm):
+class Direction(LayerTerm):
   """The mean over positions of the dot product of ``layer``'s activation
   with ``vector`` (Lucid's ``objectives.direction``); with ``cosine_power``
   p > 0, each position's dot product is weighted by ``max(cos, 0.1)^p``, the
@@ -111,23 +190,90 @@ class Direction(_LayerTerm):
       raise LayerError(f"layer {self.layer!r} has {value.shape[-1]} channels; the "
                        f"direction has {len(self.vector)}")
     vector = jnp.asarray(self.vector, value.dtype)
-    dot = value @ vector
-    if self.cosine_power:
-      norms = jnp.sqrt(jnp.sum(jnp.square(value), axis=-1)) * jnp.sqrt(jnp.sum(vector**2))
-      cosine = dot / (norms + 1e-6)
-      dot = dot * jnp.maximum(cosine, 0.1) ** self.cosine_power
+    norms = jnp.sqrt(jnp.sum(jnp.square(value), axis=-1)) * jnp.sqrt(jnp.sum(vector**2))
+    dot = _cosine_weighted(value @ vector, norms, self.cosine_power)
     return jnp.mean(dot, axis=tuple(range(1, dot.ndim)))
 
   def check(self, where: str) -> None:
-    if not self.vector or not all(math.isfinite(v) for v in self.vector):
-      raise ValueError(f"{where}: a direction is a non-empty vector of finite numbers")
-    if not (math.isfinite(self.cosine_power) and self.cosine_power >= 0):
-      raise ValueError(f"{where}: cosine_power must be finite and >= 0, got "
-                       f"{self.cosine_power}")
+    _check_direction(where, self.vector, self.cosine_power)
+
+  def check_layer(self, shape):
+    _check_length(self.layer, shape, len(self.vector))
+
+
+def _cosine_weighted(dot, norms, power: float):
+  """Lucid's ``cossim_pow``: ``dot`` weighted by ``max(cos, 0.1)^power``,
+  ``norms`` the product of the two vectors' lengths."""
+  if not power:
+    return dot
+  return dot * jnp.maximum(dot / (norms + 1e-6), 0.1) ** power
+
+
+def _check_direction(where: str, vector, cosine_power: float) -> None:
+  if not vector or not all(math.isfinite(v) for v in vector):
+    raise ValueError(f"{where}: a direction is a non-empty vector of finite numbers")
+  if not (math.isfinite(cosine_power) and cosine_power >= 0):
+    raise ValueError(f"{where}: cosine_power must be finite and >= 0, got {cosine_power}")
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class Directions(LayerTerm):
+  """A table of directions in ``layer``'s channel space, one per target:
+  image ``j`` raises ``Direction(layer, vectors[target_j], cosine_power)``
+  (a unit atlas of directions, e.g. from a file of NMF or CAV vectors).
+  Shown by its size and a digest, not its numbers."""
+  layer: str
+  vectors: tuple[tuple[float, ...], ...]
+  cosine_power: float = 0.0
+  unit: ClassVar[str] = "direction"
+
+  @property
+  def indexes_units(self) -> bool:
+    return True
+
+  def values(self, outputs, images):
+    """Every direction's value, ``(N, D)``."""
+    value = _activation(outputs, self.layer, images)
+    if value.shape[-1] != len(self.vectors[0]):
+      raise LayerError(f"layer {self.layer!r} has {value.shape[-1]} channels; the "
+                       f"directions have {len(self.vectors[0])}")
+    matrix = jnp.asarray(self.vectors, value.dtype)
+    norms = (jnp.sqrt(jnp.sum(jnp.square(value), axis=-1, keepdims=True))
+             * jnp.sqrt(jnp.sum(matrix**2, axis=1)))
+    dot = _cosine_weighted(value @ matrix.T, norms, self.cosine_power)
+    return jnp.mean(dot, axis=tuple(range(1, dot.ndim - 1)))
+
+  def unit_names(self, shape):
+    return tuple(f"{self.layer} direction {d}" for d in range(len(self.vectors)))
+
+  def check_layer(self, shape):
+    _check_length(self.layer, shape, len(self.vectors[0]))
+
+  def __call__(self, outputs, images, targets):
+    return _of_target(self.values(outputs, images), targets)
+
+  def check(self, where: str) -> None:
+    if not self.vectors or len({len(v) for v in self.vectors}) != 1:
+      raise ValueError(f"{where}: directions are one table of vectors of one length, "
+                       "non-empty")
+    for vector in self.vectors:
+      _check_direction(where, vector, self.cosine_power)
+
+  def digest(self) -> str:
+    """The first 12 hex digits of a SHA-256 of the vectors' float64 values."""
+    data = ",".join(repr(float(v)) for vector in self.vectors for v in vector)
+    return hashlib.sha256(data.encode()).hexdigest()[:12]
+
+  def __repr__(self) -> str:
+    return (f"Directions(layer={self.layer!r}, vectors=<{len(self.vectors)} x "
+            f"{len(self.vectors[0]) if self.vectors else 0}, sha256:{self.digest()}>, "
+            f"cosine_power={self.cosine_power!r})")
+
+  __str__ = __repr__
 
 
 @dataclasses.dataclass(frozen=True)
-class MeanSquare(_LayerTerm):
+class MeanSquare(LayerTerm):
   """DeepDream's objective: the mean square of ``layer``'s activation."""
   layer: str
 
@@ -137,7 +283,7 @@ class MeanSquare(_LayerTerm):
 
 
 @dataclasses.dataclass(frozen=True)
-class Diversity(_LayerTerm):
+class Diversity(LayerTerm):
   """Lucid's diversity term: images of one objective that differ from each
   other. Per image, minus the mean cosine similarity of its Gram matrix at
   ``layer`` (channels x channels, averaged over positions) with those of
@@ -185,9 +331,12 @@ def channel(layer: str, channel: int | None = None) -> Objective:
   return Objective(((1.0, Channel(layer, None if channel is None else int(channel))),))
 
 
-def neuron(layer: str, channel: int, y: int | None = None, x: int | None = None) -> Objective:
-  """One unit of a layer, at the centre of its map by default (``Neuron``)."""
-  return Objective(((1.0, Neuron(layer, int(channel), None if y is None else int(y),
+def neuron(layer: str, channel: int | None = None, y: int | None = None,
+           x: int | None = None) -> Objective:
+  """One unit of a layer, at the centre of its map by default (``Neuron``;
+  ``channel=None``: the image's target is the channel)."""
+  return Objective(((1.0, Neuron(layer, None if channel is None else int(channel),
+                                 None if y is None else int(y),
                                  None if x is None else int(x))),))
 
 
@@ -196,6 +345,13 @@ def direction(layer: str, vector, cosine_power: float = 0.0) -> Objective:
   ``Direction``)."""
   return Objective(((1.0, Direction(layer, tuple(float(v) for v in vector),
                                     float(cosine_power))),))
+
+
+def directions(layer: str, vectors, cosine_power: float = 0.0) -> Objective:
+  """A table of directions of a layer, one per target (``Directions``):
+  ``vectors`` is ``(D, channels)``; image ``j`` raises row ``target_j``."""
+  table = tuple(tuple(float(v) for v in row) for row in vectors)
+  return Objective(((1.0, Directions(layer, table, float(cosine_power))),))
 
 
 def layer(name: str) -> Objective:

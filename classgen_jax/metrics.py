@@ -7,6 +7,7 @@ as returned, and for the raw canvas as optimised).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -15,7 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from classgen_jax import transforms as T
-from classgen_jax._classifier import Classifier
+from classgen_jax._classifier import Classifier, Needs
+from classgen_jax.terms import Term
 
 
 class Trace(NamedTuple):
@@ -41,22 +43,34 @@ def trace(values, logits, targets, finite) -> Trace:
   return Trace(values, target, rank, zscore, finite)
 
 
-def _scores(classifier: Classifier, images, targets):
-  logits = classifier(images.astype(classifier.dtype), heads=("logits",))["logits"]
-  logits = logits.astype(jnp.float32)
-  target, rank = target_logit_and_rank(logits, targets)
-  probability = jnp.take_along_axis(jax.nn.softmax(logits), targets[:, None], axis=1)[:, 0]
-  return target, probability, rank
+def _scores(classifier: Classifier, images, targets, units):
+  outputs = classifier.outputs(images.astype(classifier.dtype), Needs(("logits",)) | (
+      Needs() if units is None else units.needs))
+  logits = outputs.heads["logits"].astype(jnp.float32)
+  probabilities = jax.nn.softmax(logits)
+  top = jnp.argmax(logits, axis=1)
+  top_probability = jnp.take_along_axis(probabilities, top[:, None], axis=1)[:, 0]
+  if units is None:
+    scores = logits
+    probability = jnp.take_along_axis(probabilities, targets[:, None], axis=1)[:, 0]
+  else:  # a unit has no probability
+    scores = units.values(outputs, images).astype(jnp.float32)
+    probability = jnp.full(targets.shape, jnp.nan, jnp.float32)
+  target, rank = target_logit_and_rank(scores, targets)
+  return target, probability, rank, top, top_probability
 
 
-@jax.jit
-def final_scores(classifier: Classifier, images, targets):
-  """Target logit, probability and rank of the clipped images at the
-  classifier's native size; and the rank of the raw canvas, as optimised."""
+@functools.partial(jax.jit, static_argnames="units")
+def final_scores(classifier: Classifier, images, targets, units: Term | None = None):
+  """The target's score (its logit, or with ``units`` its unit's value),
+  probability (NaN for a unit) and rank (among the classes or the units),
+  and the model's top class and its probability, for the clipped images at
+  the classifier's native size; and the target's rank for the raw canvas,
+  as optimised."""
   size = classifier.input_size
   resized = jax.vmap(lambda x: T.resize(x, size, method="bilinear"))(T.clip(images))
-  as_optimised = _scores(classifier, images, targets)[2]
-  return (*_scores(classifier, resized, targets), as_optimised)
+  as_optimised = _scores(classifier, images, targets, units)[2]
+  return (*_scores(classifier, resized, targets, units), as_optimised)
 
 
 def _stability(rank: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -39,11 +39,13 @@ from classgen_jax._sums import pairwise_sum
 from classgen_jax.layer_objectives import (  # noqa: F401  (what a layer sees, here too)
   Channel,
   Direction,
+  Directions,
   Diversity,
   MeanSquare,
   Neuron,
   channel,
   direction,
+  directions,
   diversity,
   layer,
   neuron,

@@ -14,10 +14,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from classgen_jax import activations
+from classgen_jax import activations, layer_objectives
 from classgen_jax._classifier import Classifier, InputError
 from classgen_jax.parameterisations import Parameterisation, Pixels
 from classgen_jax.recipe import Octave, Recipe
+from classgen_jax.terms import Term
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +32,7 @@ class Plan:
     buffer: side of the buffer that holds the canvas (the largest side).
     snapshot_every: keep the image and logits every this many iterations.
     image: the recipe's image parameterisation.
+    units: the recipe's family of units (``Recipe.units``), or None.
   """
   octave: Octave
   index: int
@@ -38,6 +40,7 @@ class Plan:
   buffer: int
   snapshot_every: int = 0
   image: Parameterisation = Pixels()
+  units: Term | None = None
 
   def final_side(self) -> int:
     """The canvas side after the octave's last iteration."""
@@ -116,9 +119,11 @@ def plan(classifier: Classifier, recipe: Recipe, snapshot_every: int = 0) -> lis
           f"{where} objective: the BatchNorm statistics prior needs a model with "
           f"BatchNorm layers, and {classifier.name} has none; drop the term or use "
           "another model")
-    for name in needs.layers:
+    for term in (*(t for _, t in octave.objective.terms), recipe.units):
+      if not isinstance(term, layer_objectives.LayerTerm):
+        continue
       try:
-        activations.resolve(classifier.module, classifier.input_size, name, classifier.name)
+        term.check_layer(layer_shape(classifier, term.layer))
       except activations.LayerError as error:
         raise activations.LayerError(f"{where} objective: {error}") from None
     smallest_view = min(view_side(octave, s) for s in sides)
@@ -136,6 +141,29 @@ def plan(classifier: Classifier, recipe: Recipe, snapshot_every: int = 0) -> lis
   return plans
 
 
+def target_labels(classifier: Classifier, recipe: Recipe) -> tuple[str, ...]:
+  """What a target index names: a class of ``classifier``, or one of the
+  recipe's units (``Recipe.units``: ``"inception4a channel 7"``).
+
+  Raises:
+    LayerError: the units' layer is not one of the classifier's.
+  """
+  units = recipe.units
+  if units is None:
+    return classifier.labels
+  return units.unit_names(layer_shape(classifier, units.layer))
+
+
+def layer_shape(classifier: Classifier, name: str) -> tuple[int, ...]:
+  """The output shape of one image at layer ``name``, at the native size.
+
+  Raises:
+    LayerError: the classifier has no such layer (the closest named).
+  """
+  activations.resolve(classifier.module, classifier.input_size, name, classifier.name)
+  return next(layer.shape for layer in classifier.layers() if layer.name == name)
+
+
 def group(plans: Sequence[Plan]) -> int:
   """How many consecutive images of a target the plans' objectives couple
   (``Objective.group``; 1: none)."""
@@ -144,8 +172,10 @@ def group(plans: Sequence[Plan]) -> int:
 
 def octave_plans(recipe: Recipe, snapshot_every: int = 0) -> list[Plan]:
   """The recipe's plans, unchecked (``plan`` checks them against a model)."""
-  return [Plan(octave, index, sides, max(sides), snapshot_every, recipe.image_of(index))
+  return [Plan(octave, index, sides, max(sides), snapshot_every, recipe.image_of(index),
+               recipe.units)
           for index, (octave, sides) in enumerate(zip(recipe.octaves, canvas_sides(recipe)))]
 
 
-__all__ = ["Plan", "canvas_sides", "input_sides", "octave_plans", "plan", "view_side"]
+__all__ = ["Plan", "canvas_sides", "input_sides", "layer_shape", "octave_plans", "plan",
+           "target_labels", "view_side"]

@@ -27,9 +27,11 @@ from __future__ import annotations
 import dataclasses
 
 from classgen_jax import objectives as obj
+from classgen_jax.layer_objectives import LayerTerm
 from classgen_jax.operations import Operation, ResizeCycle
 from classgen_jax.parameterisations import Parameterisation, Pixels
 from classgen_jax.starts import Start
+from classgen_jax.terms import Term
 from classgen_jax.updates import Gradient, Rule
 
 
@@ -124,6 +126,11 @@ class Recipe:
       ``Pixels()``, or e.g. ``Sigmoid(Decorrelated(Fourier()))``. Any other
       than pixels takes no canvas operations (``before_resize``, ``before``,
       ``after``, ``resize``), which act on pixels.
+    units: what a target is. None: a class of the main head. Else a family
+      of a layer's units whose targets index them (``objectives.Channel(
+      layer)``, ``Neuron(layer, None)``, ``Directions``; set by
+      ``for_units``): the trace and final scores then rank a target among
+      the family's units instead of the classes.
   """
   name: str
   start: Start
@@ -131,6 +138,7 @@ class Recipe:
   octaves: tuple[Octave, ...]
   description: str = ""
   image: Parameterisation = Pixels()
+  units: Term | None = None
 
   def __post_init__(self):
     if not isinstance(self.start, Start):
@@ -139,6 +147,10 @@ class Recipe:
                        f"Photo(), Parameters()), got {self.start!r}")
     if not self.octaves:
       raise ValueError("a recipe needs at least one octave")
+    if self.units is not None and not _is_family(self.units):
+      raise ValueError(f"recipe {self.name!r}: Recipe.units takes a family of units whose "
+                       "targets index them, e.g. objectives.Channel(layer) (no channel), "
+                       f"got {self.units}")
     for index, octave in enumerate(self.octaves):
       where = f"recipe {self.name!r} octave {index + 1}"
       octave.objective.check(f"{where} objective")
@@ -170,10 +182,41 @@ class Recipe:
       raise ValueError(f"steps_scale must be positive, got {factor}")
     return dataclasses.replace(self, octaves=tuple(o.scaled(factor) for o in self.octaves))
 
+  def for_units(self, units: obj.Objective | Term) -> Recipe:
+    """The recipe for a family of a layer's units (one image per unit):
+    every octave's class terms replaced by ``units`` at their summed
+    weight, its priors kept, ``Recipe.units`` set.
+
+    >>> recipe = recipes.get("units").for_units(objectives.channel("inception4a"))
+
+    Raises:
+      ValueError: ``units`` is not one family whose targets index units, or
+        an octave reads no class to replace.
+    """
+    terms = units.terms if isinstance(units, obj.Objective) else ((1.0, units),)
+    if len(terms) != 1 or terms[0][0] != 1.0 or not _is_family(terms[0][1]):
+      raise ValueError(f"for_units takes one family of units whose targets index them, e.g. "
+                       f"objectives.channel(layer) without a channel; got {units}")
+    family, octaves = terms[0][1], []
+    for index, octave in enumerate(self.octaves):
+      classes = [(w, t) for w, t in octave.objective.terms if t.head is not None]
+      if not classes:
+        raise ValueError(f"recipe {self.name!r} octave {index + 1} reads no class to replace "
+                         "with the units")
+      rest = tuple((w, t) for w, t in octave.objective.terms if t.head is None)
+      weight = sum(w for w, _ in classes)
+      octaves.append(dataclasses.replace(
+          octave, objective=obj.Objective(((weight, family), *rest))))
+    return dataclasses.replace(self, octaves=tuple(octaves), units=family)
+
   def with_head(self, head: str) -> Recipe:
     """The recipe with every objective term moved to ``head``."""
     return dataclasses.replace(self, octaves=tuple(
         dataclasses.replace(o, objective=o.objective.with_head(head)) for o in self.octaves))
+
+
+def _is_family(term: Term) -> bool:
+  return isinstance(term, LayerTerm) and term.indexes_units
 
 
 __all__ = ["Octave", "Recipe"]

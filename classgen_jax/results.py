@@ -57,6 +57,8 @@ class Generation:
       logit, softmax probability and rank (0 = top-1) of the target for the
       final image as returned (clipped to [0, 1]), resized to the
       classifier's native input size: what a reader of the PNG would get.
+      With a recipe for units (``Recipe.units``): the unit's value, NaN
+      (a unit has no probability) and its rank among the family's units.
     trace: per-iteration records (``Trace`` of ``(iterations, N)`` arrays).
     stability: ``{"top1_fraction", "zscore_jitter"}``, each ``(N,)``, and
       the same per octave, ``{"top1_fraction_per_octave",
@@ -73,6 +75,8 @@ class Generation:
       ``(N, H, W)``: MACO's importance map of the last such octave, the sum
       over its steps of the objective's gradient's size on each pixel;
       else None.
+    top_class, top_probability: ``(N,)`` the class the model ranks first
+      for the final image (as ``probability``'s) and its probability.
   """
   images: np.ndarray
   targets: np.ndarray
@@ -87,6 +91,8 @@ class Generation:
   rank_as_optimised: np.ndarray | None = None
   compile_seconds: float = 0.0
   importance: np.ndarray | None = None
+  top_class: np.ndarray | None = None
+  top_probability: np.ndarray | None = None
 
 
 def concatenate(parts: list[Generation]) -> Generation:
@@ -109,4 +115,7 @@ def concatenate(parts: list[Generation]) -> Generation:
       rank=cat(*(p.rank for p in parts)), trace=trace,
       stability={k: cat(*(p.stability[k] for p in parts)) for k in parts[0].stability},
       snapshots=snapshots, rank_as_optimised=cat(*(p.rank_as_optimised for p in parts)),
-      importance=None if parts[0].importance is None else cat(*(p.importance for p in parts)))
+      importance=None if parts[0].importance is None else cat(*(p.importance for p in parts)),
+      **{field: None if getattr(parts[0], field) is None
+         else cat(*(getattr(p, field) for p in parts))
+         for field in ("top_class", "top_probability")})

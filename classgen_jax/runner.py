@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from classgen_jax import devices, metrics, programs, starts
+from classgen_jax import plans as plans_lib
 from classgen_jax import step as step_lib
 from classgen_jax import transforms as T
 from classgen_jax._classifier import Classifier
@@ -89,9 +90,10 @@ def dispatch(classifier: Classifier, recipe: Recipe, plans: Sequence[Plan], batc
     traces.append(trace)
     snapshots.append(snaps)
     offset += plan.octave.iterations
-  scores = metrics.final_scores(classifier, images, targets_device)
+  scores = metrics.final_scores(classifier, images, targets_device, recipe.units)
   return Dispatched(plans, np.asarray(batch.targets), np.asarray(batch.restarts),
-                    T.clip(images), traces, snapshots, scores, classifier.labels, importance)
+                    T.clip(images), traces, snapshots, scores,
+                    plans_lib.target_labels(classifier, recipe), importance)
 
 
 def _run_octave(plan: Plan, classifier: Classifier, canvas: jax.Array, targets: jax.Array,
@@ -131,8 +133,9 @@ def _check_finite(trace: metrics.Trace, plan: Plan, offset: int, batch: Dispatch
     return
   iteration, image = np.argwhere(~finite)[0]
   target = int(batch.targets[image])
+  kind = "class" if plan.units is None else "unit"
   raise GenerationError(
-      f"NaN or Inf in the image of class {target} ({batch.labels[target]!r}), restart "
+      f"NaN or Inf in the image of {kind} {target} ({batch.labels[target]!r}), restart "
       f"{int(batch.restarts[image])}, at iteration {offset + int(iteration)} (octave "
       f"{plan.index + 1}); lower the step size or clip the image")
 
@@ -151,7 +154,7 @@ def finish(batch: Dispatched) -> Generation:
     offset += plan.octave.iterations
   trace = jax.tree_util.tree_map(lambda *xs: np.concatenate([x[:, :n] for x in xs]), *traces)
   snapshots = _snapshots(plans, batch.snapshots, n)
-  images, target_logit, probability, rank, rank_raw = devices.to_host(
+  images, target_logit, probability, rank, top, top_probability, rank_raw = devices.to_host(
       (batch.images, *batch.scores))
   importance = None if batch.importance is None else devices.to_host(batch.importance)[:n]
   return Generation(
@@ -159,7 +162,8 @@ def finish(batch: Dispatched) -> Generation:
       target_logit=target_logit[:n], probability=probability[:n], rank=rank[:n], trace=trace,
       stability=stability(trace, [p.octave.iterations for p in plans]),
       snapshots=snapshots if plans[0].snapshot_every else None,
-      rank_as_optimised=rank_raw[:n], importance=importance)
+      rank_as_optimised=rank_raw[:n], importance=importance, top_class=top[:n],
+      top_probability=top_probability[:n])
 
 
 def _snapshots(plans: Sequence[Plan], per_octave: list, n: int) -> Snapshots:

@@ -271,7 +271,11 @@ class _Step:
     first = len(octave.before_resize)
     self.groups = (first, first + len(octave.before),
                    first + len(octave.before) + len(octave.view))
-    self.needs = octave.objective.needs | Needs(("logits",))
+    # The trace ranks each target among the classes, or among its family's
+    # units (which then need no pass beyond their layer).
+    self.units = plan.units
+    self.needs = octave.objective.needs | (Needs(("logits",)) if plan.units is None
+                                           else plan.units.needs)
     # XLA's convolutions round differently for different batch sizes (on the
     # CPU, by the last bit). A class logit's gradient hardly depends on the
     # forward pass's rounding, but a prior on the activations (BatchNorm
@@ -301,10 +305,17 @@ class _Step:
     # precision (a no-op when the dtypes agree).
     return jax.tree_util.tree_map(lambda value: value.astype(view.dtype), outputs)
 
+  def scores(self, outputs, view):
+    """What the trace ranks a target among: the main head's logits, or
+    every unit of the recipe's family (``Recipe.units``)."""
+    if self.units is None:
+      return outputs.heads["logits"]
+    return self.units.values(outputs, view)
+
   def loss(self, canvas, p_view, p_views, region, iteration):
     """Minus the objective summed over the batch, and ``(values, logits)``:
-    per image, the objective (the mean over its views) and the main head's
-    logits for its (first) view."""
+    per image, the objective (the mean over its views) and the ``scores``
+    for its (first) view."""
     image = self.plan.image
     images = canvas if image.pixels else jax.vmap(image.render)(canvas)
     return self.loss_of_images(images, p_view, p_views, region, iteration)
@@ -316,13 +327,13 @@ class _Step:
       view = _apply(octave.view, images, p_view, iteration, octave.iterations, region)
       outputs = self.outputs(view)
       values = octave.objective(outputs, view, self.targets)
-      return -jnp.sum(values), (values, outputs.heads["logits"].astype(jnp.float32))
+      return -jnp.sum(values), (values, self.scores(outputs, view).astype(jnp.float32))
     view = _apply(octave.view, jnp.repeat(images, views, axis=0), p_views, iteration,
                   octave.iterations, None)
     outputs = self.outputs(view)
     values = octave.objective(outputs, view, jnp.repeat(self.targets, views))
     values = pairwise_mean(values.reshape(-1, views), (1,))
-    logits = outputs.heads["logits"]
+    logits = self.scores(outputs, view)
     logits = logits.reshape(-1, views, logits.shape[-1])[:, 0]
     return -jnp.sum(values), (values, logits.astype(jnp.float32))
 

@@ -264,3 +264,47 @@ def test_parity_with_torch_reference(name, normalisation, x64):
   diff = np.abs(np.clip(theirs, 0, 1) - ours.images).max()
   print(f"{name}: max abs diff {diff:.1e}")
   assert diff <= 1e-8
+
+
+_UNITS = Recipe("units", Uniform(), 48, (Octave(
+    6, obj.class_logit() - 1e-4 * obj.l2(), updates.Adam(), (0.05, 0.05), view=(Crop(40),)),))
+
+
+def test_a_recipe_for_units_makes_and_scores_one_image_per_unit():
+  """Channels of a layer as targets: the trace ranks each among the layer's
+  channels, the final scores are its mean on the saved image at the native
+  size, its rank there, NaN for a probability, and the model's top class."""
+  clf, layer = tiny(), "layer2.0"
+  recipe = _UNITS.for_units(obj.channel(layer))
+  assert recipe.octaves[0].objective.terms[1:] == _UNITS.octaves[0].objective.terms[1:]
+  result = engine.generate(clf, [3, 30], recipe, seed=1)
+  assert list(result.targets) == [3, 30]
+  trace = result.trace
+  assert np.all(trace.objective[-1] > trace.objective[0])  # ascent
+  units = np.asarray(trace.target_logit)  # the channel's mean on the view
+  assert units.shape == (6, 2) and np.all(units[-1] > units[0])
+  assert np.all(np.asarray(trace.target_rank)[-1] < 2 * 16)
+  native = jax.vmap(lambda x: classgen_jax.transforms.resize(x, clf.input_size))(
+      jnp.asarray(result.images))
+  outputs = clf.outputs(native, obj.channel(layer).needs | classgen_jax.Needs(("logits",)))
+  means = np.asarray(outputs.layers[layer]).mean(axis=(1, 2))
+  np.testing.assert_allclose(result.target_logit, means[[0, 1], [3, 30]], rtol=2e-5)
+  np.testing.assert_array_equal(result.rank, (means > means[[0, 1], [3, 30]][:, None]).sum(1))
+  assert np.isnan(result.probability).all()
+  np.testing.assert_array_equal(result.top_class, np.argmax(outputs.heads["logits"], axis=1))
+  with pytest.raises(ValueError, match=f"channel 99 is not one of the {2 * 16} channels of "
+                                       "layer 'layer2.0': use 0 to 31"):
+    engine.generate(clf, [99], recipe)
+
+
+def test_for_units_takes_one_family_and_replaces_the_class_terms():
+  with pytest.raises(ValueError, match="one family of units whose targets index them"):
+    _UNITS.for_units(obj.channel("layer2", 3))
+  with pytest.raises(ValueError, match="one family of units"):
+    _UNITS.for_units(obj.channel("layer2") + obj.channel("layer3"))
+  plain = dataclasses.replace(_UNITS, octaves=(dataclasses.replace(
+      _UNITS.octaves[0], objective=-obj.l2()),))
+  with pytest.raises(ValueError, match="octave 1 reads no class to replace"):
+    plain.for_units(obj.channel("layer2"))
+  with pytest.raises(ValueError, match="Recipe.units takes a family of units"):
+    dataclasses.replace(_UNITS, units=obj.Neuron("layer2", 3))

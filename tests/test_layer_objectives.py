@@ -25,6 +25,7 @@ from converters.reference import objectives as torch_objectives
 from tests.helpers import TINY_WIDTH, random_torch_model, tiny, tiny_torch
 
 _VECTOR = tuple(np.random.default_rng(3).standard_normal(2 * TINY_WIDTH).round(3))  # layer2
+_TABLE = np.random.default_rng(4).standard_normal((64, 2 * TINY_WIDTH)).round(3)  # 64 rows
 TERMS = {
     "channel": obj.channel("layer2.0.conv2", 5),
     "channel_of_target": obj.channel("layer3.0"),
@@ -32,6 +33,10 @@ TERMS = {
     "neuron_at": obj.neuron("layer1.0.bn1", 3, y=2, x=9),
     "direction": obj.direction("layer2", _VECTOR),
     "direction_cosine": obj.direction("layer2", _VECTOR, cosine_power=1.0),
+    "neuron_of_target": obj.neuron("layer3.1.bn2"),
+    "neuron_of_target_at": obj.neuron("layer3", None, y=1, x=2),
+    "directions": obj.directions("layer2", _TABLE),
+    "directions_cosine": obj.directions("layer2.0", _TABLE, cosine_power=2.0),
     "layer": obj.layer("layer3.0"),
     "fc": obj.channel("fc", 9) - 0.5 * obj.layer("layer1.0.conv1"),
     "diversity": obj.diversity("layer2.0", 2),
@@ -41,7 +46,8 @@ TERMS = {
 # pass each alone.
 ALL = "all"
 TERMS[ALL] = (TERMS["channel"] + TERMS["neuron_at"] + 0.1 * TERMS["direction_cosine"]
-              - TERMS["layer"] + TERMS["fc"] + obj.channel("layer3.0") + TERMS["diversity"])
+              - TERMS["layer"] + TERMS["fc"] + obj.channel("layer3.0") + TERMS["diversity"]
+              + TERMS["neuron_of_target_at"] + 0.1 * TERMS["directions_cosine"])
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=[] if n == ALL else [pytest.mark.slow])
@@ -164,3 +170,44 @@ def test_diversity_settings_are_one_clear_error():
         _DIVERSE.octaves[0], views=2),)), restarts=2)
   with pytest.raises(ValueError, match="groups of 2 and 3 images"):
     (obj.diversity("layer1", 2) + obj.diversity("layer2", 3)).check("here")
+
+
+@pytest.mark.parametrize("family,units", [
+    (obj.channel("layer2"), 2 * TINY_WIDTH), (obj.neuron("layer3.0", None, 1, 1), 4 * TINY_WIDTH),
+    (obj.directions("layer2", _TABLE), 64)])
+def test_a_family_gives_every_unit_and_names_them(family, units, x64):
+  """``values`` holds every unit of the family; the term is the target's."""
+  term, clf = family.terms[0][1], tiny()
+  images = jnp.asarray(np.random.default_rng(6).random((2, 64, 64, 3)))
+  outputs = clf.outputs(images, term.needs)
+  values = term.values(outputs, images)
+  targets = jnp.array([units - 1, 3])
+  assert values.shape == (2, units)
+  np.testing.assert_array_equal(term(outputs, images, targets), values[jnp.arange(2), targets])
+  shape = dict(clf.layers())[term.layer]
+  names = term.unit_names(shape)
+  assert len(names) == units and names[3].startswith(f"{term.layer} {term.unit} 3")
+
+
+def test_a_direction_table_is_named_by_its_size_and_digest():
+  table = obj.directions("layer2", _TABLE).terms[0][1]
+  assert repr(table) == str(table) and "64 x 32, sha256:" in repr(table)
+  assert str(_TABLE[0, 0]) not in repr(table)  # not its numbers
+  other = obj.directions("layer2", _TABLE + 1e-3).terms[0][1]
+  assert table.digest() != other.digest() and hash(table) != hash(other)
+
+
+def test_units_that_do_not_fit_their_layer_are_one_error_before_tracing():
+  clf = tiny()
+
+  def recipe(objective):
+    return Recipe("unit", Uniform(), 32, (Octave(2, objective, Sign(), (0.02, 0.02)),))
+
+  with pytest.raises(classgen_jax.LayerError, match=f"octave 1 objective: layer 'layer1' has "
+                                                    f"{TINY_WIDTH} channels; a direction has 3"):
+    engine.generate(clf, [0], recipe(obj.directions("layer1", [(1, 2, 3)])))
+  with pytest.raises(classgen_jax.LayerError, match=f"has {TINY_WIDTH} channels .* channel "
+                                                    f"{TINY_WIDTH + 2} is outside"):
+    engine.generate(clf, [0], recipe(obj.neuron("layer1", TINY_WIDTH + 2)))
+  with pytest.raises(ValueError, match="one table of vectors of one length"):
+    obj.directions("layer2", [(1, 2), (1, 2, 3)]).check("here")

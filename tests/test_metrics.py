@@ -102,7 +102,7 @@ def test_final_scores_clip_and_resize_to_the_native_size():
   images[0, ..., 0], images[0, 4:8, 8:12, 0] = 0.1, 5.0
   images[0, ..., 1], images[0, ..., 2] = 0.3, 0.2
   images[1] = 0.5  # a three-way tie: rank 0, probability 1/3
-  logit, probability, rank, rank_as_optimised = metrics.final_scores(
+  logit, probability, rank, top, top_probability, rank_as_optimised = metrics.final_scores(
       classifier, jnp.asarray(images), jnp.array([1, 2]))
   np.testing.assert_allclose(logit, [0.3, 0.5], rtol=1e-6)
   clipped = np.array([0.1 + 16 / 256 * 0.9, 0.3, 0.2])
@@ -110,3 +110,5 @@ def test_final_scores_clip_and_resize_to_the_native_size():
   np.testing.assert_allclose(probability, [softmax[1], 1 / 3], rtol=1e-5)
   np.testing.assert_array_equal(rank, [0, 0])
   np.testing.assert_array_equal(rank_as_optimised, [1, 0])
+  np.testing.assert_array_equal(top, [1, 0])  # green; a tie goes to the first
+  np.testing.assert_allclose(top_probability, [softmax[1], 1 / 3], rtol=1e-5)

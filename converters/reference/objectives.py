@@ -91,11 +91,13 @@ def _channel(term, outputs, images, targets):
 @TERMS.register(obj.Neuron)
 def _neuron(term, outputs, images, targets):
   value = outputs.layers[term.layer]
-  if value.ndim == 2:
-    return value[:, term.channel]
-  y = value.shape[2] // 2 if term.y is None else term.y
-  x = value.shape[3] // 2 if term.x is None else term.x
-  return value[:, term.channel, y, x]
+  if value.ndim > 2:
+    y = value.shape[2] // 2 if term.y is None else term.y
+    x = value.shape[3] // 2 if term.x is None else term.x
+    value = value[:, :, y, x]
+  if term.channel is None:
+    return value.gather(1, targets[:, None])[:, 0]
+  return value[:, term.channel]
 
 
 @TERMS.register(obj.Direction)
@@ -107,6 +109,20 @@ def _direction(term, outputs, images, targets):
   dot = (value * vector.view(shape)).sum(dim=1)
   if term.cosine_power:
     cosine = dot / (value.norm(dim=1) * vector.norm() + 1e-6)
+    dot = dot * cosine.clamp(min=0.1) ** term.cosine_power
+  return dot.flatten(1).mean(dim=1) if dot.ndim > 1 else dot
+
+
+@TERMS.register(obj.Directions)
+def _directions(term, outputs, images, targets):
+  """``_direction`` with each image's target's row of the table."""
+  value = outputs.layers[term.layer]
+  vectors = torch.tensor(term.vectors, dtype=value.dtype, device=value.device)[targets]
+  shape = (value.shape[0], -1) + (1,) * (value.ndim - 2)
+  dot = (value * vectors.view(shape)).sum(dim=1)
+  if term.cosine_power:
+    norms = vectors.norm(dim=1).view((-1,) + (1,) * (dot.ndim - 1))
+    cosine = dot / (value.norm(dim=1) * norms + 1e-6)
     dot = dot * cosine.clamp(min=0.1) ** term.cosine_power
   return dot.flatten(1).mean(dim=1) if dot.ndim > 1 else dot
 
