@@ -40,7 +40,7 @@ from typing import Any
 import jax.numpy as jnp
 
 from classgen_jax import batch_size as batch_size_lib
-from classgen_jax import claims, devices, engine, folders, imagenet
+from classgen_jax import claims, devices, engine, folders, imagenet, plans
 from classgen_jax import recipes as recipes_lib
 from classgen_jax._classifier import Classifier
 from classgen_jax.folders import AtlasError
@@ -98,7 +98,7 @@ def make_atlas(classifier: Classifier, classes: Sequence[int | str], out: str | 
                log: Callable[[str], None] = logging.info,
                progress: Callable[[engine.Progress], None] | None = None,
                process_index: int | None = None, process_count: int | None = None,
-               poll: float = 2.0) -> AtlasResult:
+               poll: float = 2.0, units: Any = None) -> AtlasResult:
   """Images of ``classes`` (``restarts`` each) in ``out``, resuming an earlier run.
 
   Args:
@@ -132,6 +132,10 @@ def make_atlas(classifier: Classifier, classes: Sequence[int | str], out: str | 
       (``folders.merge_summaries`` does it again on demand). Default: JAX's
       processes (``jax.distributed.initialize``), else the whole list.
     poll: seconds between looks at classes that another run is making.
+    units: a family of a layer's units (``objectives.channel(layer)``,
+      ``neuron(layer)``, ``directions(layer, table)``): ``classes`` are then
+      unit indices, one image per unit (``Recipe.for_units``; see
+      ``classgen_jax.units``).
 
   Returns:
     An ``AtlasResult``.
@@ -147,7 +151,12 @@ def make_atlas(classifier: Classifier, classes: Sequence[int | str], out: str | 
   """
   start = time.perf_counter()
   out = Path(out)
-  indices = imagenet.class_indices(classes, classifier.labels)
+  recipe = recipes_lib.get(recipe, steps_scale=steps_scale)
+  recipe = recipe.with_head(head) if head else recipe
+  recipe = recipe.for_units(units) if units is not None else recipe
+  labels = plans.target_labels(classifier, recipe)
+  indices = (imagenet.class_indices(classes, labels) if recipe.units is None
+             else engine.unit_indices(classes, labels, recipe.units))
   if not indices:
     raise AtlasError("no classes given")
   if len(set(indices)) != len(indices):
@@ -162,9 +171,6 @@ def make_atlas(classifier: Classifier, classes: Sequence[int | str], out: str | 
       raise AtlasError("--overwrite with several processes would delete each other's "
                        "images: empty the folder first, then start the processes")
     indices = indices[part::parts]  # this process's share
-  recipe = recipes_lib.get(recipe, steps_scale=steps_scale)
-  if head:
-    recipe = recipe.with_head(head)
   photos = folders.photo_paths(init) if init is not None else []
   config = folders.run_config(model=classifier.name, weights=weights, recipe=recipe, seed=seed,
                               restarts=restarts, steps_scale=steps_scale, head=head,
@@ -176,10 +182,10 @@ def make_atlas(classifier: Classifier, classes: Sequence[int | str], out: str | 
              for r in range(restarts)]
   with claims.Claims(out) as ledger, devices.process_local(parts > 1):
     run = Run(out, folders.config_id(config), config["model"], config["recipe"], weights,
-              classifier.labels, seed, snapshot_every,
-              {key: folders.image_name(key[1], key[2], classifier.labels,
-                                       key[0] and key[0].stem) for key in planned},
-              jsonl, csv_path, ledger.lock)
+              labels, seed, snapshot_every,
+              {key: folders.image_name(key[1], key[2], labels, key[0] and key[0].stem)
+               for key in planned},
+              jsonl, csv_path, ledger.lock, recipe.units)
     maker = _Maker(classifier, recipe, run, planned, ledger, part, restarts=restarts,
                    batch_size=batch_size, log=log, progress=progress, poll=poll, began=start)
     return maker.make()
@@ -437,14 +443,20 @@ def _share(index: int | None, count: int | None) -> tuple[int, int]:
   return index, count
 
 
-def run(*, model: str, weights: str | None, classes: str, out: str,
-        recipe: str = recipes_lib.DEFAULT, dtype: str = "float32", **kwargs) -> AtlasResult:
-  """``make_atlas`` from flag values: loads the model (computing in ``dtype``:
-  ``"bfloat16"`` for ``devices.mixed_precision``), parses ``classes``."""
+def load(model: str, weights: str | None, dtype: str = "float32") -> tuple[Classifier, str]:
+  """The classifier from flag values (computing in ``dtype``: ``"bfloat16"``
+  for ``devices.mixed_precision``) and how its weights are identified."""
   from classgen_jax.weights import load_classifier
-  indices = folders.parse_classes(classes)
   identity = folders.weights_identity(model, weights)
   classifier = load_classifier(model, weights=weights)
   if dtype != "float32":
     classifier = devices.mixed_precision(classifier, jnp.dtype(dtype))
+  return classifier, identity
+
+
+def run(*, model: str, weights: str | None, classes: str, out: str,
+        recipe: str = recipes_lib.DEFAULT, dtype: str = "float32", **kwargs) -> AtlasResult:
+  """``make_atlas`` from flag values: loads the model (``load``), parses ``classes``."""
+  indices = folders.parse_classes(classes)
+  classifier, identity = load(model, weights, dtype)
   return make_atlas(classifier, indices, out, recipe, weights=identity, **kwargs)

@@ -45,6 +45,11 @@ SUMMARY_CSV = "summary.csv"
 SUMMARY_FIELDS = ("target", "name", "restart", "init", "probability", "rank", "target_logit",
                   "top1_fraction", "zscore_jitter", "top1_fraction_per_octave",
                   "zscore_jitter_per_octave", "seed", "file")
+# A unit atlas's (``classgen_jax.units``).
+UNIT_SUMMARY_FIELDS = ("target", "name", "layer", "unit", "restart", "init", "activation", "rank",
+                       "top_class", "top_class_name", "top_probability", "top1_fraction",
+                       "zscore_jitter", "top1_fraction_per_octave", "zscore_jitter_per_octave",
+                       "seed", "file")
 IMAGE_NAME = re.compile(r"^\d{4}_.+_r\d+(\.importance)?\.(png|gif)$")
 
 
@@ -60,16 +65,20 @@ class StorageError(RuntimeError):
 # What to make.
 
 
-def parse_classes(spec: str, labels: tuple[str, ...] = imagenet.LABELS) -> list[int]:
+def parse_classes(spec: str, labels: tuple[str, ...] = imagenet.LABELS, *,
+                  flag: str = "--classes", what: str = "class") -> list[int]:
   """Class indices from ``"all"``, or comma-separated names, indices and ranges.
 
   >>> parse_classes("0-2, tabby")
   [0, 1, 2, 281]
 
+  ``labels`` names what the indices index (a layer's units, say: ``flag``
+  and ``what`` then name them in the errors).
+
   Raises:
-    AtlasError: empty spec or range, a class given twice (by overlapping
-      ranges, say), or an unknown name (``imagenet.UnknownClassError``, with
-      suggestions).
+    AtlasError: empty spec or range, an index out of range, a class given
+      twice (by overlapping ranges, say), or an unknown name
+      (``imagenet.UnknownClassError``, with suggestions).
   """
   spec = (spec or "").strip()
   if spec.lower() == "all":
@@ -79,21 +88,24 @@ def parse_classes(spec: str, labels: tuple[str, ...] = imagenet.LABELS) -> list[
   for token in spec.split(","):
     token = token.strip()
     if not token:
-      raise AtlasError(f"empty class in --classes={spec!r}: give names, indices or ranges "
+      raise AtlasError(f"empty {what} in {flag}={spec!r}: give names, indices or ranges "
                        "such as 0-99, separated by commas")
     bounds = re.fullmatch(r"(\d+)\s*-\s*(\d+)", token)
     if bounds:
       first, last = int(bounds[1]), int(bounds[2])
       if first > last:
-        raise AtlasError(f"class range {token!r} is empty: write it low-high, e.g. "
+        raise AtlasError(f"{what} range {token!r} is empty: write it low-high, e.g. "
                          f"{last}-{first}")
-      imagenet.class_name(last, labels)  # range check, with its message
       found = list(range(first, last + 1))
     else:
-      found = [imagenet.class_index(token, labels)]
+      found = [imagenet.class_index(token, labels) if not token.isdigit()
+               or int(token) < len(labels) else int(token)]
+    if found[-1] >= len(labels):
+      raise AtlasError(f"{what} {found[-1]} is out of range: {flag} takes 0 to "
+                       f"{len(labels) - 1} (or all)")
     for index in found:
       if index in seen:
-        raise AtlasError(f"class {index} ({labels[index]!r}) is given twice in --classes, by "
+        raise AtlasError(f"{what} {index} ({labels[index]!r}) is given twice in {flag}, by "
                          f"{seen[index]!r} and {token!r}; ranges must not overlap")
       seen[index] = token
       indices.append(index)
@@ -229,23 +241,32 @@ def prepare_folder(out: Path, config: dict[str, Any], overwrite: bool) -> None:
 def append_rows(jsonl: Path, csv_path: Path, rows: Sequence[dict[str, Any]]) -> None:
   """Appends summary rows to both files, each synced to disk."""
   _fsync_append(jsonl, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-  _fsync_append(csv_path, _csv_text(rows, header=False))
+  _fsync_append(csv_path, _csv_text(rows, header=False), _csv_text(rows, header=True))
 
 
-def _fsync_append(path: Path, text: str) -> None:
+def _fsync_append(path: Path, text: str, first: str | None = None) -> None:
+  """Appends ``text`` (``first`` instead, to an empty file: with its header)."""
   with open(path, "a+b") as f:
     if f.tell():  # a line cut short by a kill stays a line of its own
       f.seek(-1, os.SEEK_END)
       if f.read(1) != b"\n":
         text = "\n" + text
+    elif first is not None:
+      text = first
     f.write(text.encode("utf-8"))
     f.flush()
     os.fsync(f.fileno())
 
 
 def _csv_text(rows: Sequence[dict[str, Any]], header: bool) -> str:
+  """The rows as CSV (a unit atlas's columns for its rows), with the header
+  if asked; no rows: nothing, header or not (the first rows appended bring
+  theirs)."""
+  if not rows:
+    return ""
   buffer = io.StringIO()
-  writer = csv.DictWriter(buffer, SUMMARY_FIELDS, extrasaction="ignore", lineterminator="\n")
+  fields = UNIT_SUMMARY_FIELDS if rows and "activation" in rows[0] else SUMMARY_FIELDS
+  writer = csv.DictWriter(buffer, fields, extrasaction="ignore", lineterminator="\n")
   if header:
     writer.writeheader()
   writer.writerows(rows)

@@ -99,8 +99,7 @@ def contact_sheet(out: str | os.PathLike, rows: list[dict[str, Any]] | None = No
       with Image.open(out / row["file"]) as image:
         yield image.convert("RGB")
 
-  captions = [[(f"{row['target']} {row['name']}", "black"),
-               (f"p={row['probability']:.2f} r{row['restart']}", (90, 90, 90))]
+  captions = [[(_title(row), "black"), (f"{_score(row, 2)} r{row['restart']}", (90, 90, 90))]
               for row in rows]
   path = out / SHEET
   picture = sheet(images(), captions, thumbnail=thumbnail, columns=columns)
@@ -159,20 +158,68 @@ def index_html(out: str | os.PathLike, rows: list[dict[str, Any]] | None = None,
     name = html.escape(str(row["name"]))
     search = html.escape(f"{row['target']} {row['name']}".lower(), quote=True)
     # One short line each, so that no value is split from its name.
-    lines = [f"p={row['probability']:.3f}, rank {row['rank']}",
-             f"logit {row['target_logit']:.1f}, top-1 {row['top1_fraction']:.0%}",
-             f"restart {row['restart']}" + (f" from {row['init']}" if row.get("init") else "")]
+    if "activation" in row:  # a unit's
+      lines = [f"{_score(row, 2)}, rank {row['rank']} of the layer",
+               f"sees {row['top_class_name']} ({row['top_probability']:.2f})"]
+    else:
+      lines = [f"{_score(row, 3)}, rank {row['rank']}",
+               f"logit {row['target_logit']:.1f}, top-1 {row['top1_fraction']:.0%}"]
+    lines.append(f"restart {row['restart']}"
+                 + (f" from {row['init']}" if row.get("init") else ""))
     metrics = "<br>".join(f"<span>{html.escape(line)}</span>" for line in lines)
     figures.append(
         f'<figure data-search="{search}"><a href="{quote(file)}">'
         f'<img src="{THUMBNAILS}/{quote(file)}" alt="{name}" loading="lazy"></a>'
-        f"<figcaption>{row['target']} {name}<br>{metrics}"
+        f"<figcaption>{html.escape(_title(row))}<br>{metrics}"
         f"</figcaption></figure>")
   page = _PAGE.format(title=html.escape(f"classgen_jax atlas: {out.resolve().name}"),
                       side=thumbnail, figures="\n".join(figures))
   path = out / INDEX
   write_text(path, page)
   return path
+
+
+def _title(row: dict[str, Any]) -> str:
+  """A class's index and name; a unit's name (which holds its index)."""
+  return str(row["name"]) if "activation" in row else f"{row['target']} {row['name']}"
+
+
+def _score(row: dict[str, Any], digits: int) -> str:
+  if "activation" in row:
+    return f"act={row['activation']:.{digits}g}"
+  return f"p={row['probability']:.{digits}f}"
+
+
+def make_galleries(out: str | os.PathLike, *, thumbnail: int = 128,
+                   columns: int = 10) -> list[Path]:
+  """``make_gallery`` for an atlas folder, or for each atlas in its
+  subfolders (a unit atlas's layers) and an ``index.html`` linking them.
+
+  Returns:
+    The pages written, the linking index last.
+
+  Raises:
+    GalleryError: neither the folder nor a subfolder has summarised images.
+  """
+  out = Path(out)
+  if not out.is_dir():
+    raise GalleryError(f"{out} is not a folder")
+  if (out / folders.SUMMARY_JSONL).exists():
+    return [make_gallery(out, thumbnail=thumbnail, columns=columns)[1]]
+  atlases = sorted(p for p in out.iterdir() if (p / folders.SUMMARY_JSONL).exists())
+  if not atlases:
+    _rows(out)  # its error
+  pages = [make_gallery(folder, thumbnail=thumbnail, columns=columns)[1] for folder in atlases]
+  items = "\n".join(
+      f'<li><a href="{quote(page.parent.name)}/{INDEX}">{html.escape(page.parent.name)}</a> '
+      f"({len(_rows(page.parent))} images)<br><img src=\"{quote(page.parent.name)}/{SHEET}\" "
+      f'alt="{html.escape(page.parent.name)}" style="max-width: 100%"></li>' for page in pages)
+  title = html.escape(f"classgen_jax atlases: {out.resolve().name}")
+  path = out / INDEX
+  write_text(path, f'<!DOCTYPE html>\n<html lang="en">\n<head><meta charset="utf-8">'
+                   f"<title>{title}</title></head>\n<body style=\"font-family: sans-serif\">"
+                   f"\n<h1>{title}</h1>\n<ul>\n{items}\n</ul>\n</body>\n</html>\n")
+  return [*pages, path]
 
 
 def make_gallery(out: str | os.PathLike, *, thumbnail: int = 128,

@@ -344,6 +344,17 @@ _register(Recipe(
                 "glance: blurred as a 32-96 px thumbnail), then 64 steps of natural's "
                 "Fourier image, prior and robustness on the object drawn, glances kept."))
 
+# A layer's units (``Recipe.for_units``, ``classgen_jax.units``): Lucid's
+# image and transformation robustness, as its channel visualisations are
+# made; the class logit stands for the unit it is replaced with.
+_register(Recipe(
+    "units", Parameters(), 224,
+    (Octave(256, obj.class_logit(), Adam(), (0.05, 0.05), view=_robust(224)),),
+    image=_LUCID_IMAGE,
+    description="A layer's units (scripts/generate.py --layer): Lucid's decorrelated "
+                "Fourier image behind a sigmoid, its transformation robustness and a flip, "
+                "Adam 0.05 for 256 steps."))
+
 # Chosen by measurement (docs/quality.md): on the 32 default classes at full
 # length the judges name all 32 at full size and 31 at a glance (the measure
 # that agrees with the eye), with photos' colourfulness and a spectrum

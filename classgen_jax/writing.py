@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from classgen_jax import folders
+from classgen_jax import folders, imagenet
 from classgen_jax.images import save_png
 from classgen_jax.results import Generation
 
@@ -48,6 +48,9 @@ class Run:
     names: every image's file name, by key.
     jsonl, csv: the summary files this process appends to.
     lock: the folder lock the appends hold (``claims.Claims.lock``).
+    units: the recipe's family of units (``Recipe.units``): the images are
+      of its units, named by ``labels``, and their rows say so; None for
+      classes.
   """
   out: Path
   run_id: str
@@ -61,6 +64,7 @@ class Run:
   jsonl: Path
   csv: Path
   lock: Callable[[], Any] = contextlib.nullcontext
+  units: Any = None
 
 
 class WriteGate:
@@ -117,14 +121,30 @@ def importance_image(importance: np.ndarray) -> np.ndarray:
 
 
 def summary_row(run: Run, result: Generation, j: int, photo: Path | None) -> dict[str, Any]:
-  """Image ``j`` of a generated batch's summary row."""
+  """Image ``j`` of a generated batch's summary row.
+
+  A class's row has its ``probability``, ``rank`` among the classes and
+  ``target_logit``; a unit's (``Run.units``) its ``layer``, ``unit`` kind,
+  ``activation`` (its value on the saved image at the native size), ``rank``
+  among the layer's units, and the class the model sees first
+  (``top_class``, ``top_class_name``, ``top_probability``). Both have the
+  stability of the target's rank over the iterations (among the classes, or
+  the units) and the file.
+  """
   target, restart = int(result.targets[j]), int(result.restarts[j])
   stability = result.stability
+  if run.units is None:
+    scores = dict(probability=float(result.probability[j]), rank=int(result.rank[j]),
+                  target_logit=float(result.target_logit[j]))
+  else:
+    top = int(result.top_class[j])
+    scores = dict(layer=run.units.layer, unit=run.units.unit,
+                  activation=float(result.target_logit[j]), rank=int(result.rank[j]),
+                  top_class=top, top_class_name=imagenet.class_name(top),
+                  top_probability=float(result.top_probability[j]))
   return dict(
       target=target, name=run.labels[target], restart=restart,
-      init=None if photo is None else photo.name,
-      probability=float(result.probability[j]), rank=int(result.rank[j]),
-      target_logit=float(result.target_logit[j]),
+      init=None if photo is None else photo.name, **scores,
       top1_fraction=float(stability["top1_fraction"][j]),
       zscore_jitter=float(stability["zscore_jitter"][j]),
       top1_fraction_per_octave=[float(x) for x in stability["top1_fraction_per_octave"][j]],
@@ -133,11 +153,15 @@ def summary_row(run: Run, result: Generation, j: int, photo: Path | None) -> dic
 
 
 def png_metadata(run: Run, row: dict[str, Any]) -> dict[str, str]:
-  """The PNG text of an image: the run's identity and its summary row."""
+  """The PNG text of an image: the run's identity and its summary row (a
+  unit's image names its layer and unit too)."""
+  if "activation" in row:
+    score = dict(layer=row["layer"], unit=row["unit"], activation=f"{row['activation']:.6g}")
+  else:
+    score = dict(probability=f"{row['probability']:.6g}")
   return dict(model=run.model, weights=run.weights, recipe=run.recipe, seed=str(run.seed),
               restart=str(row["restart"]), target=str(row["target"]), name=row["name"],
-              probability=f"{row['probability']:.6g}", run_id=run.run_id,
-              summary=json.dumps(row, sort_keys=True))
+              **score, run_id=run.run_id, summary=json.dumps(row, sort_keys=True))
 
 
 class BatchWrites:

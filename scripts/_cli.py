@@ -135,12 +135,23 @@ def stop(message: str) -> None:
 
 
 def completed_rows(out: str) -> int:
-  """Images a run folder's summary lists (its PNGs are complete)."""
+  """Images a run folder's summary lists (its PNGs are complete), with its
+  layers' folders' (a unit atlas's)."""
+  total = 0
+  for folder in [out, *(entry.path for entry in _subfolders(out))]:
+    try:
+      with open(os.path.join(folder, "summary.jsonl"), encoding="utf-8") as f:
+        total += sum(1 for line in f if line.strip())
+    except OSError:
+      pass
+  return total
+
+
+def _subfolders(out: str) -> list[os.DirEntry]:
   try:
-    with open(os.path.join(out, "summary.jsonl"), encoding="utf-8") as f:
-      return sum(1 for line in f if line.strip())
+    return [entry for entry in os.scandir(out) if entry.is_dir()]
   except OSError:
-    return 0
+    return []
 
 
 @contextlib.contextmanager

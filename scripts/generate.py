@@ -17,6 +17,14 @@ devices and writes its own summary part; the last to finish merges them):
 
 --distributed instead takes all three from the cluster (SLURM, TPU pods).
 Two runs started on one folder without either simply share the work.
+
+What a layer's units see instead of classes (one atlas per layer, in
+<out>/<layer>; classgen_jax.units):
+
+  python scripts/generate.py --layer=_blocks.8 --channels=0-31 --out=units
+  python scripts/generate.py --layer=_blocks.8 --neurons=all --position=3,3 --out=units
+  python scripts/generate.py --layer=_blocks.8 --directions=nmf.npy --out=units
+  python scripts/generate.py --model=googlenet --layer=list      # every layer, with its shape
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ import sys
 
 from absl import app, flags, logging
 
-from classgen_jax import atlas, classify, folders, progress, recipes, writing
+from classgen_jax import atlas, classify, folders, progress, recipes, units, writing
 from scripts import _cli
 
 FLAGS = flags.FLAGS
@@ -60,6 +68,19 @@ flags.DEFINE_bool("merge_summaries", False, "Only merge the processes' summary p
                   "into summary.jsonl and summary.csv, then stop.")
 flags.DEFINE_string("profile", None, "Write a jax.profiler trace of the run to this folder "
                     "(TensorBoard or Perfetto read it) and print where the wall time went.")
+flags.DEFINE_string("layer", None, "Make an image per unit of this layer (several: "
+                    "comma-separated, each in <out>/<layer>) instead of classes: its "
+                    "--channels, --neurons or --directions; --layer=list prints --model's "
+                    f"layers with their shapes. Main layers: {units.main_layers_help()}.")
+flags.DEFINE_string("channels", None, "Channels of --layer: indices, ranges (0-63) or all.")
+flags.DEFINE_string("neurons", None, "Neurons of --layer: channels (indices, ranges or all) "
+                    "at --position.")
+flags.DEFINE_string("position", None, "y,x of --neurons in the layer's map at the model's "
+                    "native size (default: the centre).")
+flags.DEFINE_string("directions", None, "A file of directions in --layer's channel space, one "
+                    "a row (.npy, .json, or text): an image per direction.")
+flags.DEFINE_float("cosine_power", 0.0, "--directions: weight each position's dot product by "
+                   "max(cos, 0.1)^p (Lucid's cossim_pow).")
 flags.DEFINE_bool("progress", True, "Report compiling and iterations as they happen (a bar on "
                   "a terminal, plain lines in a log); --noprogress: one line per batch.")
 
@@ -72,16 +93,19 @@ def main(argv):
     rows = folders.merge_summaries(FLAGS.out)
     logging.info("merged %d rows into %s", len(rows), FLAGS.out)
     return
+  if FLAGS.layer == "list":
+    _list_layers()
+    return
+  make = _units_job() if FLAGS.layer else _classes_job()
   _start_distributed()
   reporter = progress.Reporter() if FLAGS.progress else None
   with _cli.interruptible(FLAGS.out, writing.WRITING) as handled:
     try:
       with reporter or contextlib.nullcontext(), _profiling(FLAGS.profile):
-        result = atlas.run(
-            model=FLAGS.model, weights=FLAGS.weights, classes=FLAGS.classes, out=FLAGS.out,
-            recipe=FLAGS.recipe, seed=FLAGS.seed, restarts=FLAGS.restarts,
-            batch_size=FLAGS.batch_size, init=FLAGS.init_image,
-            steps_scale=FLAGS.steps_scale, dtype=FLAGS.dtype, head=FLAGS.head,
+        results = make(
+            model=FLAGS.model, weights=FLAGS.weights, out=FLAGS.out, seed=FLAGS.seed,
+            restarts=FLAGS.restarts, batch_size=FLAGS.batch_size,
+            steps_scale=FLAGS.steps_scale, dtype=FLAGS.dtype,
             snapshot_every=FLAGS.snapshot_every, overwrite=FLAGS.overwrite,
             progress=reporter)
     except atlas.Interrupted as interrupted:
@@ -93,10 +117,59 @@ def main(argv):
                 f"{FLAGS.out}, no partial files; resume with: {_cli.resume_command()}")
     except (ValueError, RuntimeError) as error:  # the library's errors are one line each
       sys.exit(f"error: {error}")
-  logging.info("made %d images, kept %d, in %s (%.0f s)", result.made, result.kept,
-               result.out, result.seconds)
-  if FLAGS.profile:
-    print(f"profile: {atlas.describe_timings(result.timings)}; trace in {FLAGS.profile}")
+  for result in results:
+    logging.info("made %d images, kept %d, in %s (%.0f s)", result.made, result.kept,
+                 result.out, result.seconds)
+    if FLAGS.profile:
+      print(f"profile: {atlas.describe_timings(result.timings)}; trace in {FLAGS.profile}")
+
+
+def _classes_job():
+  """``atlas.run`` with the class flags, as a list of one result."""
+  def make(**kwargs):
+    return [atlas.run(classes=FLAGS.classes, recipe=FLAGS.recipe, init=FLAGS.init_image,
+                      head=FLAGS.head, **kwargs)]
+  return make
+
+
+def _units_job():
+  """``units.run`` with the unit flags; bad combinations end here, in one line."""
+  given = {kind: getattr(FLAGS, kind) for kind in units.KINDS if getattr(FLAGS, kind)}
+  if len(given) != 1:
+    sys.exit("error: --layer takes one of --channels, --neurons or --directions"
+             + (f" (got {', '.join('--' + k for k in given)})" if given else ""))
+  for flag in ("init_image", "head"):
+    if getattr(FLAGS, flag):
+      sys.exit(f"error: --{flag} is for classes; a layer's units take none")
+  if FLAGS["classes"].present:
+    sys.exit("error: --classes and --layer: give one (a layer's units come from --channels, "
+             "--neurons or --directions)")
+  ((kind, spec),) = given.items()
+  position = None
+  if FLAGS.position:
+    try:
+      y, x = (int(v) for v in FLAGS.position.split(","))
+    except ValueError:
+      sys.exit(f"error: --position={FLAGS.position!r}: give y,x, e.g. --position=3,3")
+    position = (y, x)
+  recipe = FLAGS.recipe if FLAGS["recipe"].present else units.DEFAULT_RECIPE
+
+  def make(**kwargs):
+    return units.run(layers=FLAGS.layer, kind=kind,
+                     spec="all" if kind == "directions" else spec,
+                     directions=spec if kind == "directions" else None,
+                     position=position, cosine_power=FLAGS.cosine_power, recipe=recipe,
+                     **kwargs)
+  return make
+
+
+def _list_layers() -> None:
+  """Prints --model's layers with their output shapes (at its native size)."""
+  try:
+    classifier, _ = atlas.load(FLAGS.model, FLAGS.weights)
+  except (ValueError, RuntimeError) as error:
+    sys.exit(f"error: {error}")
+  print(units.layer_table(classifier))
 
 
 def _profiling(folder: str | None):

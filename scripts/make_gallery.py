@@ -3,7 +3,9 @@ r"""A contact sheet and a browsable index.html for an atlas folder.
   python scripts/make_gallery.py --out=atlas
 
 Writes contact_sheet.png and index.html into the folder
-(classgen_jax.gallery); open index.html from disk.
+(classgen_jax.gallery); open index.html from disk. For a unit atlas
+(scripts/generate.py --layer), a sheet and page per layer, and an
+index.html that links them.
 """
 
 from __future__ import annotations
@@ -25,11 +27,12 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   try:
-    sheet, index = gallery.make_gallery(FLAGS.out, thumbnail=FLAGS.thumbnail,
-                                        columns=FLAGS.columns)
+    pages = gallery.make_galleries(FLAGS.out, thumbnail=FLAGS.thumbnail,
+                                   columns=FLAGS.columns)
   except (ValueError, RuntimeError, OSError) as error:
     sys.exit(f"error: {error}")
-  logging.info("wrote %s and %s", sheet, index)
+  for page in pages:
+    logging.info("wrote %s", page)
 
 
 def run():

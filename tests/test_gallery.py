@@ -135,3 +135,24 @@ def test_classify_folder_adds_a_field_and_resume_keeps_it(folder):
     assert (result["target_rank"] == 0) == (result["top1"] == row["target"])
   atlas.make_atlas(tiny(), [0, 1, 2], folder, QUICK, restarts=2, batch_size=2)
   assert all(field in r for r in folders.read_summary(folder))
+
+
+def test_a_unit_atlas_gets_a_page_per_layer_and_an_index_of_them(tmp_path):
+  from classgen_jax import units
+  for layer in ("layer1", "layer2"):
+    units.make_units(tiny(), layer, "0-1", tmp_path, QUICK)
+  pages = gallery.make_galleries(tmp_path, thumbnail=32)
+  assert pages == [tmp_path / "layer1" / gallery.INDEX, tmp_path / "layer2" / gallery.INDEX,
+                   tmp_path / gallery.INDEX]
+  top = _Links()
+  top.feed(pages[-1].read_text())
+  assert top.hrefs == ["layer1/index.html", "layer2/index.html"]
+  assert top.images == [f"layer{k}/{gallery.SHEET}" for k in (1, 2)]
+  assert all((tmp_path / src).is_file() for src in top.images)
+  layer = _Links()
+  layer.feed(pages[0].read_text())
+  text = " ".join(layer.text)
+  assert "layer1 channel 0" in text and "layer1 channel 1" in text and "act=" in text
+  assert "of the layer" in text and "sees " in text
+  with pytest.raises(gallery.GalleryError, match="no images listed"):
+    gallery.make_galleries(tmp_path / "layer1" / gallery.THUMBNAILS)

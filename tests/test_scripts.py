@@ -202,3 +202,26 @@ def test_generate_profile_writes_a_trace_and_says_where_the_time_went(tmp_path):
     assert part in line, line
   assert list((tmp_path / "trace").rglob("*.xplane.pb"))
   assert len(list((tmp_path / "out").glob("*.png"))) == 2
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--layer=_blocks.8"], "--layer takes one of --channels, --neurons or --directions"),
+    (["--layer=_blocks.8", "--channels=0", "--neurons=0"], "(got --channels, --neurons)"),
+    (["--layer=_blocks.8", "--channels=0", "--classes=tabby"], "--classes and --layer"),
+    (["--layer=_blocks.8", "--neurons=0", "--position=3"], "--position='3': give y,x"),
+    (["--layer=_blocks.8", "--channels=0", "--head=aux1"], "--head is for classes"),
+])
+def test_unit_flags_in_conflict_are_one_line(tmp_path, args, message):
+  result = _script("generate.py", *args, f"--out={tmp_path}")
+  assert result.returncode == 1 and message in result.stderr, result.stderr[-2000:]
+  assert len(result.stderr.strip().splitlines()) == 1 and not list(tmp_path.iterdir())
+
+
+def test_generate_lists_a_models_layers_and_its_help_the_main_ones(tmp_path):
+  listed = _script("generate.py", "--layer=list", f"--out={tmp_path}")
+  assert listed.returncode == 0, listed.stderr[-2000:]
+  lines = listed.stdout.splitlines()
+  assert lines[0].split()[0] == "_conv_stem"
+  assert any(line.startswith("_blocks.8 ") for line in lines)
+  helped = " ".join(_script("generate.py", "--help").stdout.split())
+  assert "efficientnet_lite0: _conv_stem, _blocks.0-15, _conv_head" in helped
