@@ -253,7 +253,15 @@ def test_vit_b_16_pth_converts_caches_and_matches_torch(tmp_path, monkeypatch):
   images = _images((224, 224), n=1).astype(np.float32)
   with torch.no_grad():
     want = loop.torch_outputs(module, loop.to_nchw(images))["logits"].numpy()
-  for loaded in (clf, classgen_jax.load_classifier("vit_b_16", weights=path)):  # cached
+  def not_again(*args, **kwargs):
+    raise AssertionError("converted again rather than read from the cache")
+
+  classgen_jax.weights.register_converter("torchvision", not_again)
+  try:
+    cached = classgen_jax.load_classifier("vit_b_16", weights=path)
+  finally:
+    classgen_jax.weights.register_converter("torchvision", converters.convert_named)
+  for loaded in (clf, cached):
     got = np.asarray(loaded(images)["logits"])
     assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
   state = torchvision.models.vision_transformer.interpolate_embeddings(

@@ -13,10 +13,10 @@ sides are what recipes show models (views of 160-400 px). Here the patches
 stay 16x16 pixels at any size, as a convolutional model's receptive fields
 do, and the position embeddings are resized to the ``(H // 16, W // 16)``
 grid of patches with torchvision's own ``interpolate_embeddings`` rule
-(bicubic, ``align_corners=True``; timm's ``dynamic_img_size`` does the same
-with other corners), so a layer's map has one position per 16 px patch and
-``objectives.neuron(layer, c, y, x)`` means the patch at row ``y``, column
-``x``. At the native size nothing is resized: the port is torchvision's
+(bicubic, ``align_corners=True``; timm's ``dynamic_img_size`` resizes them
+too, antialiased, corners not aligned), so a layer's map has a position per
+patch and ``objectives.neuron(layer, c, y, x)`` means the patch at row
+``y``, column ``x``. At the native size nothing is resized: the port is torchvision's
 model. A side that is not a multiple of 16 loses its last ``side % 16``
 rows or columns, as torch's strided ``conv_proj`` does (they get no
 gradient); a side under 16 px is an ``InputError``. Resizing the image to
