@@ -211,6 +211,15 @@ def test_sizes_under_a_patch_are_one_line_errors():
   assert "\n" not in str(info.value)
 
 
+def test_normalisation_none_feeds_the_image_as_it_is():
+  clf = converters.from_torchvision(tiny_vit_torch()).with_normalisation("none")
+  images = _images((32, 32)).astype(np.float32)
+  with torch.no_grad():
+    want = loop.torch_outputs(tiny_vit_torch(), loop.to_nchw(images), normalisation="none")
+  np.testing.assert_allclose(np.asarray(clf(images)["logits"]), want["logits"].numpy(),
+                             rtol=0, atol=1e-5)
+
+
 def test_mixed_precision_computes_in_bfloat16_close_to_float32():
   clf = converters.from_torchvision(tiny_vit_torch())
   images = _images((32, 32)).astype(np.float32)

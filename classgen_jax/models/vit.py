@@ -9,7 +9,7 @@ by name. LayerNorm eps is 1e-6, the MLP's GELU is the exact (erf) one, and
 dropout is off (inference).
 
 Input size. torchvision's ViT takes only its ``image_size`` (224); other
-sides are what recipes show models (views of 160-400 px). Here the patches
+sides are what recipes show models (Lucid's 236 px, glances of 32). Here the patches
 stay 16x16 pixels at any size, as a convolutional model's receptive fields
 do, and the position embeddings are resized to the ``(H // 16, W // 16)``
 grid of patches with torchvision's own ``interpolate_embeddings`` rule
