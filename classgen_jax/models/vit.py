@@ -9,19 +9,21 @@ by name. LayerNorm eps is 1e-6, the MLP's GELU is the exact (erf) one, and
 dropout is off (inference).
 
 Input size. torchvision's ViT takes only its ``image_size`` (224); other
-sides are what recipes show models (Lucid's 236 px, glances of 32). Here the patches
-stay 16x16 pixels at any size, as a convolutional model's receptive fields
-do, and the position embeddings are resized to the ``(H // 16, W // 16)``
-grid of patches with torchvision's own ``interpolate_embeddings`` rule
+sides are what recipes show models (Lucid's 236 px, glances of 32). Here the
+patches stay 16x16 pixels at any size, as a convolutional model's receptive
+fields do, and the position embeddings are resized to the
+``(H // 16, W // 16)`` grid of patches with torchvision's own
+``interpolate_embeddings`` rule
 (bicubic, ``align_corners=True``; timm's ``dynamic_img_size`` resizes them
 too, antialiased, corners not aligned), so a layer's map has a position per
 patch and ``objectives.neuron(layer, c, y, x)`` means the patch at row
-``y``, column ``x``. At the native size nothing is resized: the port is torchvision's
-model. A side that is not a multiple of 16 loses its last ``side % 16``
-rows or columns, as torch's strided ``conv_proj`` does (they get no
-gradient); a side under 16 px is an ``InputError``. Resizing the image to
-224 inside the model was the other choice; it would change the pixel scale
-a recipe draws at with every view size, which no other port does.
+``y``, column ``x``. At the native size nothing is resized: the port is
+torchvision's model. A side that is not a multiple of 16 loses its last
+``side % 16`` rows or columns, as torch's strided ``conv_proj`` does (they
+get no gradient); a side under 16 px is an ``InputError``. Resizing the
+image to 224 inside the model was the other choice; it would change the
+pixel scale a recipe draws at with every view size, which no other port
+does.
 
 Named activations (``classgen_jax.activations``): a module whose output is
 a token sequence ``(N, 1 + h * w, C)`` is read as its patch tokens' map
