@@ -27,7 +27,6 @@ import classgen_jax
 import converters
 from classgen_jax import Needs, engine, recipes
 from classgen_jax import objectives as obj
-from classgen_jax._mapping import convert_state_dict, flax_path
 from classgen_jax.models import VisionTransformer
 from classgen_jax.models.vit import bicubic_matrix
 from converters.reference import loop
@@ -165,13 +164,13 @@ def test_layer_terms_match_their_torch_twins(tiny64):
 
 def test_the_state_dict_maps_by_rule_and_is_checked():
   state = tiny_vit_torch().state_dict()
-  assert flax_path("class_token") == ("params", "class_token")
-  assert flax_path("encoder.pos_embedding") == ("params", "encoder", "pos_embedding")
-  assert flax_path("encoder.layers.encoder_layer_1.self_attention.in_proj_weight") == (
+  assert converters.flax_path("class_token") == ("params", "class_token")
+  assert converters.flax_path("encoder.pos_embedding") == ("params", "encoder", "pos_embedding")
+  assert converters.flax_path("encoder.layers.encoder_layer_1.self_attention.in_proj_weight") == (
       "params", "encoder", "layers", "encoder_layer_1", "self_attention", "in_proj_weight")
-  assert flax_path("encoder.layers.encoder_layer_1.mlp.3.weight")[-2:] == ("mlp_3", "<weight>")
+  assert converters.flax_path(f"{_BLOCK.format(1)}.mlp.3.weight")[-2:] == ("mlp_3", "<weight>")
   module = VisionTransformer(**TINY_VIT)
-  variables = convert_state_dict(state, module, input_size=32)
+  variables = converters.convert_state_dict(state, module, input_size=32)
   layer = variables["params"]["encoder"]["layers"]["encoder_layer_1"]
   np.testing.assert_array_equal(  # torch's (out, in), as torch's own parameter
       layer["self_attention"]["in_proj_weight"],
@@ -182,11 +181,11 @@ def test_the_state_dict_maps_by_rule_and_is_checked():
                                 state["conv_proj.weight"].numpy().transpose(2, 3, 1, 0))
   missing = {k: v for k, v in state.items() if not k.endswith("in_proj_bias")}
   with pytest.raises(converters.ConversionError, match="missing Flax variables .*in_proj_bias"):
-    convert_state_dict(missing, module, input_size=32)
+    converters.convert_state_dict(missing, module, input_size=32)
   wrong = {**state, "encoder.pos_embedding": torch.zeros(1, 26, 16)}
   with pytest.raises(converters.ConversionError,
                      match=r"encoder.pos_embedding: shape \(1, 26, 16\)"):
-    convert_state_dict(wrong, module, input_size=32)
+    converters.convert_state_dict(wrong, module, input_size=32)
 
 
 def test_configuration_is_read_off_torch_and_unsupported_variants_refused():
