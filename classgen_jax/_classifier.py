@@ -44,14 +44,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from classgen_jax import activations, imagenet
-from classgen_jax.models import GoogLeNet, Inception3, ResNet
+from classgen_jax.models import GoogLeNet, Inception3, ResNet, VisionTransformer
 from classgen_jax.models._layers import IMAGENET_MEAN, IMAGENET_STD
 
 _MAX_SIDE = 8192
 NORMALISATIONS = ("imagenet", "none")
 # The ports that normalise with ImageNet's statistics (EfficientNet-Lite's
 # scaling is its own).
-_IMAGENET_NORMALISED = (GoogLeNet, Inception3, ResNet)
+_IMAGENET_NORMALISED = (GoogLeNet, Inception3, ResNet, VisionTransformer)
 
 class InputError(ValueError):
   """Images that the classifier cannot take (rank, channels, dtype, size)."""
@@ -237,10 +237,10 @@ class Classifier:
     if needs.batchnorm and not self.has_batchnorm:
       raise InputError(f"{self.name} has no BatchNorm layer, so no BatchNorm statistics; "
                        "drop the objective's BatchNorm term or use a model with BatchNorm")
-    wanted: dict[str, list[str]] = {}
+    wanted: dict[str, list[tuple[str, str]]] = {}
     for name in needs.layers:
-      wanted.setdefault(activations.resolve(self.module, self.input_size, name, self.name),
-                        []).append(name)
+      source = activations.resolve(self.module, self.input_size, name, self.name)
+      wanted.setdefault(source.module, []).append((name, source.part))
     heads = needs.heads or (self.heads[:1] if needs.batchnorm or needs.layers else ())
     self._check_heads(heads)
     self._check_images(images, heads)
@@ -259,7 +259,7 @@ class Classifier:
             functools.partial(_record_batchnorm_input, statistics)))
       if wanted:
         stack.enter_context(nn.intercept_methods(
-            activations.recorder(self.module, wanted, recorded)))
+            activations.recorder(self.module, wanted, recorded, images.shape)))
       outputs = self.module.apply(self.variables, images, heads=heads)
     return Outputs(outputs, tuple(statistics),
                    {name: recorded[name] for name in needs.layers})

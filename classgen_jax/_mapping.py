@@ -10,7 +10,10 @@ to a Flax path by rule, never by a per-model table:
 * leaves: conv ``weight`` (OIHW) -> ``kernel`` (HWIO), linear ``weight``
   -> ``kernel`` transposed, norm ``weight`` -> ``scale``, ``bias`` -> ``bias``
   (all in ``params``); ``running_mean``/``running_var`` -> ``mean``/``var`` in
-  ``batch_stats``; ``num_batches_tracked`` is dropped.
+  ``batch_stats``; ``num_batches_tracked`` is dropped;
+* a module's own tensors (``nn.Parameter`` attributes: the ViT's
+  ``class_token``, ``pos_embedding``, attention's ``in_proj_weight`` and
+  ``in_proj_bias``) keep their name and torch's layout.
 
 Before anything is copied, the mapped key set must equal the Flax module's
 (taken from an abstract ``init``, no FLOPs spent), and every shape must match.
@@ -33,6 +36,9 @@ import numpy as np
 from classgen_jax.models import variable_shapes
 
 _DROPPED = ("num_batches_tracked",)
+# Tensors that are a module's own parameters rather than a layer's weight:
+# their Flax ports declare them under the same name, in the same layout.
+_OWN = ("class_token", "pos_embedding", "in_proj_weight", "in_proj_bias")
 
 
 class ConversionError(ValueError):
@@ -56,6 +62,8 @@ def flax_path(torch_key: str) -> tuple[str, ...] | None:
     return ("params", *path, "<weight>")  # kernel or scale: known from rank
   if leaf == "bias":
     return ("params", *path, "bias")
+  if leaf in _OWN:
+    return ("params", *path, leaf)
   raise ConversionError(f"unmapped torch tensor {torch_key!r} (leaf {leaf!r})")
 
 

@@ -11,6 +11,16 @@ layer too, the output of its last member: ``"layer3"`` is ``"layer3.1"``'s
 output on ResNet-18. Functional steps (ReLUs, pools) are not modules, so not
 layers: a ResNet's ``"bn1"`` is before its ReLU, as in torch.
 
+A Vision Transformer's token sequences ``(N, 1 + h * w, C)`` are read as
+maps, so the terms treat them as a convolutional layer's: under a module's
+name its patch tokens as an ``(N, h, w, C)`` map (one position per patch),
+under the name plus ``.class_token`` its class token ``(N, C)``
+(``"encoder.layers.encoder_layer_3"``,
+``"encoder.layers.encoder_layer_3.class_token"``). Each attention head's
+output before ``out_proj`` is a layer of its own,
+``"encoder.layers.encoder_layer_3.self_attention.head_5"``
+(``classgen_jax.models.vit``).
+
 Outputs are recorded by intercepting the modules' calls during the one
 forward pass, only for the layers asked for (``Needs.layers``); a pass that
 asks for none is the bare model's. Under ``jax.jit``, XLA drops what comes
@@ -28,14 +38,23 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from classgen_jax.models import EfficientNetLite, GoogLeNet, Inception3, ResNet
+from classgen_jax.models import (
+    EfficientNetLite,
+    GoogLeNet,
+    Inception3,
+    ResNet,
+    VisionTransformer,
+    patch_map,
+)
 
 # Per architecture: the torch containers whose members are numbered
 # (``layer1.0``; Flax ``layer1_0``), whether they are ``Sequential`` (their
 # output is their last member's), and whether torch's names start with ``_``.
 _NUMBERED = {ResNet: (r"layer\d+|downsample", True), GoogLeNet: (r"branch\d+", True),
-             Inception3: (None, False), EfficientNetLite: (r"blocks", False)}
+             Inception3: (None, False), EfficientNetLite: (r"blocks", False),
+             VisionTransformer: (r"mlp", True)}
 _UNDERSCORED = (EfficientNetLite,)
+CLASS_TOKEN = "class_token"
 
 
 class Layer(NamedTuple):
@@ -47,6 +66,34 @@ class Layer(NamedTuple):
 
 class LayerError(ValueError):
   """A layer name the model does not have, or a unit outside its layer."""
+
+
+class Source(NamedTuple):
+  """Where a named activation is read: the module (by torch name) whose
+  output is recorded, and the part of that output: ``""`` all of it;
+  ``"patches"`` or ``"class_token"`` of a ViT's token sequence."""
+  module: str
+  part: str = ""
+
+
+def _parts(module: nn.Module, out: Any) -> tuple[str, ...]:
+  if isinstance(module, VisionTransformer) and out.ndim == 3:
+    return ("patches", CLASS_TOKEN)
+  return ("",)
+
+
+def _layer_name(module_name: str, part: str) -> str:
+  return f"{module_name}.{part}" if part == CLASS_TOKEN else module_name
+
+
+def read(module: nn.Module, part: str, out: Any, image_shape: tuple[int, ...]) -> Any:
+  """The ``part`` (``Source.part``) of a module's output, for images of
+  ``image_shape`` (NHWC)."""
+  if part == "patches":
+    return patch_map(out, module.grid(*image_shape[1:3]))
+  if part == CLASS_TOKEN:
+    return out[:, 0]
+  return out
 
 
 def torch_name(module: nn.Module, path: tuple[str, ...]) -> str:
@@ -78,18 +125,19 @@ def _containers(module: nn.Module, names: list[str]) -> dict[str, str]:
 
 
 @functools.lru_cache(maxsize=16)
-def _table(module: nn.Module, input_size: int) -> tuple[tuple[Layer, ...], dict[str, str]]:
+def _table(module: nn.Module, input_size: int) -> tuple[tuple[Layer, ...], dict[str, Source]]:
   """The layers in the order the forward pass meets them, and ``{name:
-  the module name it records}`` (a Sequential's: its last member's)."""
-  images = jax.ShapeDtypeStruct((1, input_size, input_size, 3), jnp.float32)
-  seen: dict[str, tuple[int, ...]] = {}
+  where it is read}`` (a Sequential's: its last member's output)."""
+  shape = (1, input_size, input_size, 3)
+  seen: dict[str, dict[str, tuple[int, ...]]] = {}
 
   def listen(next_fun, args, kwargs, context):
     out = next_fun(*args, **kwargs)
     if context.method_name == "__call__" and context.module.path:
       name = torch_name(module, context.module.path)
       if name not in seen and hasattr(out, "shape"):
-        seen[name] = tuple(out.shape[1:])
+        seen[name] = {part: tuple(read(module, part, out, shape).shape[1:])
+                      for part in _parts(module, out)}
     return out
 
   def forward(x):
@@ -98,17 +146,15 @@ def _table(module: nn.Module, input_size: int) -> tuple[tuple[Layer, ...], dict[
     with nn.intercept_methods(listen):
       return module.apply(variables, x, heads=tuple(module.heads))
 
-  jax.eval_shape(forward, images)
-  names = list(seen)
-  containers = _containers(module, names)
+  jax.eval_shape(forward, jax.ShapeDtypeStruct(shape, jnp.float32))
+  containers = _containers(module, list(seen))
   layers, resolve = [], {}
-  for name in names:
-    layers.append(Layer(name, seen[name]))
-    resolve[name] = name
-    for container, member in containers.items():
-      if member == name and container not in seen:
-        layers.append(Layer(container, seen[name]))
-        resolve[container] = name
+  for name, parts in seen.items():
+    aliases = [c for c, member in containers.items() if member == name and c not in seen]
+    for alias in (name, *aliases):
+      for part, part_shape in parts.items():
+        layers.append(Layer(_layer_name(alias, part), part_shape))
+        resolve[_layer_name(alias, part)] = Source(name, part)
   return tuple(layers), resolve
 
 
@@ -117,8 +163,8 @@ def layers(module: nn.Module, input_size: int) -> tuple[Layer, ...]:
   return _table(module, input_size)[0]
 
 
-def resolve(module: nn.Module, input_size: int, name: str, model: str) -> str:
-  """The module name whose output is layer ``name``.
+def resolve(module: nn.Module, input_size: int, name: str, model: str) -> Source:
+  """Where layer ``name`` is read: a module's output, or a part of it.
 
   Raises:
     LayerError: ``model`` has no such layer; the message names the closest.
@@ -132,13 +178,16 @@ def resolve(module: nn.Module, input_size: int, name: str, model: str) -> str:
                    f"{len(table)} layers, e.g. {', '.join(layer.name for layer in table[:4])}")
 
 
-def recorder(module: nn.Module, wanted: dict[str, list[str]], store: dict[str, Any]):
+def recorder(module: nn.Module, wanted: dict[str, list[tuple[str, str]]],
+             store: dict[str, Any], image_shape: tuple[int, ...]):
   """A Flax method interceptor that stores, under each asked-for name, the
-  output of the module ``wanted`` maps it from (``{module name: [names]}``)."""
+  part of the output of the module ``wanted`` maps it from (``{module name:
+  [(name, part)]}``, from ``resolve``), for images of ``image_shape``."""
   def intercept(next_fun, args, kwargs, context):
     out = next_fun(*args, **kwargs)
     if context.method_name == "__call__" and context.module.path:
-      for name in wanted.get(torch_name(module, context.module.path), ()):
-        store.setdefault(name, out)
+      for name, part in wanted.get(torch_name(module, context.module.path), ()):
+        if name not in store:
+          store[name] = read(module, part, out, image_shape)
     return out
   return intercept

@@ -22,6 +22,7 @@ from converters.torchvision import (
     pretrained_torch,
     random_torch,
     randomize_batchnorm,
+    randomize_constants,
     read_state_dict,
 )
 
@@ -56,4 +57,4 @@ classgen_jax.weights.register_converter("torchvision", convert_named)
 
 __all__ = ["ConversionError", "build_torch", "convert_named", "convert_state_dict",
            "flax_path", "from_torchvision", "pretrained_torch", "random_torch",
-           "randomize_batchnorm", "read_state_dict"]
+           "randomize_batchnorm", "randomize_constants", "read_state_dict"]

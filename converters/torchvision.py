@@ -1,12 +1,13 @@
-"""Convert torchvision's GoogLeNet, Inception-v3 and ResNet modules to Flax.
+"""Convert torchvision's GoogLeNet, Inception-v3, ResNet and ViT modules to Flax.
 
 The configuration (depth and block type, ``transform_input``, aux heads,
-number of classes) is read off the torch module; the tensors are mapped by
-the one generic name mapper in ``classgen_jax._mapping``.
+number of classes, a ViT's sizes) is read off the torch module; the tensors
+are mapped by the one generic name mapper in ``classgen_jax._mapping``.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -54,9 +55,30 @@ def torchvision_config(module: torch.nn.Module) -> tuple[str, dict[str, Any], st
     plain = module.groups == 1 and module.base_width == 64 and "width" not in config
     name = f"resnet{depth}" if depth and plain else "resnet"
     return "ResNet", config, name, 224
+  if isinstance(module, tv.VisionTransformer):
+    return _vit_config(module)
   raise ConversionError(
-      "from_torchvision takes a torchvision GoogLeNet, Inception3 or ResNet, "
-      f"got {type(module).__name__}")
+      "from_torchvision takes a torchvision GoogLeNet, Inception3, ResNet or "
+      f"VisionTransformer, got {type(module).__name__}")
+
+
+def _vit_config(module: torch.nn.Module) -> tuple[str, dict[str, Any], str, int]:
+  if not isinstance(module.conv_proj, torch.nn.Conv2d):
+    raise ConversionError("ViTs with a convolutional stem (conv_stem_configs) are not supported")
+  if hasattr(module.heads, "pre_logits"):
+    raise ConversionError("ViTs with a pre-logits layer (representation_size) are not supported")
+  norms = {m.eps for m in module.modules() if isinstance(m, torch.nn.LayerNorm)}
+  if norms != {1e-6}:
+    raise ConversionError(f"ViT LayerNorms with eps {sorted(norms)}; the port has 1e-6")
+  config = dict(image_size=module.image_size, patch_size=module.patch_size,
+                num_layers=len(module.encoder.layers),
+                num_heads=module.encoder.layers[0].num_heads, hidden_dim=module.hidden_dim,
+                mlp_dim=module.mlp_dim, num_classes=module.num_classes)
+  sizes = ("patch_size", "num_layers", "num_heads", "hidden_dim", "mlp_dim")
+  named = [name for name, spec in models.MODELS.items()
+           if spec.architecture == "VisionTransformer"
+           and all(spec.config[k] == config[k] for k in sizes)]
+  return "VisionTransformer", config, (named or ["vit"])[0], module.image_size
 
 
 def from_torchvision(module: torch.nn.Module, *, dtype: Any = jnp.float32,
@@ -64,7 +86,8 @@ def from_torchvision(module: torch.nn.Module, *, dtype: Any = jnp.float32,
   """A Flax ``Classifier`` equal to a torchvision module, random or pretrained.
 
   Args:
-    module: a torchvision ``GoogLeNet``, ``Inception3`` or ``ResNet``.
+    module: a torchvision ``GoogLeNet``, ``Inception3``, ``ResNet`` or
+      ``VisionTransformer``.
     dtype: dtype of the weights (``jnp.float64`` needs ``jax_enable_x64``).
     name: the classifier's name (default: from the architecture).
 
@@ -115,8 +138,14 @@ def build_torch(name: str, state_dict: Mapping[str, torch.Tensor] | None = None,
   """
   spec = models.MODELS[name]
   kwargs: dict[str, Any] = {"weights": None}
-  if state_dict is not None and "fc.weight" in state_dict:
-    kwargs["num_classes"] = state_dict["fc.weight"].shape[0]
+  for head in ("fc.weight", "heads.head.weight"):
+    if state_dict is not None and head in state_dict:
+      kwargs["num_classes"] = state_dict[head].shape[0]
+  if spec.architecture == "VisionTransformer" and state_dict is not None and (
+      "encoder.pos_embedding" in state_dict):
+    # Checkpoints made at another side (torchvision's SWAG weights: 384).
+    patches = state_dict["encoder.pos_embedding"].shape[1] - 1
+    kwargs["image_size"] = math.isqrt(patches) * spec.config["patch_size"]
   if spec.architecture in ("GoogLeNet", "Inception3"):
     aux_prefix = "aux1." if spec.architecture == "GoogLeNet" else "AuxLogits."
     kwargs["aux_logits"] = state_dict is None or any(
@@ -181,11 +210,32 @@ def randomize_batchnorm(module: torch.nn.Module, size: int, *, seed: int = 0,
   return module.eval()
 
 
+def randomize_constants(module: torch.nn.Module, *, seed: int = 0) -> torch.nn.Module:
+  """Random values where torchvision's ViT starts from constants: LayerNorm
+  scales and biases, every bias, the class token and the (zero) head.
+
+  Ones and zeros would hide a swapped mapping (a LayerNorm's scale for its
+  bias, q's bias for k's), and a zero head gives zero logits.
+  """
+  generator = torch.Generator().manual_seed(seed)
+  with torch.no_grad():
+    for m in module.modules():
+      if isinstance(m, torch.nn.LayerNorm):
+        m.weight.uniform_(0.5, 1.5, generator=generator)
+    for name, parameter in module.named_parameters():
+      if name.endswith("bias") or name == "class_token":
+        parameter.normal_(0.0, 0.2, generator=generator)
+    module.heads.head.weight.normal_(0.0, 0.05, generator=generator)
+  return module.eval()
+
+
 def random_torch(name: str, *, seed: int = 0,
                  transform_input: bool | None = None) -> torch.nn.Module:
   """A torchvision model with random weights and randomised BatchNorm, eval mode."""
   torch.manual_seed(seed)
   module = build_torch(name, transform_input=transform_input)
+  if isinstance(module, torchvision.models.VisionTransformer):
+    return randomize_constants(module, seed=seed)
   for m in module.modules():  # init_weights=False leaves torch's default init
     if isinstance(m, torch.nn.Linear):
       torch.nn.init.normal_(m.weight, std=0.05)

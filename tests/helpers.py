@@ -70,6 +70,19 @@ def tiny_torch() -> torch.nn.Module:
   return randomize_batchnorm(module, 64)
 
 
+# A two-block ViT of torchvision's class: 8 px patches on a 32 px native
+# side (a 4x4 grid), two heads of width 8.
+TINY_VIT = dict(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16,
+                mlp_dim=32)
+
+
+@functools.cache
+def tiny_vit_torch() -> torch.nn.Module:
+  """A random ``TINY_VIT``, its constant initialisations randomised."""
+  torch.manual_seed(0)
+  return converters.randomize_constants(torchvision.models.VisionTransformer(**TINY_VIT))
+
+
 def small(recipe: Recipe, iterations: int = 3) -> Recipe:
   """The recipe at a fifth of its sizes and a few iterations per octave."""
   def side(n):

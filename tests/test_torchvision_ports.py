@@ -35,11 +35,13 @@ CASES = {
     "resnet50": ([(224, 224), (160, 200)], 2e-5),
     "resnet101": ([(224, 224), (160, 200)], 5e-5),
     "resnet152": ([(224, 224), (160, 200)], 5e-5),
+    # 160x208: position embeddings resized to 10x13 patches (models/vit.py).
+    "vit_b_16": ([(224, 224), (160, 208)], 1e-5),
 }
 # Every port runs in CI's slow pass (``pytest -m slow``); the default pass
 # checks the layers' gradients on ResNet-18 (test_layers.py) and the default
 # model against torch (test_efficientnet_lite.py).
-SLOW = {"resnet34", "resnet50", "resnet101", "resnet152", "inception_v3", "googlenet",
+SLOW = {"resnet34", "resnet50", "resnet101", "resnet152", "inception_v3", "googlenet", "vit_b_16",
         ("resnet18", (224, 224)), ("resnet18", (160, 200))}
 
 

@@ -25,9 +25,11 @@ from classgen_jax.models.efficientnet_lite import EfficientNetLite
 from classgen_jax.models.googlenet import GoogLeNet
 from classgen_jax.models.inception import Inception3
 from classgen_jax.models.resnet import DEPTHS, ResNet
+from classgen_jax.models.vit import VisionTransformer, patch_map
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {
-    cls.__name__: cls for cls in (EfficientNetLite, GoogLeNet, Inception3, ResNet)
+    cls.__name__: cls
+    for cls in (EfficientNetLite, GoogLeNet, Inception3, ResNet, VisionTransformer)
 }
 
 
@@ -75,6 +77,9 @@ for _depth, (_kind, _blocks) in DEPTHS.items():
       "ResNet", 224,
       f"ResNet{_depth}_Weights.IMAGENET1K_{'V1' if _depth <= 34 else 'V2'}",
       layers=list(_blocks), bottleneck=_kind == "bottleneck")
+MODELS["vit_b_16"] = _spec("VisionTransformer", 224, "ViT_B_16_Weights.IMAGENET1K_V1",
+                           image_size=224, patch_size=16, num_layers=12, num_heads=12,
+                           hidden_dim=768, mlp_dim=3072)
 
 
 def module_config(module: nn.Module) -> dict[str, Any]:
@@ -119,4 +124,5 @@ def _variable_shapes(module: nn.Module,
 
 __all__ = ["ARCHITECTURES", "MODELS", "NHWC", "EfficientNetLite", "GoogLeNet", "Inception3",
            "ModelSpec", "ResNet", "build", "conv_input_grad", "max_pool", "max_pool_input_grad",
-           "module_config", "phase_split_helps", "torch_pool_padding", "variable_shapes"]
+           "VisionTransformer", "module_config", "patch_map", "phase_split_helps",
+           "torch_pool_padding", "variable_shapes"]

@@ -16,6 +16,7 @@ import torchvision
 
 from classgen_jax import Needs, Outputs
 from converters.reference import transforms as TT
+from converters.reference import vit
 from converters.reference.objectives import objective
 from converters.reference.operations import OPERATIONS, Context, linear
 from converters.reference.parameterisations import encode, render
@@ -45,8 +46,8 @@ def torch_outputs(module: torch.nn.Module, x: torch.Tensor,
   """Named outputs of an eval-mode torchvision classifier.
 
   Args:
-    module: torchvision ``GoogLeNet``, ``Inception3`` or ``ResNet``, in eval
-      mode.
+    module: torchvision ``GoogLeNet``, ``Inception3``, ``ResNet`` or
+      ``VisionTransformer`` (at any size: ``vit.forward``), in eval mode.
     x: NCHW images in [0, 1].
     heads: outputs to compute.
     normalisation: ``"imagenet"``: normalised here, as torchvision's
@@ -88,6 +89,9 @@ def torch_outputs(module: torch.nn.Module, x: torch.Tensor,
       x = m.Mixed_7c(m.Mixed_7b(m.Mixed_7a(x)))
       out["logits"] = m.fc(torch.flatten(m.avgpool(x), 1))
     return out
+  if isinstance(m, torchvision.models.VisionTransformer):
+    out["logits"] = vit.forward(m, x)  # other sizes too, as classgen_jax's port
+    return out
   out["logits"] = m(x)
   return out
 
@@ -98,7 +102,7 @@ def torch_pass(module: torch.nn.Module, x: torch.Tensor, needs: Needs,
   ``Outputs.batchnorm`` holds, recorded with forward hooks (as DeepInversion
   does), ``(input, layer)`` of every ``BatchNorm2d`` the pass runs, in order;
   ``Outputs.layers`` each named module's output (NCHW, or ``(N, C)``), by a
-  forward hook on ``module.get_submodule(name)``."""
+  forward hook on ``module.get_submodule(name)`` (a ViT's: ``vit.hook``)."""
   heads = needs.heads or ("logits",)
   if not needs.batchnorm and not needs.layers:
     return Outputs(torch_outputs(module, x, heads, normalisation))
@@ -115,7 +119,11 @@ def torch_pass(module: torch.nn.Module, x: torch.Tensor, needs: Needs,
     return hook
 
   for name in needs.layers:
-    hooks.append(module.get_submodule(name).register_forward_hook(keep(name)))
+    if isinstance(module, torchvision.models.VisionTransformer):
+      grid = (x.shape[2] // module.patch_size, x.shape[3] // module.patch_size)
+      hooks.append(vit.hook(module, name, grid, layers))
+    else:
+      hooks.append(module.get_submodule(name).register_forward_hook(keep(name)))
   try:
     out = torch_outputs(module, x, heads, normalisation)
   finally:
