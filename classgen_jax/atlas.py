@@ -90,7 +90,7 @@ class Interrupted(Exception):
 
 
 def make_atlas(classifier: Classifier, classes: Sequence[int | str], out: str | os.PathLike,
-               recipe: str | recipes_lib.Recipe = recipes_lib.DEFAULT, *, seed: int = 0,
+               recipe: str | recipes_lib.Recipe | None = None, *, seed: int = 0,
                restarts: int = 1, batch_size: int | None = None,
                init: str | os.PathLike | None = None,
                steps_scale: float = 1.0, head: str | None = None, snapshot_every: int = 0,
@@ -105,7 +105,7 @@ def make_atlas(classifier: Classifier, classes: Sequence[int | str], out: str | 
     classifier: the model.
     classes: class indices or names (``parse_classes`` reads a flag).
     out: the output folder (created).
-    recipe: a recipe name or ``Recipe``.
+    recipe: a recipe name or ``Recipe`` (default: ``recipes.default_for``).
     seed: the run's seed.
     restarts: images per class (and start photo).
     batch_size: images per ``engine.generate`` call; whole classes go in a
@@ -151,7 +151,7 @@ def make_atlas(classifier: Classifier, classes: Sequence[int | str], out: str | 
   """
   start = time.perf_counter()
   out = Path(out)
-  recipe = recipes_lib.get(recipe, steps_scale=steps_scale)
+  recipe = recipes_lib.get(recipe or recipes_lib.default_for(classifier), steps_scale=steps_scale)
   recipe = recipe.with_head(head) if head else recipe
   recipe = recipe.for_units(units) if units is not None else recipe
   labels = plans.target_labels(classifier, recipe)
@@ -455,7 +455,7 @@ def load(model: str, weights: str | None, dtype: str = "float32") -> tuple[Class
 
 
 def run(*, model: str, weights: str | None, classes: str, out: str,
-        recipe: str = recipes_lib.DEFAULT, dtype: str = "float32", **kwargs) -> AtlasResult:
+        recipe: str | None = None, dtype: str = "float32", **kwargs) -> AtlasResult:
   """``make_atlas`` from flag values: loads the model (``load``), parses ``classes``."""
   indices = folders.parse_classes(classes)
   classifier, identity = load(model, weights, dtype)

@@ -55,7 +55,7 @@ __all__ = ["Generation", "GenerationError", "Pending", "Progress", "Snapshots", 
 
 
 def generate(classifier: Classifier, targets: Sequence[int | str] | int | str,
-             recipe: str | Recipe = recipes_lib.DEFAULT, *, seed: int = 0, init: Any = None,
+             recipe: str | Recipe | None = None, *, seed: int = 0, init: Any = None,
              restarts: int = 1, snapshot_every: int = 0,
              batch_size: int | None = None, pad_to: int = 0, chunk: int | None = None,
              progress: Callable[[Progress], None] | None = None) -> Generation:
@@ -68,7 +68,8 @@ def generate(classifier: Classifier, targets: Sequence[int | str] | int | str,
       ``k * restarts`` to ``(k + 1) * restarts - 1``, so every image has its
       own key, and each is the image that ``generate([t],
       restarts=(k + 1) * restarts)`` makes at that restart.
-    recipe: a recipe name (``recipes.names()``) or a ``Recipe``.
+    recipe: a recipe name (``recipes.names()``) or a ``Recipe``; default
+      ``recipes.default_for(classifier)``.
     seed: the run's seed; with the target and restart index it determines
       every random draw of an image.
     init: photos to start from (transfiguration): a path, an ``(H, W, 3)``
@@ -145,7 +146,7 @@ class Pending:
 
 
 def start(classifier: Classifier, targets: Sequence[int | str] | int | str,
-          recipe: str | Recipe = recipes_lib.DEFAULT, *, seed: int = 0, init: Any = None,
+          recipe: str | Recipe | None = None, *, seed: int = 0, init: Any = None,
           restarts: int = 1, snapshot_every: int = 0,
           batch_size: int | None = None, pad_to: int = 0, chunk: int | None = None,
           progress: Callable[[Progress], None] | None = None,
@@ -161,6 +162,7 @@ def start(classifier: Classifier, targets: Sequence[int | str] | int | str,
   in order.
   """
   began = time.perf_counter()
+  recipe = recipes_lib.default_for(classifier) if recipe is None else recipe
   recipe = recipes_lib.get(recipe) if isinstance(recipe, str) else recipe
   planned = plans.plan(classifier, recipe, snapshot_every)
   target_ids, restart_ids = _images(targets, restarts, plans.target_labels(classifier, recipe),

@@ -361,9 +361,18 @@ _register(Recipe(
 # steeper than natural's, at 1.5 times natural's time per image; by eye, 15
 # of the first 16 are named outright, where natural's were collages.
 DEFAULT = "object"
+# For a model without BatchNorm layers (a ViT), whose statistics ``object``'s
+# prior reads: MACO's phase image, made for ViTs (Fel et al. 2023).
+DEFAULT_WITHOUT_BATCHNORM = "maco"
 
 # Earlier names, still accepted by ``get`` (runs and commands made with them).
 ALIASES = {"recognisable": "jittered_adam"}
+
+
+def default_for(classifier) -> str:
+  """The default recipe for ``classifier``: ``DEFAULT``, or
+  ``DEFAULT_WITHOUT_BATCHNORM`` for a model without BatchNorm."""
+  return DEFAULT if classifier.has_batchnorm else DEFAULT_WITHOUT_BATCHNORM
 
 
 def names() -> tuple[str, ...]:

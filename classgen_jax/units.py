@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,8 @@ MAIN_LAYERS: dict[str, tuple[str, ...]] = {
                      "Conv2d_4a_3x3", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a",
                      *(f"Mixed_6{c}" for c in "bcde"), "Mixed_7a", "Mixed_7b", "Mixed_7c"),
     **{f"resnet{depth}": _RESNET for depth in (18, 34, 50, 101, 152)},
+    "vit_b_16": ("conv_proj", *(f"encoder.layers.encoder_layer_{i}" for i in range(12)),
+                 "encoder.ln"),
 }
 
 
@@ -57,17 +60,17 @@ def main_layers_help() -> str:
 
 
 def _compact(names: tuple[str, ...]) -> str:
-  """``a.0, a.1, a.2, b`` as ``a.0-2, b``."""
-  parts: list[list] = []
+  """``a.0, a.1, a.2, b`` as ``a.0-2, b`` (``layer_0 ... layer_11``: ``layer_0-11``)."""
+  parts: list[list] = []  # [stem, first name, last number]
   for name in names:
-    stem, _, number = name.rpartition(".")
-    if (number.isdigit() and parts and parts[-1][0] == stem
-        and parts[-1][2] == int(number) - 1):
+    numbered = re.fullmatch(r"(.*[._])(\d+)", name)
+    stem, number = numbered.groups() if numbered else (None, None)
+    if stem is not None and parts and parts[-1][0] == stem and parts[-1][2] == int(number) - 1:
       parts[-1][2] = int(number)
     else:
-      parts.append([stem, name, int(number) if number.isdigit() and stem else None])
-  return ", ".join(name if last is None or name.endswith(f".{last}") else f"{name}-{last}"
-                   for _, name, last in parts)
+      parts.append([stem, name, None if number is None else int(number)])
+  return ", ".join(name if stem is None or name == f"{stem}{last}" else f"{name}-{last}"
+                   for stem, name, last in parts)
 
 
 def family(kind: str, layer: str, *, position: tuple[int, int] | None = None,

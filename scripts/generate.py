@@ -43,7 +43,9 @@ from scripts import _cli
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", classify.DEFAULT_MODEL, _cli.MODEL_HELP)
 flags.DEFINE_string("weights", None, "A .pth state dict (default: the model's own weights).")
-flags.DEFINE_string("recipe", recipes.DEFAULT, _cli.RECIPE_HELP)
+flags.DEFINE_string("recipe", None, f"{_cli.RECIPE_HELP} Default: {recipes.DEFAULT} "
+                    f"({recipes.DEFAULT_WITHOUT_BATCHNORM} for a model without BatchNorm, "
+                    f"vit_b_16; {units.DEFAULT_RECIPE} with --layer).")
 flags.DEFINE_string("classes", str(_cli.DEFAULT_CLASS), _cli.CLASSES_HELP)
 flags.DEFINE_integer("restarts", 1, "Images per class, each from its own random start.")
 flags.DEFINE_integer("batch_size", None, "Images optimised together (does not change them); "
@@ -152,7 +154,7 @@ def _units_job():
     except ValueError:
       sys.exit(f"error: --position={FLAGS.position!r}: give y,x, e.g. --position=3,3")
     position = (y, x)
-  recipe = FLAGS.recipe if FLAGS["recipe"].present else units.DEFAULT_RECIPE
+  recipe = FLAGS.recipe or units.DEFAULT_RECIPE
 
   def make(**kwargs):
     return units.run(layers=FLAGS.layer, kind=kind,

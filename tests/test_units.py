@@ -71,7 +71,8 @@ def test_a_bad_directions_file_is_one_line(tmp_path, content, message):
 @pytest.mark.parametrize("model", [
     "efficientnet_lite0", "googlenet", "resnet18",
     pytest.param("inception_v3", marks=pytest.mark.slow),
-    pytest.param("efficientnet_lite1", marks=pytest.mark.slow)])
+    pytest.param("efficientnet_lite1", marks=pytest.mark.slow),
+    pytest.param("vit_b_16", marks=pytest.mark.slow)])
 def test_the_help_names_layers_the_model_has(model):
   spec = models.MODELS[model]
   module = models.build(spec.architecture, spec.config)

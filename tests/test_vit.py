@@ -32,7 +32,7 @@ from classgen_jax.models.vit import bicubic_matrix
 from converters.reference import loop
 from converters.reference import objectives as torch_objectives
 from converters.reference import vit as torch_vit
-from tests.helpers import TINY_VIT, random_torch_model, tiny_vit_torch
+from tests.helpers import TINY_VIT, random_torch_model, tiny, tiny_vit_torch
 
 # Native (32 px: 4x4 patches) and a non-square side that resizes the
 # position embeddings and leaves rows and columns past the last patch.
@@ -299,3 +299,12 @@ def test_vit_b_16_random_weight_smoke_runs_raise_the_objective(objective):
         f"{trace[-3:].mean():.3f} over {len(trace)} steps, {result.seconds:.0f} s")
   assert np.isfinite(result.images).all() and np.isfinite(trace).all()
   assert trace[-3:].mean() > trace[:3].mean() + 0.1 * np.abs(trace[:3]).mean()
+
+
+def test_the_default_recipe_of_a_model_without_batchnorm_needs_none():
+  """``object`` reads BatchNorm statistics, which a ViT has none of: its
+  default is MACO's, and a generate without a recipe runs."""
+  vit, resnet = converters.from_torchvision(tiny_vit_torch()), tiny()
+  assert recipes.default_for(resnet) == recipes.DEFAULT == "object"
+  assert recipes.default_for(vit) == recipes.DEFAULT_WITHOUT_BATCHNORM == "maco"
+  assert not recipes.get(recipes.default_for(vit)).octaves[0].objective.needs.batchnorm
