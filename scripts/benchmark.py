@@ -5,6 +5,7 @@ r"""Throughput of classgen_jax's compiled octave against the torch reference.
   python scripts/benchmark.py --model=resnet18 --sweep --max_batch=32
   python scripts/benchmark.py --flops=googlenet,inception_v3,resnet50,efficientnet_lite0
   python scripts/benchmark.py --model=googlenet --recipe=octaves --atlas=1000 --batch_size=250
+  python scripts/benchmark.py --model=efficientnet_lite0 --recipe=units --units=_blocks.8
 
 See converters/reference/benchmark.py for what is measured and how.
 """
@@ -32,6 +33,8 @@ flags.DEFINE_bool("sweep", False, "Also sweep JAX's batch size 1, 2, 4, ...")
 flags.DEFINE_integer("max_batch", 64, "Largest batch size of the sweep.")
 flags.DEFINE_bool("torch_sequential", True, "Time the one-image-at-a-time torch loop.")
 flags.DEFINE_bool("torch_batched", True, "Time the batched torch loop.")
+flags.DEFINE_string("units", "", "A layer: time the recipe for its channels, an image each "
+                    "(what generate.py --layer runs), instead of classes.")
 flags.DEFINE_bool("breakdown", False, "Also time the model's forward pass and forward+backward "
                   "alone, to show where a step's time goes.")
 flags.DEFINE_string("trace_dir", None, "Also trace one compiled octave call (jax.profiler) "
@@ -71,7 +74,7 @@ def main(argv):
       model=FLAGS.model, recipe=FLAGS.recipe, image_size=FLAGS.image_size,
       batch_size=FLAGS.batch_size, steps=FLAGS.steps, repeats=FLAGS.repeats,
       dtype=FLAGS.dtype, torch_sequential=FLAGS.torch_sequential,
-      torch_batched=FLAGS.torch_batched)
+      torch_batched=FLAGS.torch_batched, units=FLAGS.units)
   result = benchmark.run(config)
   if FLAGS.breakdown or FLAGS.trace_dir:
     _, classifier = benchmark.models(config.model)

@@ -63,17 +63,28 @@ def test_each_term_matches_its_torch_twin_through_forward_hooks(name, x64):
      + 0.1 * obj.layer("conv2.bn") + obj.diversity("inception3a", 2)),
     ("inception_v3", obj.channel("Mixed_6b", 30) + obj.layer("Mixed_5d.branch_pool")
      + obj.direction("Conv2d_4a_3x3", tuple(np.linspace(-1, 1, 192)), cosine_power=2.0)),
-    ("resnet50", obj.channel("layer3.2.conv3", 100) + obj.neuron("layer4", 2047))])
+    ("resnet50", obj.channel("layer3.2.conv3", 100) + obj.neuron("layer4", 2047)),
+    ("efficientnet_lite0", obj.channel("_blocks.8", 11) + obj.neuron("_blocks.4._bn1", None)
+     + 0.1 * obj.layer("_conv_stem")
+     + obj.directions("_blocks.10", np.random.default_rng(7).standard_normal((64, 112)), 1.0)
+     + obj.diversity("_blocks.3", 2))])
 def test_terms_match_torch_on_each_family(model, objective, x64):
+  """Random weights for torchvision's models; the real ones for
+  EfficientNet-Lite, behind its own input scaling on both sides."""
+  if model.startswith("efficientnet_lite"):
+    from converters.efficientnet_lite import torch_efficientnet_lite
+    module = torch_efficientnet_lite(model, dynamic_padding=True)
+    _parity(module, objective, 96, classgen_jax.load_classifier(model, dtype=jnp.float64))
+    return
   _parity(random_torch_model(model), objective, size=96 if model != "inception_v3" else 128)
 
 
-def _parity(module, objective, size):
+def _parity(module, objective, size, clf=None):
   images = np.random.default_rng(5).random((2, size, size, 3))
   targets = np.array([3, 50])  # channel() of the target: layer3 of the tiny ResNet has 64
   module = module.double()
   try:
-    clf = converters.from_torchvision(module, dtype=jnp.float64)
+    clf = clf or converters.from_torchvision(module, dtype=jnp.float64)
 
     def value(x, c):
       values = objective(c.outputs(x, objective.needs), x, jnp.asarray(targets))

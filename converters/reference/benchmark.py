@@ -62,6 +62,9 @@ class Config:
     seed: seed of the starting images and draws.
     torch_sequential: also time the one-image-at-a-time torch loop.
     torch_batched: also time the batched torch loop.
+    units: a layer: time the recipe for its channels (``Recipe.for_units``),
+      one channel an image, instead of classes. JAX's pass then stops at the
+      layer; torch's forward hooks run the whole model.
   """
   model: str = "googlenet"
   recipe: str = "octaves"
@@ -73,6 +76,7 @@ class Config:
   seed: int = 0
   torch_sequential: bool = True
   torch_batched: bool = True
+  units: str = ""
 
 
 def benchmark_recipe(name: str, image_size: int, steps: int) -> Recipe:
@@ -102,8 +106,7 @@ def models(name: str):
 
   if name.startswith("efficientnet_lite"):
     from converters.efficientnet_lite import torch_efficientnet_lite  # pylint: disable=g-import-not-at-top
-    module = _behind_imagenet_normalisation(
-        torch_efficientnet_lite(name, dynamic_padding=True))
+    module = torch_efficientnet_lite(name, dynamic_padding=True)
     classifier = weights.load_classifier(name)
   else:
     torch.manual_seed(0)
@@ -118,33 +121,6 @@ def torch_device() -> str:
   """Where the torch reference runs: the GPU if torch sees one."""
   import torch  # pylint: disable=g-import-not-at-top
   return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _behind_imagenet_normalisation(model):
-  """``model`` wrapped so that ``torch_outputs`` feeds it what it expects."""
-  import torch  # pylint: disable=g-import-not-at-top
-
-  from converters.reference import loop  # pylint: disable=g-import-not-at-top
-
-  class EfficientNetLiteInput(torch.nn.Module):
-    """EfficientNet-Lite behind ``torch_outputs``'s ImageNet normalisation.
-
-    ``torch_outputs`` normalises with ImageNet's mean and std and then calls
-    an unknown module directly; this undoes that and applies the checkpoint's
-    own ``(255 x - 127) / 128``.
-    """
-
-    def __init__(self, model):
-      super().__init__()
-      self.model = model
-      self.register_buffer("mean", torch.tensor(loop.IMAGENET_MEAN).view(1, 3, 1, 1))
-      self.register_buffer("std", torch.tensor(loop.IMAGENET_STD).view(1, 3, 1, 1))
-
-    def forward(self, x):
-      x = x * self.std + self.mean
-      return self.model((255.0 * x - 127.0) / 128.0)
-
-  return EfficientNetLiteInput(model)
 
 
 # ----------------------------------------------------------------------------
@@ -211,6 +187,10 @@ def _jax_device_memory() -> dict[str, float]:
 def _setup(config: Config, batch_size: int):
   recipe = benchmark_recipe(config.recipe, config.image_size, config.steps)
   targets = (np.arange(batch_size, dtype=np.int32) * 97) % 1000
+  if config.units:
+    recipe = recipe.for_units(obj.channel(config.units))
+    channels = plans.layer_shape(models(config.model)[1], config.units)[-1]
+    targets = np.arange(batch_size, dtype=np.int32) % channels
   restarts = np.zeros(batch_size, np.int32)
   return recipe, targets, restarts
 
@@ -521,7 +501,9 @@ def report(result: dict[str, Any]) -> str:
   """A plain-text table of ``run``'s (and ``sweep``'s) result."""
   c = result["config"]
   lines = [f"{c['model']} {c['image_size']} px, batch {c['batch_size']}, {c['steps']} steps of "
-           f"{c['recipe']!r} octave 1, {c['dtype']}; {result['device']} x{result['devices']}, "
+           f"{c['recipe']!r} octave 1"
+           f"{' for channels of ' + c['units'] if c.get('units') else ''}, {c['dtype']}; "
+           f"{result['device']} x{result['devices']}, "
            f"torch on {result.get('torch_device', 'cpu')}, "
            f"threads {result['threads']}",
            f"{'':18}{'img-it/s':>10}{'(min-max)':>16}{'ms/step':>10}{'compile s':>11}"

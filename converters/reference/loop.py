@@ -47,19 +47,25 @@ def torch_outputs(module: torch.nn.Module, x: torch.Tensor,
 
   Args:
     module: torchvision ``GoogLeNet``, ``Inception3``, ``ResNet`` or
-      ``VisionTransformer`` (at any size: ``vit.forward``), in eval mode.
+      ``VisionTransformer`` (at any size: ``vit.forward``), or
+      ``efficientnet_lite_pytorch``'s EfficientNet-Lite (its checkpoint's
+      own input scaling, ``(255 x - 127) / 128``), in eval mode.
     x: NCHW images in [0, 1].
     heads: outputs to compute.
     normalisation: ``"imagenet"``: normalised here, as torchvision's
       transforms do; ``"none"``: fed as they are, as the article's code does
       (``classgen_jax.Classifier.normalisation``).
   """
-  if normalisation == "imagenet":
-    x = normalize(x)
-  elif normalisation != "none":
+  if normalisation not in ("imagenet", "none"):
     raise ValueError(f"normalisation must be 'imagenet' or 'none', got {normalisation!r}")
   out: dict[str, torch.Tensor] = {}
   m = module
+  if type(m).__module__.startswith("efficientnet_lite_pytorch"):
+    # The checkpoint's own scaling, whatever the normalisation (as the port).
+    out["logits"] = m((255.0 * x - 127.0) / 128.0)
+    return out
+  if normalisation == "imagenet":
+    x = normalize(x)
   if isinstance(m, torchvision.models.GoogLeNet):
     x = m._transform_input(x)
     x = m.maxpool1(m.conv1(x))
