@@ -59,11 +59,6 @@ class LayerTerm(Term):
   def needs(self) -> Needs:
     return Needs(layers=(self.layer,))
 
-  @property
-  def indexes_units(self) -> bool:
-    """Whether each image's target picks its unit (a family of units)."""
-    return False
-
   def values(self, outputs: Outputs, images: jax.Array) -> jax.Array:
     """``(N, K)``: every unit of the family, per image."""
     raise NotImplementedError(f"{type(self).__name__} is not a family of units")

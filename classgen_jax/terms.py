@@ -35,6 +35,12 @@ class Term:
     return Needs(() if self.head is None else (self.head,))
 
   @property
+  def indexes_units(self) -> bool:
+    """Whether each image's target picks its unit of a layer (a family of
+    units, ``layer_objectives``) rather than a class."""
+    return False
+
+  @property
   def couples(self) -> int:
     """The size of the groups of images whose values depend on each other
     (1: each image's value is its own)."""

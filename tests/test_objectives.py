@@ -42,6 +42,11 @@ OBJECTIVES = {
     "deepdream_layer": obj.layer("layer2"),
     "negative_channel": -obj.channel("layer1.0.bn2", 3),
     "diversity": obj.diversity("layer2", 2),  # the two images, a group
+    # Families of units: each image's target picks its unit.
+    "channel_of_target": obj.channel("layer2"),
+    "neuron_of_target": obj.neuron("layer2.0.bn2", None, 2, 3),  # before its ReLU
+    "directions": obj.directions("layer2", np.random.default_rng(1).standard_normal(
+        (8, 2 * TINY_WIDTH)), cosine_power=1.0),
 }
 
 
@@ -55,11 +60,13 @@ _ASCENT_DEFAULT = ("class_logit", "batchnorm_prior")
     for n in OBJECTIVES])
 def test_a_few_ascent_steps_raise_it(name):
   objective, clf = OBJECTIVES[name], tiny()
+  # A family's targets are its units: channels 3 and 7 (directions 3 and 7).
+  targets = jnp.array([3, 7]) if objective.terms[0][1].indexes_units else TARGETS
 
   needs = objective.needs | Needs(("logits",))  # as the engine asks (a prior reads no head)
 
   def total(x, clf):
-    values = objective(clf.outputs(x, needs), x, TARGETS)
+    values = objective(clf.outputs(x, needs), x, targets)
     return values.sum(), values
 
   # One program: the per-image values and their gradient (eager, every op
