@@ -34,4 +34,5 @@ def test_first_walk_runs_from_noise_to_a_layers_channels(tmp_path):
     assert name in result.stdout, result.stdout
   assert result.stdout.count("probability of the target:") == 6
   assert "channels 0-7 of _blocks.8" in result.stdout
+  assert result.stdout.count("of the layer's; the model sees") == 8
   assert "Traceback" not in result.stderr
