@@ -11,18 +11,25 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import signal
+import subprocess
+import sys
+import time
 import types
+from pathlib import Path
 
 import pytest
 import torch
 import torchvision
 
 import converters
+from classgen_jax import folders, operations, recipes, updates
 from classgen_jax import objectives as obj
-from classgen_jax import operations, recipes, updates
 from classgen_jax.recipe import Octave, Recipe
 from classgen_jax.starts import Uniform
 from tests.shared import CLASSES, QUICK, quick, tiny  # noqa: F401  (re-exported)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 randomize_batchnorm = converters.randomize_batchnorm
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # (tests/__init__.py)
@@ -168,3 +175,23 @@ def contract_runs() -> types.SimpleNamespace:
       again_events=again_events, again_compiled=again_compiled, plain=generate([1, 2]),
       alone=generate([2]), repeated=generate([2], restarts=2), twice=generate([2, 2]),
       other_seed=generate([2], seed=12))
+
+
+def kill_once_rows_are_written(script: str, argument: str, out, *,
+                               timeout: float = 120) -> None:
+  """Runs ``script`` (Python source, given ``argument``) in a child that
+  sleeps after each batch it writes (``CLASSGEN_JAX_ATLAS_SLEEP``), and kills
+  it (-9) once the atlas folder ``out`` has summary rows."""
+  env = dict(os.environ, CLASSGEN_JAX_ATLAS_SLEEP="120", JAX_PLATFORMS="cpu")
+  child = subprocess.Popen([sys.executable, "-c", script, argument], cwd=ROOT, env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+  try:
+    deadline = time.monotonic() + timeout
+    while not folders.read_summary(out):
+      assert child.poll() is None, child.stderr.read().decode()[-2000:]
+      assert time.monotonic() < deadline, "the child wrote no batch in time"
+      time.sleep(0.2)
+  finally:
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+  assert child.returncode == -signal.SIGKILL

@@ -7,10 +7,8 @@ from __future__ import annotations
 import errno
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +17,7 @@ from PIL import Image
 
 from classgen_jax import atlas, claims, folders, writing
 from classgen_jax.images import read_png_metadata
-from tests.helpers import CLASSES, QUICK, tiny
+from tests.helpers import CLASSES, QUICK, kill_once_rows_are_written, tiny
 
 # Its tests share the module's fixtures: one worker runs them all.
 pytestmark = pytest.mark.xdist_group("atlas")
@@ -167,19 +165,7 @@ def test_resume_after_kill_matches_uninterrupted_run(reference, tmp_path):
   script = ("import sys\nfrom classgen_jax import atlas\nfrom tests.shared import QUICK, "
             "CLASSES, tiny\n"
             "atlas.make_atlas(tiny(), CLASSES, sys.argv[1], QUICK, batch_size=2)\n")
-  env = dict(os.environ, CLASSGEN_JAX_ATLAS_SLEEP="120", JAX_PLATFORMS="cpu")
-  child = subprocess.Popen([sys.executable, "-c", script, str(out)], cwd=ROOT, env=env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-  try:
-    deadline = time.monotonic() + 120
-    while not folders.read_summary(out):
-      assert child.poll() is None, child.stderr.read().decode()[-2000:]
-      assert time.monotonic() < deadline, "the child wrote no batch in time"
-      time.sleep(0.2)
-  finally:
-    child.send_signal(signal.SIGKILL)
-    child.wait()
-  assert child.returncode == -signal.SIGKILL
+  kill_once_rows_are_written(script, str(out), out)
   # Killed mid-run, once the first batch's rows were written; the second
   # batch's PNGs (encoded while a batch is generated) may be there too. The
   # batches are the reference run's, whose compiled programs the child reads

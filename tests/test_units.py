@@ -5,11 +5,6 @@ resuming after a real kill."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +14,7 @@ import classgen_jax
 from classgen_jax import folders, models, units
 from classgen_jax import objectives as obj
 from classgen_jax.images import load_image, read_png_metadata
-from tests.helpers import QUICK, TINY_WIDTH, tiny
+from tests.helpers import QUICK, TINY_WIDTH, kill_once_rows_are_written, tiny
 
 pytestmark = pytest.mark.xdist_group("units")  # one worker: the reference atlas once
 
@@ -143,20 +138,9 @@ def test_a_unit_atlas_resumes_after_kill_with_no_partial_file(channels, tmp_path
   same images as the uninterrupted atlas, no partial file."""
   script = ("import sys\nfrom classgen_jax import units\nfrom tests.shared import QUICK, tiny\n"
             f"units.make_units(tiny(), {LAYER!r}, '0-3', sys.argv[1], QUICK, batch_size=2)\n")
-  env = dict(os.environ, CLASSGEN_JAX_ATLAS_SLEEP="120", JAX_PLATFORMS="cpu")
-  child = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], cwd=ROOT, env=env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
   out = tmp_path / LAYER
-  try:
-    deadline = time.monotonic() + 120
-    while not folders.read_summary(out):
-      assert child.poll() is None, child.stderr.read().decode()[-2000:]
-      assert time.monotonic() < deadline, "the child wrote no batch in time"
-      time.sleep(0.2)
-  finally:
-    child.send_signal(signal.SIGKILL)
-    child.wait()
-  assert child.returncode == -signal.SIGKILL and len(folders.read_summary(out)) == 2
+  kill_once_rows_are_written(script, str(tmp_path), out)
+  assert len(folders.read_summary(out)) == 2
   pngs = len(list(out.glob("*.png")))  # the second batch's may be written too
   resumed = units.make_units(tiny(), LAYER, "0-3", tmp_path, QUICK, batch_size=2)
   assert resumed.kept == pngs and resumed.made == 4 - pngs
