@@ -174,8 +174,9 @@ def resolve(module: nn.Module, input_size: int, name: str, model: str) -> Source
     return names[name]
   close = difflib.get_close_matches(name, list(names), n=3)
   hint = f"did you mean {' or '.join(close)}? " if close else ""
-  raise LayerError(f"{model} has no layer {name!r}; {hint}Classifier.layers() lists its "
-                   f"{len(table)} layers, e.g. {', '.join(layer.name for layer in table[:4])}")
+  raise LayerError(f"{model} has no layer {name!r}; {hint}Classifier.layers() (or --layer=list) "
+                   f"lists its {len(table)} layers, e.g. "
+                   f"{', '.join(layer.name for layer in table[:4])}")
 
 
 def recorder(module: nn.Module, wanted: dict[str, list[tuple[str, str]]],

@@ -154,6 +154,7 @@ def make_atlas(classifier: Classifier, classes: Sequence[int | str], out: str | 
   recipe = recipes_lib.get(recipe or recipes_lib.default_for(classifier), steps_scale=steps_scale)
   recipe = recipe.with_head(head) if head else recipe
   recipe = recipe.for_units(units) if units is not None else recipe
+  plans.plan(classifier, recipe, snapshot_every)  # its errors before the folder is touched
   labels = plans.target_labels(classifier, recipe)
   indices = (imagenet.class_indices(classes, labels) if recipe.units is None
              else engine.unit_indices(classes, labels, recipe.units))

@@ -69,9 +69,13 @@ class LayerTerm(Term):
 
   def check_layer(self, shape: tuple[int, ...]) -> None:
     """Raises a ``LayerError`` where the term does not fit a layer of output
-    ``shape`` (one image's, at the native size; a neuron's position is
-    checked while tracing, at the size the model sees)."""
+    ``shape`` (one image's, at the native size)."""
     del shape
+
+  def check_view(self, shape: tuple[int, ...], side: int) -> None:
+    """Raises a ``LayerError`` where the term does not fit the layer's output
+    ``shape`` for a view of ``side`` px (a neuron's position)."""
+    del shape, side
 
 
 def _check_channel(layer: str, shape: tuple[int, ...], channel: int | None) -> None:
@@ -154,6 +158,13 @@ class Neuron(LayerTerm):
 
   def check_layer(self, shape):
     _check_channel(self.layer, shape, self.channel)
+
+  def check_view(self, shape, side):
+    if self.y is not None and len(shape) == 3 and not (0 <= self.y < shape[0]
+                                                       and 0 <= self.x < shape[1]):
+      raise LayerError(f"layer {self.layer!r} is {shape[0]}x{shape[1]} in the recipe's {side} px "
+                       f"views; neuron ({self.y}, {self.x}) is outside it: give a position "
+                       f"inside (0-{shape[0] - 1}, 0-{shape[1] - 1}), or none for the centre")
 
   def __call__(self, outputs, images, targets):
     values = self.values(outputs, images)

@@ -124,6 +124,8 @@ def plan(classifier: Classifier, recipe: Recipe, snapshot_every: int = 0) -> lis
         continue
       try:
         term.check_layer(layer_shape(classifier, term.layer))
+        for view in sorted({view_side(octave, s) for s in sides}):
+          term.check_view(layer_shape(classifier, term.layer, view), view)
       except activations.LayerError as error:
         raise activations.LayerError(f"{where} objective: {error}") from None
     smallest_view = min(view_side(octave, s) for s in sides)
@@ -154,14 +156,16 @@ def target_labels(classifier: Classifier, recipe: Recipe) -> tuple[str, ...]:
   return units.unit_names(layer_shape(classifier, units.layer))
 
 
-def layer_shape(classifier: Classifier, name: str) -> tuple[int, ...]:
-  """The output shape of one image at layer ``name``, at the native size.
+def layer_shape(classifier: Classifier, name: str, side: int | None = None) -> tuple[int, ...]:
+  """The output shape of one image at layer ``name``, for ``side`` px
+  images (default: the native size).
 
   Raises:
     LayerError: the classifier has no such layer (the closest named).
   """
   activations.resolve(classifier.module, classifier.input_size, name, classifier.name)
-  return next(layer.shape for layer in classifier.layers() if layer.name == name)
+  layers = activations.layers(classifier.module, side or classifier.input_size)
+  return next(layer.shape for layer in layers if layer.name == name)
 
 
 def group(plans: Sequence[Plan]) -> int:

@@ -77,8 +77,9 @@ flags.DEFINE_string("layer", None, "Make an image per unit of this layer (severa
 flags.DEFINE_string("channels", None, "Channels of --layer: indices, ranges (0-63) or all.")
 flags.DEFINE_string("neurons", None, "Neurons of --layer: channels (indices, ranges or all) "
                     "at --position.")
-flags.DEFINE_string("position", None, "y,x of --neurons in the layer's map at the model's "
-                    "native size (default: the centre).")
+flags.DEFINE_string("position", None, "y,x of --neurons in the layer's map, as the recipe's "
+                    "views show it (one outside is refused, naming the map's size; default: "
+                    "the centre).")
 flags.DEFINE_string("directions", None, "A file of directions in --layer's channel space, one "
                     "a row (.npy, .json, or text): an image per direction.")
 flags.DEFINE_float("cosine_power", 0.0, "--directions: weight each position's dot product by "

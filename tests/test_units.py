@@ -118,7 +118,10 @@ def test_units_out_of_their_layer_are_one_line(tmp_path):
   with pytest.raises(classgen_jax.LayerError, match="a direction has 3 numbers"):
     units.make_units(tiny(), LAYER, "all", tmp_path, QUICK, kind="directions",
                      directions=np.ones((2, 3)))
-  assert not list(tmp_path.rglob("*.png"))
+  with pytest.raises(classgen_jax.LayerError, match=r"is 4x4 in the recipe's 32 px views; "
+                                                    r"neuron \(4, 0\) is outside it"):
+    units.make_units(tiny(), LAYER, "all", tmp_path, QUICK, kind="neurons", position=(4, 0))
+  assert not list(tmp_path.iterdir())  # refused before the folder is touched
 
 
 def test_neurons_and_directions_make_an_image_each(tmp_path):
