@@ -33,8 +33,8 @@ TERMS = {
     "neuron_at": obj.neuron("layer1.0.bn1", 3, y=2, x=9),
     "direction": obj.direction("layer2", _VECTOR),
     "direction_cosine": obj.direction("layer2", _VECTOR, cosine_power=1.0),
-    "neuron_of_target": obj.neuron("layer3.1.bn2"),
-    "neuron_of_target_at": obj.neuron("layer3", None, y=1, x=2),
+    "neuron_of_target": obj.neuron("layer3.0.bn2"),
+    "neuron_of_target_at": obj.neuron("layer3.0.conv2", None, y=1, x=2),  # before any ReLU
     "directions": obj.directions("layer2", _TABLE),
     "directions_cosine": obj.directions("layer2.0", _TABLE, cosine_power=2.0),
     "layer": obj.layer("layer3.0"),
