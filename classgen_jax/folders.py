@@ -112,6 +112,19 @@ def parse_classes(spec: str, labels: tuple[str, ...] = imagenet.LABELS, *,
   return indices
 
 
+def check_request(indices: Sequence[int], restarts: int, batch_size: int | None) -> None:
+  """Refuses, with ``AtlasError``, an atlas of no or repeated classes, or
+  sizes below 1."""
+  if not indices:
+    raise AtlasError("no classes given")
+  if len(set(indices)) != len(indices):
+    raise AtlasError("a class is given twice")
+  if restarts < 1:
+    raise AtlasError(f"restarts must be at least 1, got {restarts}")
+  if batch_size is not None and batch_size < 1:
+    raise AtlasError(f"batch_size must be at least 1, got {batch_size}")
+
+
 def photo_paths(path: str | os.PathLike) -> list[Path]:
   """The start photos: ``path`` itself, or the readable images in a folder.
 

@@ -16,6 +16,7 @@ import socket
 import sys
 import threading
 import warnings
+from pathlib import Path
 
 from absl import app, flags
 
@@ -136,13 +137,15 @@ def stop(message: str) -> None:
 
 def completed_rows(out: str) -> int:
   """Images a run folder's summary lists (its PNGs are complete), with its
-  layers' folders' (a unit atlas's)."""
+  layers' folders' (a unit atlas's) and the summary parts of a job's shares."""
+  from classgen_jax import folders  # pylint: disable=g-import-not-at-top
   total = 0
   for folder in [out, *(entry.path for entry in _subfolders(out))]:
     try:
-      with open(os.path.join(folder, "summary.jsonl"), encoding="utf-8") as f:
-        total += sum(1 for line in f if line.strip())
-    except OSError:
+      parts = [None, *(int(p.name[9:-6]) for p in Path(folder).glob("summary.p*.jsonl")
+                       if p.name[9:-6].isdigit())]
+      total += len({r.get("file") for part in parts for r in folders.read_summary(folder, part)})
+    except (OSError, ValueError, AttributeError):
       pass
   return total
 
