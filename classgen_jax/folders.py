@@ -6,7 +6,7 @@ An atlas folder holds:
   for a transfiguration of ``<photo>``), carrying its summary row and the
   run's identity as PNG text metadata;
 * ``summary.jsonl`` and ``summary.csv``: one row of metrics per image
-  (``summary.p<i>.jsonl`` per process of a several-process job, merged by
+  (``summary.p<i>.jsonl`` per share of a job on separate folders, merged by
   ``merge_summaries``);
 * ``run.json``: the run's configuration (model, weights, recipe, seed,
   restarts, steps scale, head, start photos); ``config_id`` of it is the run

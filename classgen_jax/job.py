@@ -216,8 +216,8 @@ def start(out: str | os.PathLike, *, coordinator: str | None = None,
   if coordinator is None:
     coordinator, num_processes, process_id = _from_cluster(timeout)
   host, _, port = coordinator.rpartition(":")
-  host, count = host.strip("[]"), int(num_processes)
-  if not port.isdigit() or not 0 <= int(process_id) < count:
+  host, count = host.strip("[]"), num_processes or 0
+  if not port.isdigit() or process_id is None or not 0 <= process_id < count:
     raise JobError(f"--coordinator must be host:port and --process_id in [0, {count}); got "
                    f"{coordinator} and {process_id}")
   silence = silence or float(os.environ.get("CLASSGEN_JAX_JOB_SILENCE", _bus.SILENCE))
@@ -228,7 +228,7 @@ def start(out: str | os.PathLike, *, coordinator: str | None = None,
       bus = _bus.Bus.listen(count, int(port), silence=silence)
       bus.admit(timeout)
     else:
-      bus = _bus.Bus.join(host, int(port), int(process_id), count, timeout=timeout,
+      bus = _bus.Bus.join(host, int(port), process_id, count, timeout=timeout,
                           silence=silence)
   except _bus.BusError as error:
     raise JobError(str(error)) from None
