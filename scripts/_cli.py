@@ -103,6 +103,7 @@ def run(main) -> None:
 
   def main_after_flags(argv):
     signal.signal(signal.SIGINT, signal.default_int_handler)  # after scripts._startup
+    sys.unraisablehook = interrupt_again(sys.unraisablehook)
     quiet_backend_logs(flags.FLAGS.verbosity)
     enable_compilation_cache()
     try:
@@ -133,6 +134,22 @@ def stop(message: str) -> None:
   sys.stderr.flush()
   sys.stdout.flush()
   os._exit(130)
+
+
+def interrupt_again(hook):
+  """A ``sys.unraisablehook`` that passes everything to ``hook`` but a
+  KeyboardInterrupt raised where Python cannot let it propagate (a gc
+  callback, such as the one where JAX frees buffers, or a finalizer): that
+  would be printed as "Exception ignored in ..." with a traceback, and the
+  Ctrl-C lost; instead the Ctrl-C is delivered again a moment later."""
+
+  def unraisable(info):
+    if isinstance(info.exc_value, KeyboardInterrupt):
+      threading.Timer(0.01, os.kill, (os.getpid(), signal.SIGINT)).start()
+      return
+    hook(info)
+
+  return unraisable
 
 
 def completed_rows(out: str) -> int:
