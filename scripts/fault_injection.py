@@ -90,7 +90,8 @@ def _wait(process: subprocess.Popen, timeout: float = 600) -> int:
 def _ending(log: Path, rc: int, killed: bool, may_fail: bool = False) -> str | None:
   """What was wrong with how a process ended, or None: a traceback or an
   abort always; else anything but 0, the kill, 130 with the one
-  "interrupted..." line after a Ctrl-C, or (``may_fail``) one "error: ..."
+  "interrupted..." line after a Ctrl-C (or SIGINT's own status, silent, if
+  it came while Python was exiting), or (``may_fail``) one "error: ..."
   line."""
   text = log.read_text(encoding="utf-8", errors="replace")
   if "Traceback" in text or "Fatal Python error" in text or "Check failure" in text:
@@ -99,6 +100,8 @@ def _ending(log: Path, rc: int, killed: bool, may_fail: bool = False) -> str | N
   if rc == 0 or (killed and rc == -signal.SIGKILL):
     return None
   if killed and rc == 130 and last.startswith("interrupted"):  # Ctrl-C's one line
+    return None
+  if killed and rc == -signal.SIGINT:  # Ctrl-C where Python has no handler (exiting): silent
     return None
   if may_fail and rc > 0 and last.startswith("error: "):
     return None
