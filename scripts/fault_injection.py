@@ -57,7 +57,8 @@ flags.DEFINE_string("classes", "0-7", _cli.CLASSES_HELP)
 flags.DEFINE_float("steps_scale", 0.1, "Scale every octave's iterations (short runs).")
 flags.DEFINE_integer("batch_size", 2, "Images per batch.")
 flags.DEFINE_float("kill_after", 0.0, "Kill at a moment uniform in [1 s, this] after the start "
-                   "(default: 0.8 of the clean run's duration, so most kills land mid-run).")
+                   "(default: 0.8 of the clean run's duration, or of a clean job's for "
+                   "distributed, so most kills land mid-run).")
 flags.DEFINE_integer("seed", 0, "Seed of the kill moments.")
 flags.DEFINE_bool("separate_folders", False, "distributed: each process writes its own --out.")
 flags.DEFINE_string("json_out", None, "Write the trials and totals as JSON here.")
@@ -176,6 +177,7 @@ def _trial(index: int, work: Path, clean: dict[str, dict], rng: random.Random,
     started, names = _job(outs, logs, f"{index:02d}_p"), ["p0", "p1"]
   time.sleep(delay)
   killed = started[victim].poll() is None
+  at_kill = len({q.name for o in outs for q in o.glob("[0-9]*.png")})  # renamed whole
   if killed:
     started[victim].send_signal(signal.SIGKILL if how == "SIGKILL" else signal.SIGINT)
   endings, survivors = [], []
@@ -195,7 +197,7 @@ def _trial(index: int, work: Path, clean: dict[str, dict], rng: random.Random,
   resume_endings = [_ending(log, _wait(p), False) for p, log in zip(resumes, resume_logs)]
   after = _check(outs, clean)
   return dict(trial=index, victim=names[victim], signal=how if killed else "none (ended first)",
-              kill_after_s=round(delay, 1), survivors=survivors,
+              kill_after_s=round(delay, 1), images_at_kill=at_kill, survivors=survivors,
               endings=[e for e in endings if e], resume_endings=[e for e in resume_endings if e],
               before_resume=before, after_resume=after)
 
@@ -224,14 +226,21 @@ def main(argv):
   if rc != 0:
     sys.exit(f"error: the clean run failed (rc {rc}); see {work / 'logs' / 'clean.log'}")
   clean = {r["file"]: r for r in folders.read_summary(work / "clean")}
+  if FLAGS.scenario == "distributed" and not FLAGS.kill_after:
+    # A job's two processes start up side by side: it takes longer than one run.
+    began = time.perf_counter()
+    outs = [work / "clean_job"] * 2
+    if any(_wait(p) for p in _job(outs, work / "logs", "clean_job")):
+      sys.exit(f"error: the clean job failed; see {work / 'logs'}/clean_job*.log")
+    kill_after = 0.8 * (time.perf_counter() - began)
   rng = random.Random(FLAGS.seed)
   trials = []
   for index in range(FLAGS.trials):
     trial = _trial(index, work, clean, rng, kill_after)
     trials.append(trial)
     print(f"trial {index:2d}: {trial['victim']} {trial['signal']} after "
-          f"{trial['kill_after_s']} s; survivor rc {[x['rc'] for x in trial['survivors']]}; "
-          "before resume "
+          f"{trial['kill_after_s']} s ({trial['images_at_kill']} images); survivor rc "
+          f"{[x['rc'] for x in trial['survivors']]}; before resume "
           f"{trial['before_resume']}; after {trial['after_resume']}; bad endings "
           f"{len(trial['endings'])} + {len(trial['resume_endings'])}", flush=True)
   totals = {key: sum(t["after_resume"][key] for t in trials) for key in trials[0]["after_resume"]}
@@ -241,18 +250,21 @@ def main(argv):
   kills = sum(t["signal"] != "none (ended first)" for t in trials)
   ended = [s for t in trials for s in t["survivors"]]
   complete = sum(s["rc"] == 0 for s in ended)
+  mid_run = sum(t["images_at_kill"] > 0 for t in trials)
   scenario = FLAGS.scenario + (" (separate folders)" if FLAGS.separate_folders else "")
   print(f"{scenario}: {len(trials)} trials, {kills} kills; after the resume: "
         + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in totals.items())
         + "; as the survivors left it: "
         + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in survivors.items())
         + f"; survivors ending complete (rc 0) {complete}, with one error line "
-        f"{len(ended) - complete}; endings not clean or not one line: {bad}")
+        f"{len(ended) - complete}; endings not clean or not one line: {bad}; kills after the "
+        f"first image {mid_run}, in [1, {kill_after:.1f}] s")
   if FLAGS.json_out:
     Path(FLAGS.json_out).write_text(json.dumps(dict(
         scenario=scenario, command=" ".join(["python", *sys.argv]), trials=trials, kills=kills,
         after_resume=totals, as_survivors_left=survivors, survivors_complete=complete,
-        survivors_one_error_line=len(ended) - complete, bad_endings=bad), indent=1))
+        survivors_one_error_line=len(ended) - complete, bad_endings=bad,
+        kill_window_s=[1.0, round(kill_after, 1)], kills_after_first_image=mid_run), indent=1))
   if any(totals.values()) or bad:
     sys.exit(1)
 
