@@ -12,10 +12,10 @@ made. A different configuration in the same folder is refused rather than
 mixed. Runs started together on one folder share the work: each claims a
 class before making it (``classgen_jax.claims``), skips classes another live
 run has claimed, and waits for them at the end, so no image is made twice
-and no summary row is written twice. Several processes of one job
-(``jax.distributed``, or ``process_index``/``process_count``) each make
-their share of the classes on their own devices, write their own summary
-part, and merge the parts when they finish (``folders.merge_summaries``).
+and no summary row is written twice. The processes of a job compute on
+their own devices; on one folder they share the work so (``classgen_jax.job``),
+on separate folders (``process_index``/``process_count``) each makes every
+N-th class, writes its own summary part, and merges the parts when it ends.
 
 Every image depends only on the seed, its class and its restart index
 (``starts`` derives its keys from those), so a resumed run, whatever its
@@ -40,7 +40,7 @@ from typing import Any
 import jax.numpy as jnp
 
 from classgen_jax import batch_size as batch_size_lib
-from classgen_jax import claims, devices, engine, folders, imagenet, plans
+from classgen_jax import claims, devices, engine, folders, imagenet, job, plans
 from classgen_jax import recipes as recipes_lib
 from classgen_jax._classifier import Classifier
 from classgen_jax.folders import AtlasError
@@ -98,6 +98,7 @@ def make_atlas(classifier: Classifier, classes: Sequence[int | str], out: str | 
                log: Callable[[str], None] = logging.info,
                progress: Callable[[engine.Progress], None] | None = None,
                process_index: int | None = None, process_count: int | None = None,
+               made: Callable[[list[int]], None] | None = None,
                poll: float = 2.0, units: Any = None) -> AtlasResult:
   """Images of ``classes`` (``restarts`` each) in ``out``, resuming an earlier run.
 
@@ -131,6 +132,7 @@ def make_atlas(classifier: Classifier, classes: Sequence[int | str], out: str | 
       last process to finish merges the parts into ``summary.jsonl``
       (``folders.merge_summaries`` does it again on demand). Default: JAX's
       processes (``jax.distributed.initialize``), else the whole list.
+    made: hears of the classes complete in ``out`` (kept or made) as they become so.
     poll: seconds between looks at classes that another run is making.
     units: a family of a layer's units (``objectives.channel(layer)``,
       ``neuron(layer)``, ``directions(layer, table)``): ``classes`` are then
@@ -158,20 +160,13 @@ def make_atlas(classifier: Classifier, classes: Sequence[int | str], out: str | 
   labels = plans.target_labels(classifier, recipe)
   indices = (imagenet.class_indices(classes, labels) if recipe.units is None
              else engine.unit_indices(classes, labels, recipe.units))
-  if not indices:
-    raise AtlasError("no classes given")
-  if len(set(indices)) != len(indices):
-    raise AtlasError("a class is given twice")
-  if restarts < 1:
-    raise AtlasError(f"restarts must be at least 1, got {restarts}")
-  if batch_size is not None and batch_size < 1:
-    raise AtlasError(f"batch_size must be at least 1, got {batch_size}")
-  part, parts = _share(process_index, process_count)
+  folders.check_request(indices, restarts, batch_size)
+  part, parts = job.processes(process_index, process_count)
   if parts > 1:
     if overwrite:
       raise AtlasError("--overwrite with several processes would delete each other's "
                        "images: empty the folder first, then start the processes")
-    indices = indices[part::parts]  # this process's share
+    indices = job.share(indices, part, parts)
   photos = folders.photo_paths(init) if init is not None else []
   config = folders.run_config(model=classifier.name, weights=weights, recipe=recipe, seed=seed,
                               restarts=restarts, steps_scale=steps_scale, head=head,
@@ -181,14 +176,16 @@ def make_atlas(classifier: Classifier, classes: Sequence[int | str], out: str | 
   jsonl, csv_path = folders.summary_files(out, part)
   planned = [(photo, t, r) for photo in (list(photos) or [None]) for t in indices
              for r in range(restarts)]
-  with claims.Claims(out) as ledger, devices.process_local(parts > 1):
+  # An atlas computes on this process's devices only, whatever the job.
+  with claims.Claims(out) as ledger, devices.process_local():
     run = Run(out, folders.config_id(config), config["model"], config["recipe"], weights,
               labels, seed, snapshot_every,
               {key: folders.image_name(key[1], key[2], labels, key[0] and key[0].stem)
                for key in planned},
               jsonl, csv_path, ledger.lock, recipe.units)
     maker = _Maker(classifier, recipe, run, planned, ledger, part, restarts=restarts,
-                   batch_size=batch_size, log=log, progress=progress, poll=poll, began=start)
+                   batch_size=batch_size, log=log, progress=progress, poll=poll, began=start,
+                   made=made)
     return maker.make()
 
 
@@ -206,11 +203,13 @@ class _Maker:
   def __init__(self, classifier: Classifier, recipe: recipes_lib.Recipe, run: Run,
                planned: Sequence[Key], ledger: claims.Claims, part: int | None, *,
                restarts: int, batch_size: int | None, log: Callable[[str], None],
-               progress, poll: float, began: float):
+               progress, poll: float, began: float,
+               made: Callable[[list[int]], None] | None = None):
     self.classifier, self.recipe, self.run, self.ledger = classifier, recipe, run, ledger
     self.planned, self.part, self.restarts = list(planned), part, restarts
     self.batch_size, self.log, self.progress, self.poll = batch_size, log, progress, poll
-    self.began = began
+    self.began, self.heard = began, made
+    self._heard: set[int] = set()
     self.done: dict[Key, dict[str, Any]] = {}  # the rows stored in complete PNGs (the truth)
     self.rows: dict[Key, dict[str, Any]] = {}  # and as the summary has them
     self.made = 0
@@ -246,6 +245,15 @@ class _Maker:
     for item in items:
       self.ledger.release(self._claim_name(item))
 
+  def _tell(self) -> None:
+    """Tells ``made`` of the classes newly complete (every photo, every restart)."""
+    whole: dict[int, bool] = {}
+    for photo, t, _ in self.planned if self.heard is not None else ():
+      whole[t] = whole.get(t, True) and self._complete((photo, t))
+    if new := [t for t, complete in whole.items() if complete and t not in self._heard]:
+      self._heard.update(new)
+      self.heard(new)
+
   # -- the run ------------------------------------------------------------------
 
   def make(self) -> AtlasResult:
@@ -258,6 +266,7 @@ class _Maker:
     except OSError as error:
       raise folders.storage_error(run.jsonl, error) from None
     kept = len(self.done)
+    self._tell()
     # Classes to make, in order; a class is one claim (all its restarts).
     todo = list(dict.fromkeys((photo, t) for photo, t, _ in self.planned
                               if not self._complete((photo, t))))
@@ -376,6 +385,7 @@ class _Maker:
     for key, row in rows:
       self.done[key] = self.rows[key] = row
     self.made += len(rows)
+    self._tell()
     rate = self.made / max(time.perf_counter() - self.started, 1e-9)
     eta = (self.total - self.made) / rate if rate else float("inf")
     line = (f"atlas: {len(self.done)}/{len(self.planned)} images, {rate:.2f} images/s, "
@@ -431,17 +441,6 @@ class _Maker:
     self.collect([key for item in todo for key in self._keys(item)])
     self.timings["waiting"] += time.perf_counter() - waited
     return [item for item in todo if not self._complete(item)]
-
-
-def _share(index: int | None, count: int | None) -> tuple[int, int]:
-  """This process's ``(index, count)``: given, or JAX's processes."""
-  if count is None:
-    import jax  # pylint: disable=g-import-not-at-top
-    index, count = jax.process_index(), jax.process_count()
-  index = 0 if index is None else index
-  if not 0 <= index < count:
-    raise AtlasError(f"process index {index} is not in [0, {count})")
-  return index, count
 
 
 def load(model: str, weights: str | None, dtype: str = "float32") -> tuple[Classifier, str]:

@@ -40,13 +40,19 @@ LOCK_FILE = "lock"
 
 
 def _alive(pid: int) -> bool:
+  """Whether process ``pid`` of this host runs (a zombie, dead but not yet
+  reaped by its parent, does not)."""
   try:
     os.kill(pid, 0)
   except ProcessLookupError:
     return False
   except PermissionError:
     return True
-  return True
+  try:
+    with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+      return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+  except (OSError, IndexError):
+    return True
 
 
 class Claims:

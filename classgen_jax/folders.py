@@ -6,7 +6,7 @@ An atlas folder holds:
   for a transfiguration of ``<photo>``), carrying its summary row and the
   run's identity as PNG text metadata;
 * ``summary.jsonl`` and ``summary.csv``: one row of metrics per image
-  (``summary.p<i>.jsonl`` per process of a several-process job, merged by
+  (``summary.p<i>.jsonl`` per share of a job on separate folders, merged by
   ``merge_summaries``);
 * ``run.json``: the run's configuration (model, weights, recipe, seed,
   restarts, steps scale, head, start photos); ``config_id`` of it is the run
@@ -110,6 +110,19 @@ def parse_classes(spec: str, labels: tuple[str, ...] = imagenet.LABELS, *,
       seen[index] = token
       indices.append(index)
   return indices
+
+
+def check_request(indices: Sequence[int], restarts: int, batch_size: int | None) -> None:
+  """Refuses, with ``AtlasError``, an atlas of no or repeated classes, or
+  sizes below 1."""
+  if not indices:
+    raise AtlasError("no classes given")
+  if len(set(indices)) != len(indices):
+    raise AtlasError("a class is given twice")
+  if restarts < 1:
+    raise AtlasError(f"restarts must be at least 1, got {restarts}")
+  if batch_size is not None and batch_size < 1:
+    raise AtlasError(f"batch_size must be at least 1, got {batch_size}")
 
 
 def photo_paths(path: str | os.PathLike) -> list[Path]:

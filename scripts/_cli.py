@@ -16,6 +16,7 @@ import socket
 import sys
 import threading
 import warnings
+from pathlib import Path
 
 from absl import app, flags
 
@@ -102,6 +103,7 @@ def run(main) -> None:
 
   def main_after_flags(argv):
     signal.signal(signal.SIGINT, signal.default_int_handler)  # after scripts._startup
+    sys.unraisablehook = interrupt_again(sys.unraisablehook)
     quiet_backend_logs(flags.FLAGS.verbosity)
     enable_compilation_cache()
     try:
@@ -134,15 +136,33 @@ def stop(message: str) -> None:
   os._exit(130)
 
 
+def interrupt_again(hook):
+  """A ``sys.unraisablehook`` that passes everything to ``hook`` but a
+  KeyboardInterrupt raised where Python cannot let it propagate (a gc
+  callback, such as the one where JAX frees buffers, or a finalizer): that
+  would be printed as "Exception ignored in ..." with a traceback, and the
+  Ctrl-C lost; instead the Ctrl-C is delivered again a moment later."""
+
+  def unraisable(info):
+    if isinstance(info.exc_value, KeyboardInterrupt):
+      threading.Timer(0.01, os.kill, (os.getpid(), signal.SIGINT)).start()
+      return
+    hook(info)
+
+  return unraisable
+
+
 def completed_rows(out: str) -> int:
   """Images a run folder's summary lists (its PNGs are complete), with its
-  layers' folders' (a unit atlas's)."""
+  layers' folders' (a unit atlas's) and the summary parts of a job's shares."""
+  from classgen_jax import folders  # pylint: disable=g-import-not-at-top
   total = 0
   for folder in [out, *(entry.path for entry in _subfolders(out))]:
     try:
-      with open(os.path.join(folder, "summary.jsonl"), encoding="utf-8") as f:
-        total += sum(1 for line in f if line.strip())
-    except OSError:
+      parts = [None, *(int(p.name[9:-6]) for p in Path(folder).glob("summary.p*.jsonl")
+                       if p.name[9:-6].isdigit())]
+      total += len({r.get("file") for part in parts for r in folders.read_summary(folder, part)})
+    except (OSError, ValueError, AttributeError):
       pass
   return total
 

@@ -6,8 +6,11 @@ r"""Generate images that a classifier sees as chosen classes: an atlas.
 Writes one PNG per image, summary.jsonl, summary.csv and run.json into the
 --out folder; rerunning the same command resumes (classgen_jax.atlas).
 
-Several processes, one job (each makes its share of the classes on its own
-devices and writes its own summary part; the last to finish merges them):
+Several processes, one job, each computing on its own devices: on one shared
+--out they hand the classes out as they go, and a process that dies leaves
+its classes to the others; on separate folders each makes every N-th class
+(its own summary part, merged at the end), and if one dies the others end
+with one line naming it and the classes it did not make:
 
   python scripts/generate.py --classes=all --out=atlas \
       --coordinator=10.0.0.1:1234 --num_processes=2 --process_id=0   # host 0
@@ -37,7 +40,7 @@ import sys
 
 from absl import app, flags, logging
 
-from classgen_jax import atlas, classify, folders, progress, recipes, units, writing
+from classgen_jax import atlas, classify, folders, job, progress, recipes, units, writing
 from scripts import _cli
 
 FLAGS = flags.FLAGS
@@ -60,12 +63,14 @@ flags.DEFINE_float("steps_scale", 1.0, "Scale every octave's iterations by this.
 flags.DEFINE_integer("snapshot_every", 0, "Also write a GIF per image, a frame every N steps.")
 flags.DEFINE_string("out", "atlas", "Output folder.")
 flags.DEFINE_bool("overwrite", False, "Replace another run's images in --out.")
-flags.DEFINE_bool("distributed", False, "Start jax.distributed with the cluster's settings "
-                  "(SLURM, TPU pods): this process makes its share of the classes.")
-flags.DEFINE_string("coordinator", None, "host:port of process 0, for jax.distributed "
-                    "(with --num_processes and --process_id).")
+flags.DEFINE_bool("distributed", False, "Part of a job of several processes, read from the "
+                  "cluster as jax.distributed does (SLURM, Open MPI, TPU pods).")
+flags.DEFINE_string("coordinator", None, "host:port of process 0, where the processes of a job "
+                    "meet (with --num_processes and --process_id).")
 flags.DEFINE_integer("num_processes", None, "Processes in the job (with --coordinator).")
 flags.DEFINE_integer("process_id", None, "This process's index in the job (with --coordinator).")
+flags.DEFINE_integer("startup_timeout", 300, "Seconds the processes of a job wait for each "
+                     "other to start (--coordinator, --distributed).")
 flags.DEFINE_bool("merge_summaries", False, "Only merge the processes' summary parts in --out "
                   "into summary.jsonl and summary.csv, then stop.")
 flags.DEFINE_string("profile", None, "Write a jax.profiler trace of the run to this folder "
@@ -100,17 +105,23 @@ def main(argv):
     _list_layers()
     return
   make = _units_job() if FLAGS.layer else _classes_job()
-  _start_distributed()
   reporter = progress.Reporter() if FLAGS.progress else None
   with _cli.interruptible(FLAGS.out, writing.WRITING) as handled:
     try:
+      team = _start_job()
+      share = {} if team is None else dict(
+          process_index=team.group, process_count=len(team.groups),
+          made=None if FLAGS.layer else team.made)
       with reporter or contextlib.nullcontext(), _profiling(FLAGS.profile):
         results = make(
             model=FLAGS.model, weights=FLAGS.weights, out=FLAGS.out, seed=FLAGS.seed,
             restarts=FLAGS.restarts, batch_size=FLAGS.batch_size,
             steps_scale=FLAGS.steps_scale, dtype=FLAGS.dtype,
             snapshot_every=FLAGS.snapshot_every, overwrite=FLAGS.overwrite,
-            progress=reporter)
+            progress=reporter, **share)
+      # A unit atlas's classes are each layer's units: its line names no classes.
+      unmade = team and team.finish(
+          None if FLAGS.layer else folders.parse_classes(FLAGS.classes), logging.info)
     except atlas.Interrupted as interrupted:
       handled.set()
       _cli.stop(f"{interrupted}; resume with: {_cli.resume_command()}")
@@ -125,6 +136,9 @@ def main(argv):
                  result.out, result.seconds)
     if FLAGS.profile:
       print(f"profile: {atlas.describe_timings(result.timings)}; trace in {FLAGS.profile}")
+  if unmade:
+    sys.exit(f"error: {unmade}; resume: start every process of the job again (this one: "
+             f"{_cli.resume_command()})")
 
 
 def _classes_job():
@@ -182,22 +196,21 @@ def _profiling(folder: str | None):
   return jax.profiler.trace(folder)
 
 
-def _start_distributed() -> None:
+def _start_job() -> job.Job | None:
+  """The job this process is part of (``--coordinator``..., ``--distributed``), or None."""
   given = [FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id]
   if any(v is not None for v in given) and not all(v is not None for v in given):
     sys.exit("error: --coordinator, --num_processes and --process_id go together "
              "(or use --distributed to read them from the cluster)")
-  if FLAGS.distributed or FLAGS.coordinator:
-    import jax  # pylint: disable=g-import-not-at-top
-    kwargs = {} if FLAGS.distributed else dict(
-        coordinator_address=FLAGS.coordinator, num_processes=FLAGS.num_processes,
-        process_id=FLAGS.process_id)
-    try:
-      jax.distributed.initialize(**kwargs)
-    except (RuntimeError, ValueError) as error:
-      sys.exit(f"error: jax.distributed could not start ({str(error).splitlines()[0]}); "
-               "check --coordinator is process 0's reachable host:port")
-    logging.info("process %d of %d", jax.process_index(), jax.process_count())
+  if not (FLAGS.distributed or FLAGS.coordinator):
+    return None
+  if FLAGS.overwrite:
+    sys.exit("error: --overwrite with several processes would delete each other's images: "
+             "empty the folder first, then start the processes")
+  team = job.start(FLAGS.out, coordinator=FLAGS.coordinator, num_processes=FLAGS.num_processes,
+                   process_id=FLAGS.process_id, timeout=FLAGS.startup_timeout)
+  logging.info(team.describe())
+  return team
 
 
 def run():

@@ -316,14 +316,17 @@ def test_jax_distributed_processes_equal_a_single_process_run(reference, tmp_pat
   assert_same_images(reference, tmp_path)
 
 
-@pytest.mark.slow  # seven runs of scripts/generate.py on Lite0, ~2 min
-def test_fault_injection_kills_and_finds_nothing_lost(tmp_path):
-  """Two kills (-9, then a Ctrl-C) of one of two runs on a folder: after the
-  resume no image is lost, no row is missing, repeated or different, no
-  claim is left and every ending is clean (the script exits 1 otherwise)."""
+@pytest.mark.slow  # seven or nine runs of scripts/generate.py on Lite0, ~2 min each
+@pytest.mark.parametrize("scenario", ["shared", "distributed"])
+def test_fault_injection_kills_and_finds_nothing_lost(tmp_path, scenario):
+  """Two kills at random moments: of one of two runs on a folder (-9, then a
+  Ctrl-C), or of process 1, then process 0, of a two-process job on one
+  folder (-9 both). After the resume no image is lost, no row is missing,
+  repeated or different, no claim is left and every ending is clean (the
+  script exits 1 otherwise)."""
   out = tmp_path / "injection.json"
   done = subprocess.run(
-      [sys.executable, str(ROOT / "scripts" / "fault_injection.py"), "--scenario=shared",
+      [sys.executable, str(ROOT / "scripts" / "fault_injection.py"), f"--scenario={scenario}",
        "--trials=2", "--classes=0-3", "--steps_scale=0.05",
        f"--work={tmp_path / 'work'}", f"--json_out={out}"],
       cwd=ROOT, capture_output=True, text=True, timeout=900,
@@ -332,4 +335,6 @@ def test_fault_injection_kills_and_finds_nothing_lost(tmp_path):
   record = json.loads(out.read_text())
   assert len(record["trials"]) == 2 and record["bad_endings"] == 0
   assert not any(record["after_resume"].values())
-  assert "shared: 2 trials" in done.stdout
+  assert f"{scenario}: 2 trials" in done.stdout
+  if scenario == "distributed":
+    assert [t["victim"] for t in record["trials"]] == ["p1", "p0"]

@@ -126,6 +126,36 @@ def test_ctrl_c_stops_within_seconds_with_the_resume_line(tmp_path):
   assert [p.name for p in (tmp_path / "out" / ".claims").iterdir()] == ["lock"]  # released
 
 
+def test_a_ctrl_c_in_a_gc_callback_is_raised_again_not_lost(monkeypatch):
+  """A Ctrl-C that lands while Python runs a gc callback (JAX frees buffers
+  in one) is not printed as "Exception ignored" and lost: it comes again,
+  outside the callback."""
+  import gc
+  import signal
+  import time
+
+  from scripts import _cli
+  printed, sent = [], []
+  monkeypatch.setattr(sys, "unraisablehook", _cli.interrupt_again(printed.append))
+
+  def callback(phase, info):
+    if phase == "start" and not sent:
+      sent.append(phase)
+      signal.raise_signal(signal.SIGINT)  # handled here, inside the callback
+
+  previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+  gc.callbacks.append(callback)
+  try:
+    with pytest.raises(KeyboardInterrupt):
+      gc.collect()
+      for _ in range(200):
+        time.sleep(0.01)
+  finally:
+    gc.callbacks.remove(callback)
+    signal.signal(signal.SIGINT, previous)
+  assert sent and not printed
+
+
 def test_compilation_cache_under_the_project_cache(tmp_path, monkeypatch):
   import jax
   previous = jax.config.jax_compilation_cache_dir
