@@ -335,6 +335,8 @@ class _Maker:
       if self._complete(item):
         self._release([item])
       else:
+        for key in self._keys(item):  # a killed run's half-written files
+          folders.remove_partial(self.run.out / self.run.names[key])
         batch.append(item)
     return batch, others
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import glob
 import hashlib
 import io
 import json
@@ -187,6 +188,15 @@ def run_config(*, model: str, weights: str, recipe: Any, seed: int,
 def config_id(config: dict[str, Any]) -> str:
   """The run id: a digest of ``run_config``'s value."""
   return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def remove_partial(path: Path) -> None:
+  """Removes what a killed writer left of ``path`` and its video (their
+  temporary files). Only for an image this run has claimed: no live writer
+  can be writing it."""
+  for name in (path.name, path.with_suffix(".gif").name):
+    for stale in path.parent.glob(f".{glob.escape(name)}.*.tmp"):
+      stale.unlink(missing_ok=True)
 
 
 def read_complete(path: Path, run_id: str) -> dict[str, Any] | None:

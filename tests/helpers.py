@@ -195,3 +195,11 @@ def kill_once_rows_are_written(script: str, argument: str, out, *,
     child.send_signal(signal.SIGKILL)
     child.wait()
   assert child.returncode == -signal.SIGKILL
+
+
+def plant_partial_files(out, names) -> None:
+  """Writes, for each of ``names`` not complete in ``out``, the temporary
+  file a writer killed mid-write leaves (a resumed run must remove it)."""
+  for name in names:
+    if not (Path(out) / name).exists():
+      (Path(out) / f".{name}.k1ll3d.tmp").write_bytes(b"\x89PNG half")

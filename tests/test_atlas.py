@@ -17,7 +17,7 @@ from PIL import Image
 
 from classgen_jax import atlas, claims, folders, writing
 from classgen_jax.images import read_png_metadata
-from tests.helpers import CLASSES, QUICK, kill_once_rows_are_written, tiny
+from tests.helpers import CLASSES, QUICK, kill_once_rows_are_written, plant_partial_files, tiny
 
 # Its tests share the module's fixtures: one worker runs them all.
 pytestmark = pytest.mark.xdist_group("atlas")
@@ -151,8 +151,13 @@ def test_rerun_does_nothing_and_other_batches_make_the_same_images(reference, tm
   again = atlas.make_atlas(tiny(), CLASSES, reference, QUICK, batch_size=3)
   assert again.made == 0 and again.kept == 4
   said = []  # no batch size: what fits (both classes here, on a CPU)
+  # What a run killed mid-write leaves: the run that claims those images
+  # removes it; another class's (a live run may be writing it) stays.
+  names = [folders.image_name(t, 0) for t in CLASSES[:3]]
+  plant_partial_files(tmp_path, names)
   other = atlas.make_atlas(tiny(), CLASSES[1::-1], tmp_path, QUICK, log=said.append)
   assert other.made == 2 and "atlas: batch size 2 (what fits the free device memory)" in said
+  assert [p.name for p in tmp_path.glob(".*.tmp")] == [f".{names[2]}.k1ll3d.tmp"]
   # The same images, made in another order (the reference's first batch was 0, 1).
   expected, got = images_of(reference), images_of(tmp_path)
   assert sorted(got) == sorted(folders.image_name(t, 0) for t in CLASSES[:2])
