@@ -260,6 +260,20 @@ def _stack_views(per_view: list) -> Any:
   return jax.tree_util.tree_map(stack, *per_view, is_leaf=lambda x: x is None)
 
 
+def _lone(function, grouped):
+  """``lax.map(function, grouped)`` for one image, rounded as in a batch.
+
+  XLA compiles a loop of one iteration without the loop, and rounds it
+  differently; a loop of two whose second iteration does nothing (a
+  ``cond`` on a flag XLA cannot fold) keeps the loop at one image's cost.
+  """
+  blank = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype),
+                                 jax.eval_shape(function, grouped[0]))
+  flags = lax.optimization_barrier(jnp.arange(2) == 0)
+  return lax.map(lambda item: lax.cond(item[1], function, lambda _: blank, item[0]),
+                 (jnp.concatenate([grouped, grouped]), flags))
+
+
 class _Step:
   """``make_step``'s step: see there and the module doc."""
 
@@ -282,7 +296,8 @@ class _Step:
     # statistics) does: such an objective runs the model on one image's
     # views at a time (a loop), so that an image does not depend on its
     # batch. A loop of one iteration would be compiled without the loop, and
-    # round differently again: a lone image runs beside a copy of itself.
+    # round differently again: a lone image runs in a loop of two whose
+    # second iteration does nothing (``_lone``).
     # Diversity's groups (``Objective.group``) too: a group is then the same
     # whatever else is in its batch.
     self.per_image = self.needs.batchnorm or octave.objective.group > 1
@@ -296,9 +311,10 @@ class _Step:
     else:
       grouped = model_input.reshape(-1, views, *model_input.shape[1:])
       count = grouped.shape[0]
-      if count == 1:
-        grouped = jnp.concatenate([grouped, grouped])
-      outputs = lax.map(lambda one: classifier.outputs(one, needs), grouped)
+      if count > 1:
+        outputs = lax.map(lambda one: classifier.outputs(one, needs), grouped)
+      else:
+        outputs = _lone(lambda one: classifier.outputs(one, needs), grouped)
       outputs = jax.tree_util.tree_map(
           lambda value: value[:count].reshape(-1, *value.shape[2:]), outputs)
     # A bfloat16 model's outputs join the objective at the canvas's

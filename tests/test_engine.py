@@ -110,6 +110,19 @@ def test_priors_are_independent_of_the_batch(image):
   assert not np.array_equal(batch.images[2], batch.images[3])
 
 
+# Slow (two compiles on Lite0). The tiny ResNet rounds a loop of one pass as
+# it rounds the loop of two: only a real model catches the difference.
+@pytest.mark.slow
+def test_a_lone_image_with_the_batchnorm_prior_is_its_batch_twin_on_lite0():
+  """A batch of one runs its BatchNorm-prior pass in a loop that does no
+  second pass (``step._lone``), and is the same bit for bit as in a batch."""
+  clf = classgen_jax.load_classifier("efficientnet_lite0")
+  recipe = recipes.get("natural", steps_scale=0.02)
+  alone = engine.generate(clf, [5], recipe, seed=3)
+  batch = engine.generate(clf, [9, 5], recipe, seed=3)
+  np.testing.assert_array_equal(alone.images[0], batch.images[1])
+
+
 def test_bad_inputs_give_clear_errors(tmp_path):
   clf = tiny()
   with pytest.raises(ValueError, match="did you mean"):
