@@ -79,6 +79,13 @@ def count() -> int:
   return len(_CACHE)
 
 
+def clear() -> None:
+  """Forgets every compiled program, giving its memory back (the next run
+  compiles again, or reads JAX's persistent compile cache)."""
+  with _GUARD:
+    _CACHE.clear()
+
+
 def cached(signature: Signature) -> bool:
   """Whether ``signature``'s program is compiled."""
   return signature in _CACHE

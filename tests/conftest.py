@@ -5,7 +5,9 @@ before the workers start. What the test modules share is in
 
 from __future__ import annotations
 
+import gc
 import os
+import sys
 
 import pytest
 
@@ -23,15 +25,19 @@ def x64():
   jax.config.update("jax_enable_x64", previous)
 
 
-@pytest.fixture(autouse=True, scope="session")
-def _slow_pass_workers_write_no_compile_cache():
-  """In CI's slow pass (``CLASSGEN_JAX_TEST_OPT=default``) the xdist workers
-  read JAX's persistent compile cache but do not write it: twice, after
-  hundreds of compiles, a worker died of a segmentation fault inside
-  jaxlib's ``executable.serialize()`` (jax 0.10.2, CPU), on programs that
-  serialize fine in a fresh process. The scripts the tests start still
-  write it, so their reruns read what their first run compiled."""
-  if os.environ.get("CLASSGEN_JAX_TEST_OPT") == "default":
-    import jax  # pylint: disable=g-import-not-at-top
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1e9)
+@pytest.fixture(autouse=True, scope="module")
+def _slow_pass_forgets_compiled_programs_after_each_module():
+  """In CI's slow pass (``CLASSGEN_JAX_TEST_OPT=default``, every deep model
+  in float64) each module's compiled programs are dropped after it: a worker
+  that kept them all grew to 7-9 GB, and three slow passes in a row lost a
+  worker to a segmentation fault inside XLA's compile or serialize (jax
+  0.10.2, CPU), on programs that compile fine in a fresh process; xdist then
+  hung."""
   yield
+  if os.environ.get("CLASSGEN_JAX_TEST_OPT") == "default" and "jax" in sys.modules:
+    import jax  # pylint: disable=g-import-not-at-top
+
+    from classgen_jax import programs  # pylint: disable=g-import-not-at-top
+    programs.clear()
+    jax.clear_caches()
+    gc.collect()
