@@ -37,8 +37,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import jax.numpy as jnp
-
 from classgen_jax import batch_size as batch_size_lib
 from classgen_jax import claims, devices, engine, folders, imagenet, job, plans
 from classgen_jax import recipes as recipes_lib
@@ -443,22 +441,3 @@ class _Maker:
     self.collect([key for item in todo for key in self._keys(item)])
     self.timings["waiting"] += time.perf_counter() - waited
     return [item for item in todo if not self._complete(item)]
-
-
-def load(model: str, weights: str | None, dtype: str = "float32") -> tuple[Classifier, str]:
-  """The classifier from flag values (computing in ``dtype``: ``"bfloat16"``
-  for ``devices.mixed_precision``) and how its weights are identified."""
-  from classgen_jax.weights import load_classifier
-  identity = folders.weights_identity(model, weights)
-  classifier = load_classifier(model, weights=weights)
-  if dtype != "float32":
-    classifier = devices.mixed_precision(classifier, jnp.dtype(dtype))
-  return classifier, identity
-
-
-def run(*, model: str, weights: str | None, classes: str, out: str,
-        recipe: str | None = None, dtype: str = "float32", **kwargs) -> AtlasResult:
-  """``make_atlas`` from flag values: loads the model (``load``), parses ``classes``."""
-  indices = folders.parse_classes(classes)
-  classifier, identity = load(model, weights, dtype)
-  return make_atlas(classifier, indices, out, recipe, weights=identity, **kwargs)

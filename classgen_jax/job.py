@@ -2,7 +2,7 @@
 how the job ends when one of them dies.
 
 ``start`` brings the processes together on a small message bus of their
-own at the coordinator's address (``classgen_jax._bus``), which also tells
+own at the coordinator's address (``classgen_jax.job_bus``), which also tells
 who is gone; JAX's distributed runtime is not started (``start`` says why).
 
 Each process writes a token into ``--out`` and looks for the others'.
@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from classgen_jax import _bus, claims
+from classgen_jax import claims, job_bus
 from classgen_jax.folders import AtlasError
 
 # Seconds between looks for the other processes' tokens in a folder.
@@ -54,7 +54,7 @@ class Job:
   index: int
   count: int
   groups: tuple[tuple[int, ...], ...]
-  bus: _bus.Bus | None = None
+  bus: job_bus.Bus | None = None
   _made: set[int] = dataclasses.field(default_factory=set)
 
   @property
@@ -220,17 +220,17 @@ def start(out: str | os.PathLike, *, coordinator: str | None = None,
   if not port.isdigit() or process_id is None or not 0 <= process_id < count:
     raise JobError(f"--coordinator must be host:port and --process_id in [0, {count}); got "
                    f"{coordinator} and {process_id}")
-  silence = silence or float(os.environ.get("CLASSGEN_JAX_JOB_SILENCE", _bus.SILENCE))
+  silence = silence or float(os.environ.get("CLASSGEN_JAX_JOB_SILENCE", job_bus.SILENCE))
   if count == 1:
     return Job(0, 1, ((0,),))
   try:
     if process_id == 0:
-      bus = _bus.Bus.listen(count, int(port), silence=silence)
+      bus = job_bus.Bus.listen(count, int(port), silence=silence)
       bus.admit(timeout)
     else:
-      bus = _bus.Bus.join(host, int(port), process_id, count, timeout=timeout,
+      bus = job_bus.Bus.join(host, int(port), process_id, count, timeout=timeout,
                           silence=silence)
-  except _bus.BusError as error:
+  except job_bus.BusError as error:
     raise JobError(str(error)) from None
   views = _folder_views(Path(out), bus)
   if views is None:
@@ -260,7 +260,7 @@ def _token(out: Path, token: str, index: int) -> Path:
   return out / claims.CLAIMS_DIR / f"{token}.p{index}.join"
 
 
-def _folder_views(out: Path, bus: _bus.Bus) -> dict[int, list[int]] | None:
+def _folder_views(out: Path, bus: job_bus.Bus) -> dict[int, list[int]] | None:
   """Every live process's view of the folders: each writes its token into
   its ``out``, and once all have, says whose tokens it sees there (looked up
   by name, and again after each of ``LOOK_AGAIN``'s pauses: a network

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from classgen_jax import atlas, folders, plans
+from classgen_jax import atlas, atlas_flags, folders, plans
 from classgen_jax import objectives as obj
 from classgen_jax import recipes as recipes_lib
 from classgen_jax._classifier import Classifier
@@ -169,7 +169,7 @@ def run(*, model: str, weights: str | None, layers: str, kind: str, spec: str, o
   if not names:
     raise AtlasError("--layer names no layer; --layer=list prints the model's layers")
   table = load_directions(directions) if directions else None
-  classifier, identity = atlas.load(model, weights, dtype)
+  classifier, identity = atlas_flags.load(model, weights, dtype)
   return [make_units(classifier, name, spec, out, recipe, kind=kind, directions=table,
                      weights=identity, **kwargs) for name in names]
 

@@ -40,7 +40,17 @@ import sys
 
 from absl import app, flags, logging
 
-from classgen_jax import atlas, classify, folders, job, progress, recipes, units, writing
+from classgen_jax import (
+  atlas,
+  atlas_flags,
+  classify,
+  folders,
+  job,
+  progress,
+  recipes,
+  units,
+  writing,
+)
 from scripts import _cli
 
 FLAGS = flags.FLAGS
@@ -142,9 +152,9 @@ def main(argv):
 
 
 def _classes_job():
-  """``atlas.run`` with the class flags, as a list of one result."""
+  """``atlas_flags.run`` with the class flags, as a list of one result."""
   def make(**kwargs):
-    return [atlas.run(classes=FLAGS.classes, recipe=FLAGS.recipe, init=FLAGS.init_image,
+    return [atlas_flags.run(classes=FLAGS.classes, recipe=FLAGS.recipe, init=FLAGS.init_image,
                       head=FLAGS.head, **kwargs)]
   return make
 
@@ -183,7 +193,7 @@ def _units_job():
 def _list_layers() -> None:
   """Prints --model's layers with their output shapes (at its native size)."""
   try:
-    classifier, _ = atlas.load(FLAGS.model, FLAGS.weights)
+    classifier, _ = atlas_flags.load(FLAGS.model, FLAGS.weights)
   except (ValueError, RuntimeError) as error:
     sys.exit(f"error: {error}")
   print(units.layer_table(classifier))

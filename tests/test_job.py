@@ -1,5 +1,5 @@
 """The processes of one atlas job: meeting, folders, who is gone, and how the
-job ends (``classgen_jax.job`` and its message bus, ``classgen_jax._bus``).
+job ends (``classgen_jax.job`` and its message bus, ``classgen_jax.job_bus``).
 In threads of one process here; as real processes killed mid-run, with
 ``scripts/generate.py``, in the slow tests at the end."""
 
@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from classgen_jax import _bus, claims, folders, job
+from classgen_jax import claims, folders, job, job_bus
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,10 +84,10 @@ def test_unmade_names_the_dead_and_the_classes_they_did_not_make():
 
 
 def test_bus_relays_in_one_order_and_tells_who_is_gone():
-  hub = _bus.Bus.listen(3, silence=5)
+  hub = job_bus.Bus.listen(3, silence=5)
   with concurrent.futures.ThreadPoolExecutor(3) as pool:
     admitted = pool.submit(hub.admit, 20)
-    workers = [pool.submit(_bus.Bus.join, "127.0.0.1", hub.port, i, 3, timeout=20, silence=5)
+    workers = [pool.submit(job_bus.Bus.join, "127.0.0.1", hub.port, i, 3, timeout=20, silence=5)
                for i in (1, 2)]
     one, two = [w.result(timeout=30) for w in workers]
     admitted.result(timeout=30)
@@ -104,15 +104,15 @@ def test_bus_relays_in_one_order_and_tells_who_is_gone():
 
 
 def test_bus_refuses_another_job_size_and_reports_an_absent_hub():
-  hub = _bus.Bus.listen(2)
+  hub = job_bus.Bus.listen(2)
   with concurrent.futures.ThreadPoolExecutor(1) as pool:
     admitted = pool.submit(hub.admit, 1)
-    with pytest.raises(_bus.BusError, match="did not let process 1 in"):
-      _bus.Bus.join("127.0.0.1", hub.port, 1, 3, timeout=5)
+    with pytest.raises(job_bus.BusError, match="did not let process 1 in"):
+      job_bus.Bus.join("127.0.0.1", hub.port, 1, 3, timeout=5)
     admitted.result(timeout=10)
   assert hub.gone == {1}
-  with pytest.raises(_bus.BusError, match=r"could not reach process 0 at 127.0.0.1:\d+ in 1 s"):
-    _bus.Bus.join("127.0.0.1", free_port(), 1, 2, timeout=1)
+  with pytest.raises(job_bus.BusError, match=r"could not reach process 0 at 127.0.0.1:\d+ in 1 s"):
+    job_bus.Bus.join("127.0.0.1", free_port(), 1, 2, timeout=1)
 
 
 def test_processes_on_one_folder_share_it_and_on_two_do_not(tmp_path):
