@@ -43,8 +43,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from classgen_jax import activations, imagenet
-from classgen_jax.models import GoogLeNet, Inception3, ResNet, VisionTransformer
+from classgen_jax import activations, imagenet, models
+from classgen_jax.models import GoogLeNet, Inception3, ResNet, VisionTransformer, _layers
 from classgen_jax.models._layers import IMAGENET_MEAN, IMAGENET_STD
 
 _MAX_SIDE = 8192
@@ -157,7 +157,18 @@ class Classifier:
   @property
   def dtype(self) -> jnp.dtype:
     """dtype of the weights."""
-    return jax.tree_util.tree_leaves(self.variables)[0].dtype
+    return jax.tree_util.tree_leaves(self.variables.get("params", self.variables))[0].dtype
+
+  def with_gradient_kernels(self) -> Classifier:
+    """The same classifier, with each convolution's input-gradient kernel
+    (its kernel flipped and transposed) computed once and kept beside its
+    weights. For a program that takes many input gradients with the same
+    weights, such as an octave's loop: call it inside the program, before
+    the loop (XLA does not hoist that work out of a loop by itself).
+    Gradients and outputs are unchanged, bit for bit."""
+    layers = models.conv_layers(self.module, self.input_size)
+    return dataclasses.replace(
+        self, variables=_layers.with_gradient_kernels(layers, self.variables))
 
   def min_input_size(self, head: str = "logits") -> int:
     """The smallest image side that ``head`` can be computed at."""

@@ -38,6 +38,8 @@ def run(plan: Plan, length: int, classifier: Classifier, state: step_lib.State,
     holds (at its side then, not the step's jittered, cropped or resized
     view); else None.
   """
+  # Weight-only work (flipped, transposed kernels) once, outside the loop.
+  classifier = classifier.with_gradient_kernels()
   step = step_lib.make_step(plan, classifier, targets, keys)
   n = plan.octave.iterations
   if n % length == 0:

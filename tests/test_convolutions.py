@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -150,8 +151,8 @@ def test_conv_general_dilated_keeps_flax_conv_as_it_was():
   # grouped strided convs keep XLA's.
   wide = jnp.zeros((2, 9, 9, 32))
   for stride, groups, features, rule in (
-      (2, 1, 8, "forward_grad_conv"), (1, 1, 8, "forward_grad_conv"), (1, 1, 0, "dot"),
-      (2, 32, 32, "depthwise_conv"), (1, 32, 32, "depthwise_conv"), (2, 2, 8, None)):
+      (2, 1, 8, "_forward_grad_conv"), (1, 1, 8, "_forward_grad_conv"), (1, 1, 0, "dot"),
+      (2, 32, 32, "_depthwise_conv"), (1, 32, 32, "_depthwise_conv"), (2, 2, 8, None)):
     layer = (L.conv(features, 3, stride=stride, padding=1, groups=groups) if features
              else L.conv(8, 1))  # 1x1: a matrix product, JAX's own gradient
     layer_vars = jax.eval_shape(layer.init, jax.random.key(0), wide)
@@ -223,3 +224,57 @@ def test_float32_input_gradient_agrees_with_xla_rules(name):
   scale = np.abs(plain).max()
   assert scale > 0
   np.testing.assert_allclose(ours, plain, rtol=0, atol=2e-5 * scale)
+
+
+def _revs(jaxpr, in_loop=False):
+  """``(in a loop's body?, shape)`` of every ``rev`` (a flip) in a jaxpr,
+  nested jaxprs included."""
+  found = []
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "rev":
+      found.append((in_loop, eqn.invars[0].aval.shape))
+    loop = in_loop or eqn.primitive.name in ("scan", "while")
+    for value in eqn.params.values():
+      for sub in value if isinstance(value, (list, tuple)) else (value,):
+        if isinstance(sub, jax.extend.core.ClosedJaxpr):
+          found += _revs(sub.jaxpr, loop)
+        elif isinstance(sub, jax.extend.core.Jaxpr):
+          found += _revs(sub, loop)
+  return found
+
+
+def test_an_octave_flips_its_kernels_once_before_its_loop(monkeypatch):
+  """The input gradients' flipped, transposed kernels are computed before the
+  octave's ``lax.scan``, not at each iteration (XLA does not hoist them), and
+  the images are the same bit for bit."""
+  from classgen_jax import objectives as obj  # pylint: disable=g-import-not-at-top
+  from classgen_jax import octave, plans, starts, step, updates  # pylint: disable=g-import-not-at-top
+  from classgen_jax._classifier import Classifier  # pylint: disable=g-import-not-at-top
+  from classgen_jax.recipe import Octave, Recipe  # pylint: disable=g-import-not-at-top
+  from tests.shared import tiny  # pylint: disable=g-import-not-at-top
+
+  clf = tiny()
+  recipe = Recipe("plain", starts.Uniform(), 40, (
+      Octave(3, obj.class_logit(), updates.get("gradient"), (0.5, 0.5)),))
+  plan = plans.plan(clf, recipe)[0]
+  targets = jnp.array([1, 2])
+  keys = starts.image_keys(0, [1, 2], [0, 0])
+  init = starts.initial_images(recipe, keys)
+
+  def revs_and_images():
+    def octave_run(clf, state):  # a new function: traced afresh, not from JAX's cache
+      return octave.run(plan, 3, clf, state, targets, keys)[0].canvas
+
+    state = step.init_state(plan, jnp.array(init))
+    revs = _revs(jax.make_jaxpr(octave_run)(clf, state).jaxpr)
+    return revs, np.asarray(jax.jit(octave_run)(clf, state))
+
+  hoisted, images = revs_and_images()
+  monkeypatch.setattr(Classifier, "with_gradient_kernels", lambda self: self)
+  in_loop, before = revs_and_images()
+  # Every kernel wider than 1x1 is flipped (1x1 ones are matrix products).
+  kernels = [v for v in jax.tree.leaves(clf.variables["params"]) if v.ndim == 4 and v.shape[0] > 1]
+  assert len(in_loop) >= len(kernels) > 0 and all(inside for inside, _ in in_loop)
+  assert hoisted and not any(inside for inside, _ in hoisted)
+  np.testing.assert_array_equal(images, before)
+  assert np.abs(images - np.asarray(init)).max() > 0  # the octave moved the pixels

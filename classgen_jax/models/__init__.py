@@ -16,6 +16,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from classgen_jax.models import _layers
+
 # The layers whose input gradients the ports compute themselves, for the
 # layer benchmark (converters/reference/layer_benchmark.py).
 from classgen_jax.models._convolutions import NHWC, conv_input_grad, phase_split_helps
@@ -109,20 +111,30 @@ def variable_shapes(module: nn.Module,
   """Flat ``{path: shape}`` of a port's variables, from an abstract init
   (traced once per module and size in a process: a GoogLeNet's trace takes
   about half a second, and every load and conversion checks its weights)."""
-  return dict(_variable_shapes(module, input_size))
+  return dict(_abstract_init(module, input_size)[0])
+
+
+def conv_layers(module: nn.Module, input_size: int) -> tuple[tuple[tuple[str, ...], Any, int], ...]:
+  """``(path, layer, input channels)`` of every ``Conv2d`` in a port, in the
+  order a forward pass meets them (from the same abstract init as
+  ``variable_shapes``): what ``Classifier.with_gradient_kernels`` prepares."""
+  return _abstract_init(module, input_size)[1]
 
 
 @functools.lru_cache(maxsize=32)
-def _variable_shapes(module: nn.Module,
-                     input_size: int) -> tuple[tuple[tuple[str, ...], tuple[int, ...]], ...]:
+def _abstract_init(module: nn.Module, input_size: int):
   images = jax.ShapeDtypeStruct((1, input_size, input_size, 3), jnp.float32)
-  abstract = jax.eval_shape(lambda x: module.init(
-      jax.random.key(0), x, heads=tuple(module.heads)), images)
+  found = {}
+  with nn.intercept_methods(_layers.conv_recorder(found)):
+    abstract = jax.eval_shape(lambda x: module.init(
+        jax.random.key(0), x, heads=tuple(module.heads)), images)
   flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(abstract))
-  return tuple((path, tuple(leaf.shape)) for path, leaf in flat.items())
+  return (tuple((path, tuple(leaf.shape)) for path, leaf in flat.items()),
+          tuple((path, layer, channels) for path, (layer, channels) in found.items()))
 
 
 __all__ = ["ARCHITECTURES", "MODELS", "NHWC", "EfficientNetLite", "GoogLeNet", "Inception3",
-           "ModelSpec", "ResNet", "build", "conv_input_grad", "max_pool", "max_pool_input_grad",
-           "VisionTransformer", "module_config", "patch_map", "phase_split_helps",
+           "ModelSpec", "ResNet", "build", "conv_input_grad", "conv_layers", "max_pool",
+           "max_pool_input_grad", "VisionTransformer", "module_config", "patch_map",
+           "phase_split_helps",
            "torch_pool_padding", "variable_shapes"]

@@ -60,9 +60,31 @@ def plain_convolutions():
     _PLAIN.pop()
 
 
+def rule(lhs_shape, rhs_shape, window_strides, padding, lhs_dilation=None,
+         rhs_dilation=None, dimension_numbers=None, feature_group_count: int = 1,
+         **kwargs) -> str | None:
+  """Which input-gradient rule ``conv_general_dilated`` gives a convolution:
+  ``"pointwise"`` (a matrix product), ``"depthwise"`` (taps), ``"forward"``
+  (``forward_grad_conv``), or None (XLA's own). Shapes only."""
+  strides = tuple(window_strides)
+  if (_PLAIN[-1] or kwargs or len(lhs_shape) != 4 or isinstance(padding, str)
+      or any(d != 1 for d in tuple(lhs_dilation or ()) + tuple(rhs_dilation or ()))
+      or dimension_numbers != lax.conv_dimension_numbers(lhs_shape, rhs_shape, NHWC)
+      or min(min(p) for p in padding) < 0):
+    return None
+  if tuple(rhs_shape[:2]) == (1, 1) and feature_group_count == 1 and not any(map(any, padding)):
+    return "pointwise"
+  if feature_group_count == lhs_shape[-1] == rhs_shape[-1] > 1:
+    return "depthwise"
+  if max(strides) == 1 or phase_split_helps(lhs_shape[-1], feature_group_count):
+    return "forward"
+  return None
+
+
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
                          rhs_dilation=None, dimension_numbers=None,
-                         feature_group_count: int = 1, precision=None, **kwargs):
+                         feature_group_count: int = 1, precision=None, *,
+                         gradient_kernel=None, **kwargs):
   """``lax.conv_general_dilated`` whose input gradient is a forward convolution.
 
   A drop-in for ``nn.Conv(conv_general_dilated=...)``. For an NHWC/HWIO
@@ -72,25 +94,43 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
   forward pass is unchanged; the weight gradient, never needed to generate
   images, uses JAX's rule and is computed only when asked for. Anything else
   is ``lax.conv_general_dilated`` unchanged.
+
+  ``gradient_kernel``: ``gradient_kernel(rhs, ...)`` of this convolution,
+  computed beforehand (``layers.Conv2d`` keeps it as a variable, so that a
+  loop taking many input gradients with the same weights does not flip and
+  transpose them at every iteration); None: computed where it is used.
   """
+  how = rule(lhs.shape, rhs.shape, window_strides, padding, lhs_dilation, rhs_dilation,
+             dimension_numbers, feature_group_count, **kwargs)
   strides = tuple(window_strides)
-  ours = not (
-      _PLAIN[-1] or kwargs or lhs.ndim != 4 or isinstance(padding, str)
-      or any(d != 1 for d in tuple(lhs_dilation or ()) + tuple(rhs_dilation or ()))
-      or dimension_numbers != lax.conv_dimension_numbers(lhs.shape, rhs.shape, NHWC)
-      or min(min(p) for p in padding) < 0)
-  if (ours and rhs.shape[:2] == (1, 1) and feature_group_count == 1
-      and not any(map(any, padding))):
+  if how == "pointwise":
     return pointwise_conv(lhs, rhs, strides, precision)
-  if ours and feature_group_count == lhs.shape[-1] == rhs.shape[-1] > 1:
-    return depthwise_conv(lhs, rhs, strides, tuple(tuple(p) for p in padding))
-  if ours and (max(strides) == 1 or phase_split_helps(lhs.shape[-1], feature_group_count)):
-    return forward_grad_conv(lhs, rhs, strides, tuple(tuple(p) for p in padding),
-                             feature_group_count, precision)
+  padding = tuple(tuple(p) for p in padding) if how else padding
+  if how == "depthwise":
+    return depthwise_conv(lhs, rhs, gradient_kernel, strides, padding)
+  if how == "forward":
+    return forward_grad_conv(lhs, rhs, strides, padding, feature_group_count, precision,
+                             gradient_kernel)
   return lax.conv_general_dilated(
       lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
       rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
       feature_group_count=feature_group_count, precision=precision, **kwargs)
+
+
+def gradient_kernel(rhs, lhs_shape, window_strides, padding, feature_group_count: int = 1,
+                    **kwargs):
+  """What the input gradient of ``conv_general_dilated(lhs, rhs, ...)`` convolves
+  with, a function of the kernel alone: the flipped (depthwise) or flipped and
+  transposed (``conv_input_grad``) kernel; None where its rule needs none."""
+  dimension_numbers = lax.conv_dimension_numbers(lhs_shape, rhs.shape, NHWC)
+  how = rule(lhs_shape, rhs.shape, window_strides, padding,
+             dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
+             **kwargs)
+  if how == "depthwise":
+    return rhs[::-1, ::-1]
+  if how == "forward":
+    return input_grad_taps(rhs, tuple(window_strides), feature_group_count)
+  return None
 
 
 def pointwise_conv(x, kernel, strides=(1, 1), precision=None):
@@ -125,25 +165,31 @@ def _depthwise_taps(x, kernel, strides, padding):
   return total
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def depthwise_conv(x, kernel, strides, padding):
+def depthwise_conv(x, kernel, flipped=None, strides=(1, 1), padding=((0, 0), (0, 0))):
   """A depthwise (one filter per channel) NHWC conv, ``kernel`` ``(kh, kw, 1, c)``.
 
   Computed as ``_depthwise_taps``, forward and backward: the input gradient
   is the output gradient, zero-dilated by the stride, through the flipped
-  kernel. ``padding`` is explicit and non-negative; forward-mode
-  differentiation is not supported.
+  kernel (``flipped``, ``kernel[::-1, ::-1]``, if given). ``padding`` is
+  explicit and non-negative; forward-mode differentiation is not supported.
   """
+  return _depthwise_conv(x, kernel, kernel[::-1, ::-1] if flipped is None else flipped,
+                         tuple(strides), tuple(tuple(p) for p in padding))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _depthwise_conv(x, kernel, flipped, strides, padding):
+  del flipped  # only the input gradient reads it
   return _depthwise_taps(x, kernel, strides, padding)
 
 
-def _depthwise_conv_fwd(x, kernel, strides, padding):
-  y = depthwise_conv(x.value, kernel.value, strides, padding)
-  return y, (x.value, kernel.value, x.perturbed, kernel.perturbed)
+def _depthwise_conv_fwd(x, kernel, flipped, strides, padding):
+  y = _depthwise_conv(x.value, kernel.value, flipped.value, strides, padding)
+  return y, (x.value, kernel.value, flipped.value, x.perturbed, kernel.perturbed)
 
 
 def _depthwise_conv_bwd(strides, padding, residuals, g):
-  x, kernel, x_perturbed, kernel_perturbed = residuals
+  x, kernel, flipped, x_perturbed, kernel_perturbed = residuals
   if isinstance(g, SymbolicZero):
     g = jnp.zeros(g.shape, g.dtype)
   dx = dkernel = None
@@ -159,54 +205,89 @@ def _depthwise_conv_bwd(strides, padding, residuals, g):
       low = k - 1 - low
       pads.append((low, side + k - 1 - low - ((out - 1) * stride + 1), stride - 1))
     dilated = lax.pad(g, jnp.zeros((), g.dtype), ((0, 0, 0), *pads, (0, 0, 0)))
-    dx = _depthwise_taps(dilated, kernel[::-1, ::-1], (1, 1), ((0, 0), (0, 0)))
+    dx = _depthwise_taps(dilated, flipped, (1, 1), ((0, 0), (0, 0)))
   if kernel_perturbed:
     _, vjp = jax.vjp(lambda k: _depthwise_taps(x, k, strides, padding), kernel)
     (dkernel,) = vjp(g)
-  return dx, dkernel
+  return dx, dkernel, None  # the output does not depend on ``flipped``
 
 
-depthwise_conv.defvjp(_depthwise_conv_fwd, _depthwise_conv_bwd, symbolic_zeros=True)
+_depthwise_conv.defvjp(_depthwise_conv_fwd, _depthwise_conv_bwd, symbolic_zeros=True)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
-def forward_grad_conv(x, kernel, strides, padding, groups: int = 1, precision=None):
+def forward_grad_conv(x, kernel, strides, padding, groups: int = 1, precision=None,
+                      taps=None):
   """An NHWC/HWIO conv whose input gradient is always ``conv_input_grad``.
 
-  ``padding`` is explicit, ``((top, bottom), (left, right))``; forward-mode
-  differentiation (``jax.jvp``) is not supported.
+  ``padding`` is explicit, ``((top, bottom), (left, right))``; ``taps``:
+  ``input_grad_taps(kernel, strides, groups)`` if computed beforehand.
+  Forward-mode differentiation (``jax.jvp``) is not supported.
   """
+  strides, padding = tuple(strides), tuple(tuple(p) for p in padding)
+  if taps is None:
+    taps = input_grad_taps(kernel, strides, groups)
+  return _forward_grad_conv(x, kernel, taps, strides, padding, groups, precision)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6))
+def _forward_grad_conv(x, kernel, taps, strides, padding, groups, precision):
+  del taps  # only the input gradient reads them
   return lax.conv_general_dilated(
       x, kernel, strides, padding, dimension_numbers=NHWC,
       feature_group_count=groups, precision=precision)
 
 
-def _forward_grad_conv_fwd(x, kernel, strides, padding, groups, precision):
-  y = forward_grad_conv(x.value, kernel.value, strides, padding, groups, precision)
-  return y, (x.value, kernel.value, x.perturbed, kernel.perturbed)
+def _forward_grad_conv_fwd(x, kernel, taps, strides, padding, groups, precision):
+  y = _forward_grad_conv(x.value, kernel.value, taps.value, strides, padding, groups,
+                         precision)
+  return y, (x.value, kernel.value, taps.value, x.perturbed, kernel.perturbed)
 
 
 def _forward_grad_conv_bwd(strides, padding, groups, precision, residuals, g):
-  x, kernel, x_perturbed, kernel_perturbed = residuals
+  x, kernel, taps, x_perturbed, kernel_perturbed = residuals
   if isinstance(g, SymbolicZero):
     g = jnp.zeros(g.shape, g.dtype)
   dx = dkernel = None
   if x_perturbed:
-    dx = conv_input_grad(g, kernel, x.shape, strides, padding, groups, precision)
+    dx = conv_input_grad(g, kernel, x.shape, strides, padding, groups, precision, taps)
   if kernel_perturbed:
     _, vjp = jax.vjp(
         lambda k: lax.conv_general_dilated(
             x, k, strides, padding, dimension_numbers=NHWC,
             feature_group_count=groups, precision=precision), kernel)
     (dkernel,) = vjp(g)
-  return dx, dkernel
+  return dx, dkernel, None  # the output does not depend on ``taps``
 
 
-forward_grad_conv.defvjp(_forward_grad_conv_fwd, _forward_grad_conv_bwd, symbolic_zeros=True)
+_forward_grad_conv.defvjp(_forward_grad_conv_fwd, _forward_grad_conv_bwd, symbolic_zeros=True)
+
+
+def input_grad_taps(kernel, strides, groups: int = 1):
+  """The kernel ``conv_input_grad`` convolves with: ``kernel`` (HWIO) flipped
+  and transposed (out -> in within each group); for a strided one (not 1x1),
+  each stride phase's taps side by side, zero-padded to a whole number of
+  strides. A function of the kernel alone, computed once per set of weights
+  where it can be (``gradient_kernel``)."""
+  kh, kw, in_per_group, out_features = kernel.shape
+  sh, sw = strides
+  out_per_group = out_features // groups
+  if (sh, sw) == (1, 1) or (kh, kw) == (1, 1):
+    taps = kernel.reshape(kh, kw, in_per_group, groups, out_per_group)
+    taps = taps.transpose(0, 1, 4, 3, 2)[::-1, ::-1]
+    return taps.reshape(kh, kw, out_per_group, groups * in_per_group)
+  # Phase (r, t) fills the padded input's pixels [r::sh, t::sw] from the
+  # taps kernel[r::sh, t::sw] (qh x qw at most; zero-padded). All phases are
+  # one stride-1 convolution whose outputs are grouped (group, phase, input
+  # channel): flipped taps turn its correlation into the transposed one.
+  qh, qw = -(-kh // sh), -(-kw // sw)
+  taps = jnp.pad(kernel, ((0, qh * sh - kh), (0, qw * sw - kw), (0, 0), (0, 0)))
+  taps = taps.reshape(qh, sh, qw, sw, in_per_group, groups, out_per_group)
+  taps = taps.transpose(0, 2, 6, 5, 1, 3, 4)[::-1, ::-1]
+  return taps.reshape(qh, qw, out_per_group, groups * sh * sw * in_per_group)
 
 
 def conv_input_grad(g, kernel, x_shape, strides, padding, groups: int = 1,
-                    precision=None):
+                    precision=None, taps=None):
   """The input gradient of an NHWC/HWIO convolution, as one stride-1 conv.
 
   A stride-1 convolution's input gradient is the output gradient convolved
@@ -222,19 +303,19 @@ def conv_input_grad(g, kernel, x_shape, strides, padding, groups: int = 1,
     padding: explicit ``((top, bottom), (left, right))``, each >= 0.
     groups: ``feature_group_count``.
     precision: passed to every convolution.
+    taps: ``input_grad_taps(kernel, strides, groups)``, if computed
+      beforehand.
 
   Returns:
     The gradient with respect to the input, of shape ``x_shape``.
   """
   n, height, width, in_features = x_shape
-  kh, kw, in_per_group, out_features = kernel.shape
+  kh, kw, in_per_group, _ = kernel.shape
   (sh, sw), ((top, bottom), (left, right)) = strides, padding
   oh, ow = g.shape[1:3]
-  out_per_group = out_features // groups
+  if taps is None:
+    taps = input_grad_taps(kernel, strides, groups)
   if (sh, sw) == (1, 1) or (kh, kw) == (1, 1):
-    taps = kernel.reshape(kh, kw, in_per_group, groups, out_per_group)
-    taps = taps.transpose(0, 1, 4, 3, 2)[::-1, ::-1]
-    taps = taps.reshape(kh, kw, out_per_group, groups * in_per_group)
     if (kh, kw) == (1, 1):  # any stride: the transposed 1x1 conv, spread out
       grad = lax.conv_general_dilated(g, taps, (1, 1), ((0, 0), (0, 0)),
                                       dimension_numbers=NHWC, feature_group_count=groups,
@@ -246,17 +327,9 @@ def conv_input_grad(g, kernel, x_shape, strides, padding, groups: int = 1,
         g, taps, (1, 1),
         ((kh - 1 - top, height - oh + top), (kw - 1 - left, width - ow + left)),
         dimension_numbers=NHWC, feature_group_count=groups, precision=precision)
-  # Phase (r, t) fills the padded input's pixels [r::sh, t::sw], mh x mw of
-  # them, from the taps kernel[r::sh, t::sw] (qh x qw at most; zero-padded).
+  # Phase (r, t) fills the padded input's pixels [r::sh, t::sw], mh x mw of them.
   mh, mw = -(-(height + top + bottom) // sh), -(-(width + left + right) // sw)
-  qh, qw = -(-kh // sh), -(-kw // sw)
-  taps = jnp.pad(kernel, ((0, qh * sh - kh), (0, qw * sw - kw), (0, 0), (0, 0)))
-  taps = taps.reshape(qh, sh, qw, sw, in_per_group, groups, out_per_group)
-  # All phases at once, as one stride-1 convolution whose outputs are grouped
-  # (group, phase, input channel): flipped taps turn its correlation into the
-  # transposed convolution, out -> in within each group.
-  taps = taps.transpose(0, 2, 6, 5, 1, 3, 4)[::-1, ::-1]
-  taps = taps.reshape(qh, qw, out_per_group, groups * sh * sw * in_per_group)
+  qh, qw = taps.shape[:2]
   phases = lax.conv_general_dilated(
       g, taps, (1, 1), ((qh - 1, mh - oh), (qw - 1, mw - ow)),
       dimension_numbers=NHWC, feature_group_count=groups, precision=precision)

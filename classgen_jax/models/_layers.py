@@ -8,7 +8,7 @@ Generation only ever differentiates with respect to the input image, and
 XLA:CPU's max-pooling input gradient (``select_and_scatter``) is 8-30x its
 forward: ``max_pool`` has a custom VJP built from strided slices, with
 torch's gradient. The convolutions' own rules live in ``_convolutions``;
-``conv`` here is the ``torch.nn.Conv2d``-equivalent layer that uses them.
+``Conv2d`` here is the ``torch.nn.Conv2d``-equivalent layer that uses them.
 """
 
 from __future__ import annotations
@@ -18,12 +18,13 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from classgen_jax.models._convolutions import conv_general_dilated
+from classgen_jax.models._convolutions import NHWC, conv_general_dilated, gradient_kernel
 
 Pair = int | tuple[int, int]
 
@@ -197,16 +198,93 @@ def flatten_nchw(x):
   return jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)
 
 
+# The variable collection that holds each convolution's ``gradient_kernel``
+# once ``with_gradient_kernels`` has computed them.
+GRADIENT_KERNELS = "gradient_kernels"
+
+
+class Conv2d(nn.Module):
+  """``torch.nn.Conv2d`` on NHWC images (explicit padding), whose input
+  gradient comes from ``_convolutions.conv_general_dilated``.
+
+  Its parameters are ``nn.Conv``'s (``kernel`` HWIO, ``bias``), and so is its
+  output. Where the variables hold a ``gradient_kernels`` collection
+  (``with_gradient_kernels``), the input gradient reads this layer's flipped
+  and transposed kernel from it instead of computing it: an octave's loop
+  takes hundreds of input gradients with the same weights, and XLA does not
+  hoist that weight-only work out of the loop (ResNet-50: ~9% of a step on
+  a CPU).
+  """
+  features: int
+  kernel_size: tuple[int, int]
+  strides: tuple[int, int] = (1, 1)
+  padding: tuple[tuple[int, int], tuple[int, int]] = ((0, 0), (0, 0))
+  feature_group_count: int = 1
+  use_bias: bool = True
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    groups = self.feature_group_count
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        (*self.kernel_size, x.shape[-1] // groups, self.features),
+                        self.param_dtype)
+    bias = (self.param("bias", nn.initializers.zeros_init(), (self.features,),
+                       self.param_dtype) if self.use_bias else None)
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    taps = None
+    if self.has_variable(GRADIENT_KERNELS, "kernel"):
+      taps = self.get_variable(GRADIENT_KERNELS, "kernel").astype(kernel.dtype)
+    y = conv_general_dilated(x, kernel, self.strides, self.padding,
+                             dimension_numbers=lax.conv_dimension_numbers(
+                                 x.shape, kernel.shape, NHWC),
+                             feature_group_count=groups, gradient_kernel=taps)
+    return y if bias is None else y + bias
+
+  def gradient_kernel(self, kernel, in_features: int):
+    """What this layer's input gradient convolves with, for its ``kernel``
+    (None where its rule needs nothing beyond the kernel)."""
+    if self.dtype is not None:
+      kernel = kernel.astype(jnp.promote_types(kernel.dtype, self.dtype))
+    return gradient_kernel(kernel, (1, 1, 1, in_features), self.strides, self.padding,
+                           self.feature_group_count)
+
+
+def conv_recorder(found: dict):
+  """A Flax method interceptor that records, in ``found``, ``{path: (layer,
+  input channels)}`` of every ``Conv2d`` a pass meets (``conv_layers``)."""
+  def record(next_fun, args, kwargs, context):
+    layer = context.module
+    if isinstance(layer, Conv2d) and context.method_name == "__call__":
+      found[layer.path] = (layer.clone(parent=None, name=None), args[0].shape[-1])
+    return next_fun(*args, **kwargs)
+  return record
+
+
+def with_gradient_kernels(layers, variables):
+  """``variables`` with a ``gradient_kernels`` collection holding, for each
+  of ``layers`` (``models.conv_layers``) whose rule needs one, its input gradient's
+  kernel: flipped and transposed once, here, rather than at every gradient."""
+  params = flax.traverse_util.flatten_dict(variables["params"])
+  kernels = {}
+  for path, layer, channels in layers:
+    taps = layer.gradient_kernel(params[(*path, "kernel")], channels)
+    if taps is not None:
+      kernels[(*path, "kernel")] = taps
+  if not kernels:
+    return variables
+  return {**variables, GRADIENT_KERNELS: flax.traverse_util.unflatten_dict(kernels)}
+
+
 def conv(features: int, kernel_size: Pair, *, stride: Pair = 1,
          padding: Pair = 0, groups: int = 1, use_bias: bool = True,
-         dtype: Any = None, name: str | None = None) -> nn.Conv:
-  """A ``torch.nn.Conv2d``-equivalent ``nn.Conv`` (explicit symmetric padding),
-  whose input gradient comes from ``conv_general_dilated``."""
+         dtype: Any = None, name: str | None = None) -> Conv2d:
+  """A ``torch.nn.Conv2d``-equivalent layer (explicit symmetric padding)."""
   pad_h, pad_w = pair(padding)
-  return nn.Conv(features, pair(kernel_size), strides=pair(stride),
-                 padding=((pad_h, pad_h), (pad_w, pad_w)),
-                 feature_group_count=groups, use_bias=use_bias, dtype=dtype,
-                 conv_general_dilated=conv_general_dilated, name=name)
+  return Conv2d(features, pair(kernel_size), strides=pair(stride),
+                padding=((pad_h, pad_h), (pad_w, pad_w)), feature_group_count=groups,
+                use_bias=use_bias, dtype=dtype, name=name)
 
 
 def batch_norm(eps: float, *, dtype: Any = None,

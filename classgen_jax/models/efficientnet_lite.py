@@ -33,8 +33,7 @@ from typing import Any, NamedTuple
 import flax.linen as nn
 import jax.numpy as jnp
 
-from classgen_jax.models._convolutions import conv_general_dilated
-from classgen_jax.models._layers import batch_norm, normalize
+from classgen_jax.models._layers import Conv2d, batch_norm, normalize
 
 # Inception-style input scaling of the Lite checkpoints, on [0, 1] images.
 INPUT_MEAN = (127.0 / 255.0,) * 3
@@ -121,10 +120,9 @@ def same_conv(x, features: int, kernel: int, *, stride: int = 1,
               groups: int = 1, dtype: Any = None, name: str | None = None):
   """A bias-free conv with TF 'SAME' padding for ``x``'s actual side."""
   pads = [same_padding(n, kernel, stride) for n in x.shape[1:3]]
-  return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
-                 padding=pads, feature_group_count=groups, use_bias=False,
-                 dtype=dtype, conv_general_dilated=conv_general_dilated,
-                 name=name)(x)
+  return Conv2d(features, (kernel, kernel), strides=(stride, stride),
+                padding=tuple(pads), feature_group_count=groups, use_bias=False,
+                dtype=dtype, name=name)(x)
 
 
 class MBConvBlock(nn.Module):
