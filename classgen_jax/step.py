@@ -56,6 +56,13 @@ from classgen_jax.recipe import Octave, Recipe
 from classgen_jax.starts import fold_in, image_keys
 from classgen_jax.updates import linear
 
+# The parts of a step, as named scopes of the compiled program (a profile's
+# ops carry them; ``benchmark --breakdown`` sums its time by them): the
+# forward pass (its input gradient is ``transpose(jvp(model))``), the view
+# operations, the objective, the other operations, the update rule, the
+# parameterisation's rendering and the trace's records.
+SCOPES = ("model", "view", "objective", "operations", "update", "image", "trace")
+
 # Every iteration's key is split into at least this many streams, one per
 # random operation (see ``operations``).
 _MIN_STREAMS = 5
@@ -239,14 +246,16 @@ def embed(images: jax.Array, buffer: int) -> jax.Array:
 # The step.
 
 
-def _apply(ops, images, params, iteration, iterations: int, region):
+def _apply(ops, images, params, iteration, iterations: int, region,
+           scope: str = "operations"):
   """``ops`` in turn on each image of a batch, with its draws and context."""
   offsets = None if region is None else region[0]
-  for op, p in zip(ops, params):
-    def one(image, p, offset, op=op):
-      where = None if region is None else (offset, region[1])
-      return op(image, p, Context(iteration, iterations, where))
-    images = jax.vmap(one)(images, p, offsets)
+  with jax.named_scope(scope):
+    for op, p in zip(ops, params):
+      def one(image, p, offset, op=op):
+        where = None if region is None else (offset, region[1])
+        return op(image, p, Context(iteration, iterations, where))
+      images = jax.vmap(one)(images, p, offsets)
   return images
 
 
@@ -304,6 +313,10 @@ class _Step:
 
   def outputs(self, view):
     """The forward pass on ``view``, at the canvas's precision."""
+    with jax.named_scope("model"):
+      return self._outputs(view)
+
+  def _outputs(self, view):
     classifier, needs, views = self.classifier, self.needs, self.octave.views
     model_input = view.astype(classifier.dtype)
     if not self.per_image:
@@ -333,22 +346,26 @@ class _Step:
     per image, the objective (the mean over its views) and the ``scores``
     for its (first) view."""
     image = self.plan.image
-    images = canvas if image.pixels else jax.vmap(image.render)(canvas)
-    return self.loss_of_images(images, p_view, p_views, region, iteration)
+    if not image.pixels:
+      with jax.named_scope("image"):
+        canvas = jax.vmap(image.render)(canvas)
+    return self.loss_of_images(canvas, p_view, p_views, region, iteration)
 
   def loss_of_images(self, images, p_view, p_views, region, iteration):
     """``loss`` of the rendered images."""
     octave, views = self.octave, self.octave.views
     if views == 1:
-      view = _apply(octave.view, images, p_view, iteration, octave.iterations, region)
+      view = _apply(octave.view, images, p_view, iteration, octave.iterations, region, "view")
       outputs = self.outputs(view)
-      values = octave.objective(outputs, view, self.targets)
+      with jax.named_scope("objective"):
+        values = octave.objective(outputs, view, self.targets)
       return -jnp.sum(values), (values, self.scores(outputs, view).astype(jnp.float32))
     view = _apply(octave.view, jnp.repeat(images, views, axis=0), p_views, iteration,
-                  octave.iterations, None)
+                  octave.iterations, None, "view")
     outputs = self.outputs(view)
-    values = octave.objective(outputs, view, jnp.repeat(self.targets, views))
-    values = pairwise_mean(values.reshape(-1, views), (1,))
+    with jax.named_scope("objective"):
+      values = octave.objective(outputs, view, jnp.repeat(self.targets, views))
+      values = pairwise_mean(values.reshape(-1, views), (1,))
     logits = self.scores(outputs, view)
     logits = logits.reshape(-1, views, logits.shape[-1])[:, 0]
     return -jnp.sum(values), (values, logits.astype(jnp.float32))
@@ -382,13 +399,15 @@ class _Step:
           rendered, p_view, p_views, region, iteration)
       (grads,) = back(on_image)
       importance = importance + jnp.abs(on_image).sum(axis=-1).astype(importance.dtype)
-    step_updates, opt_state = self.updates[side].update(grads, opt_state, images)
-    images = optax.apply_updates(images, step_updates)
+    with jax.named_scope("update"):
+      step_updates, opt_state = self.updates[side].update(grads, opt_state, images)
+      images = optax.apply_updates(images, step_updates)
     images = _apply(octave.after, images, p_after, iteration, octave.iterations, region)
-    finite = jnp.isfinite(values)
-    for leaf in jax.tree_util.tree_leaves(images):
-      finite = jnp.all(jnp.isfinite(leaf), axis=tuple(range(1, leaf.ndim))) & finite
-    trace = metrics.trace(values, logits, self.targets, finite)
+    with jax.named_scope("trace"):
+      finite = jnp.isfinite(values)
+      for leaf in jax.tree_util.tree_leaves(images):
+        finite = jnp.all(jnp.isfinite(leaf), axis=tuple(range(1, leaf.ndim))) & finite
+      trace = metrics.trace(values, logits, self.targets, finite)
     return images, opt_state, trace, importance
 
   def at_side(self, side, buffer, opt_state, step_keys, iteration, importance=None):
@@ -445,5 +464,5 @@ def make_step(plan: Plan, classifier: Classifier, targets: jax.Array,
   return _Step(plan, classifier, targets, keys)
 
 
-__all__ = ["State", "canvas_images", "draw", "embed", "init_state", "iteration_keys",
+__all__ = ["SCOPES", "State", "canvas_images", "draw", "embed", "init_state", "iteration_keys",
            "make_step", "octave_keys", "random_draws", "streams", "view_draws"]

@@ -32,9 +32,10 @@ def test_script_writes_the_documented_json(tmp_path):
   sweep = result["sweep"]
   assert [p["batch_size"] for p in sweep["points"]] == [1]
   assert sweep["saturates_at"] == sweep["best_batch_size"] == 1
-  parts = result["breakdown"]
-  assert 0 < parts["forward_ms"] and 0 < parts["forward_backward_ms"]
-  assert parts["rest_ms"] == pytest.approx(parts["step_ms"] - parts["forward_backward_ms"])
+  breakdown = result["breakdown"]
+  assert breakdown["step_ms"] == jax_result["ms_per_step"]
+  assert sum(p["ms"] for p in breakdown["parts"].values()) == pytest.approx(
+      breakdown["step_ms"])
 
 
 def test_flops_table_counts_resnet18():
@@ -111,6 +112,39 @@ def test_time_pieces_times_each_piece_alone():
   assert set(results) == set(recipes_)
   assert all(r["ms_per_image_iter"] > 0 for r in results.values())
   assert results["pixels"]["extra"] == 0
+
+
+def test_breakdown_gives_each_op_of_the_octave_to_its_part():
+  """The breakdown is measured inside the compiled octave: every op's time
+  goes to the part of the step its name stack says."""
+  from converters.reference import benchmark
+  from tests.helpers import tiny
+  config = benchmark.Config(model="tiny", image_size=64, batch_size=2, steps=2)
+  result = benchmark.breakdown(tiny(), config, step_ms=10.0)
+  parts = result["parts"]
+  assert list(parts) == [*benchmark.PARTS, "rest"]
+  assert sum(p["share"] for p in parts.values()) == pytest.approx(1.0)
+  assert sum(p["ms"] for p in parts.values()) == pytest.approx(10.0)
+  # The octaves recipe's first octave: a ResNet forward and its input
+  # gradient (the bulk, the gradient the larger), an objective, an update
+  # and a blur after it; no view operations.
+  for part in ("model forward", "input gradient", "objective", "operations"):
+    assert parts[part]["op_ms"] > 0, part
+  assert parts["views"]["op_ms"] == 0
+  model = parts["model forward"]["share"] + parts["input gradient"]["share"]
+  assert model > 0.5 and parts["input gradient"]["op_ms"] > parts["model forward"]["op_ms"]
+  assert parts["rest"]["share"] < 0.3
+
+
+def test_an_op_belongs_to_the_part_its_name_stack_says():
+  from converters.reference.benchmark import _part
+  body = "jit(run)/while/body/closed_call"
+  assert _part(f"{body}/jvp(model)/conv_general_dilated") == "model forward"
+  assert _part(f"{body}/transpose(jvp(model))/conv_general_dilated") == "input gradient"
+  assert _part(f"{body}/transpose(jvp(view))/jvp(model_zoo)/pad") == "views"
+  assert _part(f"{body}/update/mul") == "update"
+  assert _part(f"{body}/jvp(operations)/blur") == "operations"
+  assert _part(f"{body}/switch/resize") == "rest" and _part("") == "rest"
 
 
 @pytest.mark.slow

@@ -195,6 +195,13 @@ def _setup(config: Config, batch_size: int):
   return recipe, targets, restarts
 
 
+def _signature(classifier, config: Config, batch_size: int) -> programs.Signature:
+  """The benchmark octave's program (``programs``)."""
+  plan = plans.plan(classifier, _setup(config, batch_size)[0])[0]
+  return programs.Signature.of(plan, plan.octave.iterations,
+                               programs.padded_batch(batch_size), classifier)
+
+
 def _octave(classifier, config: Config, batch_size: int):
   """``(plan, the octave's program, starting canvas, targets, keys)`` of the
   benchmark (the program is compiled at its first call, as in a run)."""
@@ -202,8 +209,7 @@ def _octave(classifier, config: Config, batch_size: int):
   plan = plans.plan(classifier, recipe)[0]
   keys = starts.image_keys(config.seed, targets, restarts)
   init = np.asarray(starts.initial_images(recipe, keys))
-  signature = programs.Signature.of(plan, plan.octave.iterations,
-                                    programs.padded_batch(batch_size), classifier)
+  signature = _signature(classifier, config, batch_size)
 
   def run(*args):
     programs.compile_all(classifier, [signature])
@@ -306,46 +312,38 @@ def flops_table(names: list[str], recipe: str = "octaves",
   return table
 
 
-def breakdown(classifier, config: Config, step_ms: float | None = None) -> dict[str, float]:
-  """Where one step's time goes: the model's forward pass alone, forward and
-  backward to the input, and (given the step's time) the rest: the view,
-  blur, update and the scan's bookkeeping. Milliseconds per batch, medians
-  of ``config.repeats`` calls after a warm-up, each part compiled on its own;
-  with each part's FLOP/s from XLA's count of its lowered program."""
-  size = config.image_size
-  images = jnp.asarray(np.random.default_rng(0).random((config.batch_size, size, size, 3)),
-                       jnp.float32)
-
-  def forward(c, x):
-    return c(x.astype(c.dtype), heads=("logits",))["logits"][:, 7].astype(jnp.float32).sum()
-
-  parts = {"forward": jax.jit(forward),
-           "forward_backward": jax.jit(jax.grad(forward, argnums=1))}
-  result = {}
-  for name, fn in parts.items():
-    flops = (fn.lower(classifier, images).cost_analysis() or {}).get("flops")
-    _, times = _time(lambda fn=fn: jax.block_until_ready(fn(classifier, images)), tuple,
-                     config.repeats)
-    ms = 1000 * statistics.median(times)
-    result[f"{name}_ms"] = ms
-    result[f"{name}_gflops_per_s"] = None if not flops else flops / ms / 1e6
-  if step_ms is not None:
-    result["step_ms"] = step_ms
-    result["rest_ms"] = step_ms - result["forward_backward_ms"]
-  return result
+# ``breakdown``'s parts, in the order it reports them, and which of
+# ``step.SCOPES`` (outermost first in an op's name) each covers.
+PARTS = {"model forward": ("model",), "input gradient": (), "views": ("view",),
+         "objective": ("objective",), "update": ("update",),
+         "operations": ("operations", "image", "trace")}
 
 
-def trace_summary(classifier, config: Config, trace_dir: str, top: int = 12) -> dict[str, Any]:
-  """One compiled octave call traced with ``jax.profiler`` into ``trace_dir``
-  (open it in Perfetto or TensorBoard), and the trace summarised: the device
-  (or, on a CPU, XLA thread) events' total time by name, largest first.
+def _part(op_name: str) -> str:
+  """Which of ``PARTS`` an op belongs to, by its name stack (``jit(run)/
+  while/body/.../transpose(jvp(model))/...``); ``"rest"`` when none (the
+  resize, the random draws, the loop's bookkeeping, weight-only work)."""
+  for component in op_name.split("/"):
+    scope = component
+    while "(" in scope:  # jvp(model) -> model, transpose(jvp(model)) -> model
+      scope = scope[scope.index("(") + 1:scope.rindex(")")]
+    if scope not in step.SCOPES:
+      continue
+    if scope == "model":
+      return "input gradient" if component.startswith("transpose(") else "model forward"
+    return next(part for part, scopes in PARTS.items() if scope in scopes)
+  return "rest"
 
-  Returns:
-    ``{"trace_dir", "total_ms", "kinds": {op kind: share}, "ops": [{"name",
-    "ms", "share", "count"}]}``.
-  """
+
+def _profile(classifier, config: Config, trace_dir: str):
+  """One compiled octave call (``config.steps`` iterations) traced with
+  ``jax.profiler`` into ``trace_dir``: ``(op ms by name, op counts by name,
+  op name stacks by name)``. The ops are the device's or, on a CPU, XLA's
+  threads' events; their times add up across threads, so they can exceed
+  the call's wall time when XLA runs independent ops side by side."""
   import collections  # pylint: disable=g-import-not-at-top
   import glob  # pylint: disable=g-import-not-at-top
+  import re  # pylint: disable=g-import-not-at-top
 
   plan, run, init, targets_device, keys = _octave(classifier, config, config.batch_size)
   fresh = lambda: jax.block_until_ready(step.init_state(plan, jnp.array(init)))  # noqa: E731
@@ -368,6 +366,55 @@ def trace_summary(classifier, config: Config, trace_dir: str, top: int = 12) -> 
             ("$", "Thunk", "Threadpool", "while", "conditional", "call")):
           totals[event.name] += event.duration_ns / 1e6
           counts[event.name] += 1
+  hlo = programs.executable(_signature(classifier, config, config.batch_size)).as_text()
+  names = dict(re.findall(r'^\s*(?:ROOT )?%?([\w.\-]+) = [^\n]*?op_name="([^"]*)"', hlo,
+                          re.MULTILINE))
+  return totals, counts, names
+
+
+def breakdown(classifier, config: Config, step_ms: float | None = None,
+              trace_dir: str | None = None) -> dict[str, Any]:
+  """Where one step's time goes, measured inside the compiled octave: one
+  call profiled (``_profile``) and each op's time given to the part of the
+  step its name stack says (``PARTS``: the model's forward pass, its input
+  gradient, the view operations, the objective, the update, the other
+  operations; ``rest``: the resize, random draws, loop bookkeeping and
+  weight-only work). XLA:CPU runs independent ops side by side, so the op
+  times add up to more than the wall time; each part is given as op
+  milliseconds per step and as a share of all op time, and (given the
+  step's wall time) that share of it.
+
+  Returns:
+    ``{"op_ms_per_step", "parts": {part: {"op_ms", "share", "ms"}}}``.
+  """
+  with tempfile.TemporaryDirectory() as tmp:
+    totals, _, names = _profile(classifier, config, trace_dir or tmp)
+  parts = dict.fromkeys((*PARTS, "rest"), 0.0)
+  for name, ms in totals.items():
+    parts[_part(names.get(name, ""))] += ms / config.steps
+  total = sum(parts.values())
+  result = {"op_ms_per_step": total, "parts": {}}
+  for part, ms in parts.items():
+    share = ms / total if total else 0.0
+    result["parts"][part] = {"op_ms": ms, "share": share,
+                             "ms": None if step_ms is None else share * step_ms}
+  if step_ms is not None:
+    result["step_ms"] = step_ms
+  return result
+
+
+def trace_summary(classifier, config: Config, trace_dir: str, top: int = 12) -> dict[str, Any]:
+  """One compiled octave call traced with ``jax.profiler`` into ``trace_dir``
+  (open it in Perfetto or TensorBoard), and the trace summarised: the device
+  (or, on a CPU, XLA thread) events' total time by name, largest first.
+
+  Returns:
+    ``{"trace_dir", "total_ms", "kinds": {op kind: share}, "ops": [{"name",
+    "ms", "share", "count", "part"}]}``.
+  """
+  import collections  # pylint: disable=g-import-not-at-top
+
+  totals, counts, names = _profile(classifier, config, trace_dir)
   total = sum(totals.values())
   kinds = collections.Counter()
   for name, ms in totals.items():
@@ -375,7 +422,8 @@ def trace_summary(classifier, config: Config, trace_dir: str, top: int = 12) -> 
   return {"trace_dir": trace_dir, "total_ms": total,
           "kinds": {kind: ms / total for kind, ms in kinds.most_common(top)},
           "ops": [{"name": name, "ms": ms, "share": ms / total if total else 0.0,
-                   "count": counts[name]} for name, ms in totals.most_common(top)]}
+                   "count": counts[name], "part": _part(names.get(name, ""))}
+                  for name, ms in totals.most_common(top)]}
 
 
 def atlas(model: str, recipe: str, classes: int, batch_size: int | None, *,
@@ -535,11 +583,11 @@ def report(result: dict[str, Any]) -> str:
     lines.append("by kind: " + ", ".join(f"{k} {v:.0%}" for k, v in t["kinds"].items()))
   if "breakdown" in result:
     b = result["breakdown"]
-    lines.append(f"breakdown (ms per batch): forward {b['forward_ms']:.1f} "
-                 f"({_fmt(b['forward_gflops_per_s'])} GFLOP/s), forward+backward "
-                 f"{b['forward_backward_ms']:.1f} ({_fmt(b['forward_backward_gflops_per_s'])} "
-                 f"GFLOP/s), whole step {b['step_ms']:.1f}, rest (view, blur, update) "
-                 f"{b['rest_ms']:.1f}")
+    lines.append(f"breakdown inside the compiled octave: {b['op_ms_per_step']:.1f} op-ms per "
+                 f"step (summed over XLA's threads) against {_fmt(b.get('step_ms'))} ms wall:")
+    for part, p in b["parts"].items():
+      wall = "" if p["ms"] is None else f"{p['ms']:>9.1f} ms of the step"
+      lines.append(f"  {part:16}{p['share']:>7.1%}{p['op_ms']:>9.1f} op-ms{wall}")
   return "\n".join(lines)
 
 
