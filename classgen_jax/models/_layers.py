@@ -75,11 +75,31 @@ def max_pool(x, kernel: Pair, stride: Pair, padding: Pair = 0, *,
   return _max_pool(x, kernel, stride, pads)
 
 
+def window_reduce(x, combine, init, kernel: tuple[int, int], stride: tuple[int, int], pads):
+  """``lax.reduce_window`` over NHWC's spatial axes, as strided slices of the
+  padded input combined elementwise, rows then columns.
+
+  XLA:CPU runs ``reduce_window`` through a generic loop (GoogLeNet's and
+  Inception-v3's pools: 6-8% of their octave steps' op time); the slices
+  fuse into one elementwise loop. For ``lax.max`` the result is
+  ``reduce_window``'s exactly; for ``lax.add`` to rounding (another order).
+  ``pads``: ``((top, bottom), (left, right))``, filled with ``init``.
+  """
+  (kh, kw), (sh, sw) = kernel, stride
+  x = lax.pad(x, jnp.asarray(init, x.dtype), ((0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0)))
+  n, height, width, c = x.shape
+  oh, ow = (height - kh) // sh + 1, (width - kw) // sw + 1
+  rows = functools.reduce(combine, [
+      lax.slice(x, (0, a, 0, 0), (n, a + (oh - 1) * sh + 1, width, c), (1, sh, 1, 1))
+      for a in range(kh)])
+  return functools.reduce(combine, [
+      lax.slice(rows, (0, 0, b, 0), (n, oh, b + (ow - 1) * sw + 1, c), (1, 1, sw, 1))
+      for b in range(kw)])
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
 def _max_pool(x, kernel, stride, pads):
-  return lax.reduce_window(
-      x, jnp.array(-jnp.inf, x.dtype), lax.max, (1, *kernel, 1),
-      (1, *stride, 1), ((0, 0), *pads, (0, 0)))
+  return window_reduce(x, lax.max, -jnp.inf, kernel, stride, pads)
 
 
 def _max_pool_fwd(x, kernel, stride, pads):
@@ -164,10 +184,11 @@ def max_pool_input_grad(x, y, g, kernel: tuple[int, int], stride: tuple[int, int
 
 
 def avg_pool(x, kernel: Pair, stride: Pair, padding: Pair = 0):
-  """``torch.nn.functional.avg_pool2d`` on NHWC, ``count_include_pad=True``."""
+  """``torch.nn.functional.avg_pool2d`` on NHWC, ``count_include_pad=True``
+  (a window's sum over its size, padding included; ``window_reduce``)."""
   kernel, stride, padding = pair(kernel), pair(stride), pair(padding)
-  return nn.avg_pool(x, kernel, strides=stride,
-                     padding=[(p, p) for p in padding], count_include_pad=True)
+  total = window_reduce(x, lax.add, 0, kernel, stride, [(p, p) for p in padding])
+  return total / jnp.asarray(kernel[0] * kernel[1], x.dtype)
 
 
 def adaptive_avg_pool(x, output_size: Pair):
