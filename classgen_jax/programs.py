@@ -6,10 +6,10 @@ length, the padded batch size, the canvas dtype, the classifier's abstract
 value (architecture, weight shapes and dtypes) and the devices. Equal
 signatures share one executable: compiled once per process, by
 ``compile_all``, which traces a recipe's octaves in turn and compiles the
-new ones on threads (XLA releases the GIL while compiling and compiles a
-program on one core, so a three-octave recipe waits for its slowest octave,
-not the sum). XLA's persistent cache (``weights.enable_compile_cache``)
-keeps them across processes.
+new ones on threads, each as soon as it is traced (XLA releases the GIL
+while compiling and compiles a program on one core, so a three-octave
+recipe waits for its slowest octave, not the sum). XLA's persistent cache
+(``weights.enable_compile_cache``) keeps them across processes.
 
 Every argument is placed with the sharding the program was compiled for
 (``run``): images, keys, targets and every per-image state array split over
@@ -147,12 +147,15 @@ def compile_all(classifier: Classifier, signatures: Sequence[Signature],
   for signature in todo:
     if tracker is not None:
       tracker.compiling(signature.plan.index, batch)
-  lowered = [_lower(signature, classifier) for signature in todo]
-  if len(lowered) == 1:
-    executables = [lowered[0].compile()]
+  if len(todo) == 1:
+    executables = [_lower(todo[0], classifier).compile()]
   else:
-    with concurrent.futures.ThreadPoolExecutor(len(lowered)) as pool:
-      executables = list(pool.map(lambda low: low.compile(), lowered))
+    # Each program compiles on a thread as soon as it is traced (XLA
+    # releases the GIL), while the next one is traced: tracing a program
+    # takes seconds of Python, compiling it tens of seconds of one core.
+    with concurrent.futures.ThreadPoolExecutor(len(todo)) as pool:
+      futures = [pool.submit(_lower(signature, classifier).compile) for signature in todo]
+      executables = [future.result() for future in futures]
   with _GUARD:
     _CACHE.update(zip(todo, executables))
   seconds = time.perf_counter() - began

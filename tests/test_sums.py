@@ -37,3 +37,24 @@ def test_mean_like_broadcasts_and_differentiates_as_the_mean():
   ours = jax.grad(lambda x: jnp.sum(weights * mean_like(x, (1, 2))))(x)
   plain = jax.grad(lambda x: jnp.sum(weights * jnp.mean(x, axis=(1, 2), keepdims=True)))(x)
   np.testing.assert_allclose(ours, plain, rtol=1e-5)
+
+
+def _tree(values: np.ndarray) -> np.float32:
+  """The documented association, in numpy: first half plus second, level by
+  level, an odd one out carried over."""
+  while values.size > 1:
+    half = values.size // 2
+    values = np.concatenate([values[:half] + values[half:2 * half], values[2 * half:]])
+  return values[0]
+
+
+def test_pairwise_sum_adds_in_its_documented_order_bit_for_bit():
+  """XLA must neither merge the levels into one reduction (its own order)
+  nor reassociate them: the result is the numpy tree's to the last bit, for
+  even, odd and prime counts."""
+  rng = np.random.default_rng(3)
+  summed = jax.jit(pairwise_sum, static_argnums=1)
+  for count in (2, 37, 1000, 1280):
+    x = (rng.standard_normal((3, count)) * 10 ** rng.uniform(-3, 3, (3, count))).astype(np.float32)
+    ours = np.asarray(summed(jnp.asarray(x), (1,)))
+    np.testing.assert_array_equal(ours, [_tree(row) for row in x])
