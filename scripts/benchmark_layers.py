@@ -1,6 +1,8 @@
-r"""Forward and input-gradient times of strided convs and max-pools, XLA's vs ours.
+r"""Forward and input-gradient times of strided convs and max-pools, XLA's vs ours;
+forwards of unpadded convs and pools ([fwd] rows).
 
   python scripts/benchmark_layers.py
+  python scripts/benchmark_layers.py --only=fwd --repeats=10
   python scripts/benchmark_layers.py --only=stem,pool --repeats=20
 
 See converters/reference/layer_benchmark.py for what is timed.

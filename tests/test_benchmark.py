@@ -159,3 +159,15 @@ def test_trace_summary_names_the_convolutions(tmp_path):
   # A ResNet's step is mostly convolutions, forward and backward.
   assert "conv_general_dilated" in summary["kinds"]
   assert not any(op["name"].startswith("$") for op in summary["ops"])  # no Python frames
+
+
+@pytest.mark.parametrize("kind,size,padding,out", [
+    ("conv_forward", 30, (0, 0), 4), ("max_forward", 13, (1, 1), 0), ("avg_forward", 13, (1, 1), 0)])
+def test_layer_benchmark_times_the_forward_rows(kind, size, padding, out):
+  """``scripts/benchmark_layers.py``'s [fwd] rows: XLA's forward and the
+  ports' agree (``measure`` checks) and both are timed."""
+  from converters.reference import layer_benchmark as LB
+  op = LB.Op(f"[fwd] {kind}", kind, size, 3, 3, 1, padding, out)
+  result = LB.measure(op, batch_size=1, repeats=1)
+  assert result["used"] and result["forward"] > 0 and result["default_grad"] > 0
+  assert "[fwd]" in LB.report({op.name: result}, 1)

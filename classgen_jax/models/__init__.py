@@ -18,10 +18,10 @@ import jax.numpy as jnp
 
 from classgen_jax.models import _layers
 
-# The layers whose input gradients the ports compute themselves, for the
-# layer benchmark (converters/reference/layer_benchmark.py).
-from classgen_jax.models._convolutions import NHWC, conv_input_grad, phase_split_helps
-from classgen_jax.models._layers import max_pool, max_pool_input_grad, torch_pool_padding
+# The layers whose forwards and input gradients the ports compute themselves,
+# for the layer benchmark (converters/reference/layer_benchmark.py).
+from classgen_jax.models._convolutions import NHWC, conv_input_grad, forward_conv, phase_split_helps
+from classgen_jax.models._layers import avg_pool, max_pool, max_pool_input_grad, torch_pool_padding
 from classgen_jax.models.efficientnet_lite import VARIANTS as EFFICIENTNET_LITE
 from classgen_jax.models.efficientnet_lite import EfficientNetLite
 from classgen_jax.models.googlenet import GoogLeNet
@@ -134,7 +134,8 @@ def _abstract_init(module: nn.Module, input_size: int):
 
 
 __all__ = ["ARCHITECTURES", "MODELS", "NHWC", "EfficientNetLite", "GoogLeNet", "Inception3",
-           "ModelSpec", "ResNet", "build", "conv_input_grad", "conv_layers", "max_pool",
+           "avg_pool", "forward_conv", "ModelSpec", "ResNet", "build", "conv_input_grad",
+           "conv_layers", "max_pool",
            "max_pool_input_grad", "VisionTransformer", "module_config", "patch_map",
            "phase_split_helps",
            "torch_pool_padding", "variable_shapes"]

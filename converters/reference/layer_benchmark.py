@@ -6,7 +6,10 @@ alone on device-resident arrays. Backward times are the gradient alone: XLA
 drops the unused forward of the default rule, and the custom max-pool
 gradient is timed from the saved forward output, as in a training step.
 The conv rows time ``conv_input_grad`` on every shape; the models use it
-only where ``_layers.phase_split_helps`` (column "used"). Alone is not
+only where ``_layers.phase_split_helps`` (column "used"). The ``[fwd]`` rows
+compare forward passes instead: XLA's unpadded convolutions and
+``reduce_window`` pools against the ports' (``forward_conv``,
+``window_reduce``). Alone is not
 inside a model: XLA's depthwise gradients, 4-8x slower here, made no such
 difference inside EfficientNet-Lite0's compiled octave step.
 """
@@ -32,7 +35,7 @@ from classgen_jax import models
 class Op:
   """One layer at one shape (NHWC input of side ``size``, batch set later)."""
   name: str
-  kind: str  # "conv" or "max_pool"
+  kind: str  # "conv", "max_pool"; forwards: "conv_forward", "max_forward", "avg_forward"
   size: int
   in_features: int
   kernel: int
@@ -85,6 +88,17 @@ OPS = (
     _pool("resnet stem pool 3x3/2 p1 64 @112", 112, 64, 3, 2, 1),
     _pool("inception3 pool 3x3/2 64 @147", 147, 64, 3, 2),
     _pool("inception3 pool 3x3/2 288 @35", 35, 288, 3, 2),
+    # Forwards, XLA's against the ports' (``forward_conv``, ``window_reduce``).
+    Op("[fwd] inception3 Conv2d_2a 3x3/1 valid 32->32 @149", "conv_forward", 149, 32, 3, 1,
+       (0, 0), 32),
+    Op("[fwd] inception3 Conv2d_4a 3x3/1 valid 80->192 @73", "conv_forward", 73, 80, 3, 1,
+       (0, 0), 192),
+    Op("[fwd] inception3 aux conv1 5x5/1 valid 128->768 @5", "conv_forward", 5, 128, 5, 1,
+       (0, 0), 768),
+    Op("[fwd] googlenet branch4 max 3x3/1 p1 ceil 192 @28", "max_forward", 28, 192, 3, 1,
+       (1, 1), ceil_mode=True),
+    Op("[fwd] resnet stem max 3x3/2 p1 64 @112", "max_forward", 112, 64, 3, 2, (1, 1)),
+    Op("[fwd] inception3 avg 3x3/1 p1 288 @35", "avg_forward", 35, 288, 3, 1, (1, 1)),
 )
 
 
@@ -99,8 +113,49 @@ def _time_ms(fn: Callable, args, repeats: int) -> tuple[float, float]:
   return 1e3 * min(times), 1e3 * float(np.median(times))
 
 
+def _forwards(op: Op):
+  """(ours, XLA's, ours) forwards of a forward row (``[fwd]``), in the
+  columns of ``_functions``."""
+  pads = (op.padding, op.padding)
+  strides = (op.stride, op.stride)
+  if op.kind == "conv_forward":
+    def ours(x, w, g=None):
+      del g
+      return models.forward_conv(x, w, strides, pads)
+
+    def xla(x, w, g=None):
+      del g
+      return lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=models.NHWC)
+    return ours, xla, ours
+  pool_pads = tuple(models.torch_pool_padding(op.size, op.kernel, op.stride, op.padding[0],
+                                              op.ceil_mode) for _ in range(2))
+  if op.kind == "max_forward":
+    def ours(x, w, g=None):
+      del w, g
+      return models.max_pool(x, op.kernel, op.stride, op.padding[0], ceil_mode=op.ceil_mode)
+
+    def xla(x, w, g=None):
+      del w, g
+      return lax.reduce_window(x, -jnp.inf, lax.max, (1, op.kernel, op.kernel, 1),
+                               (1, *strides, 1), ((0, 0), *pool_pads, (0, 0)))
+    return ours, xla, ours
+
+  def ours(x, w, g=None):
+    del w, g
+    return models.avg_pool(x, op.kernel, op.stride, op.padding[0])
+
+  def xla(x, w, g=None):
+    del w, g
+    return nn.avg_pool(x, (op.kernel,) * 2, strides=strides, padding=pads,
+                       count_include_pad=True)
+  return ours, xla, ours
+
+
 def _functions(op: Op):
-  """(forward, default input gradient, custom input gradient) for ``op``."""
+  """(forward, default input gradient, custom input gradient) for ``op``; for
+  a forward row, (ours, XLA's forward, ours)."""
+  if op.kind.endswith("_forward"):
+    return _forwards(op)
   pads = (op.padding, op.padding)
   strides = (op.stride, op.stride)
   if op.kind == "conv":
@@ -143,7 +198,7 @@ def measure(op: Op, batch_size: int = 8, repeats: int = 10, dtype=jnp.float32) -
   x = jnp.asarray(rng.standard_normal((batch_size, op.size, op.size, op.in_features)),
                   dtype)
   w = None
-  if op.kind == "conv":
+  if op.kind in ("conv", "conv_forward"):
     w = jnp.asarray(rng.standard_normal(
         (op.kernel, op.kernel, op.in_features // op.groups, op.out_features)), dtype)
   forward, default, custom = (jax.jit(f) for f in _functions(op))
@@ -151,7 +206,7 @@ def measure(op: Op, batch_size: int = 8, repeats: int = 10, dtype=jnp.float32) -
   g = jnp.asarray(rng.standard_normal(y.shape), dtype)
   np.testing.assert_allclose(np.asarray(custom(x, y if w is None else w, g)),
                              np.asarray(default(x, w, g)), rtol=1e-4, atol=1e-3)
-  result = {"used": op.kind == "max_pool" or models.phase_split_helps(op.in_features, op.groups)}
+  result = {"used": op.kind != "conv" or models.phase_split_helps(op.in_features, op.groups)}
   for key, fn, args in (("forward", forward, (x, w)), ("default_grad", default, (x, w, g)),
                         ("custom_grad", custom, (x, y if w is None else w, g))):
     result[key], result[key + "_median"] = _time_ms(fn, args, repeats)
@@ -162,7 +217,8 @@ def report(rows: dict[str, dict[str, Any]], batch_size: int) -> str:
   """A table of the measurements, with the load average it ran under."""
   load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
   lines = [f"batch {batch_size}, float32, {jax.devices()[0].platform} x{jax.device_count()}, "
-           f"{os.cpu_count()} CPUs, load average {load}; ms, min of repeats (median)",
+           f"{os.cpu_count()} CPUs, load average {load}; ms, min of repeats (median); "
+           "[fwd] rows compare forwards: 'XLA grad' is XLA's forward, 'custom grad' ours",
            f"{'op':44}{'forward':>17}{'XLA grad':>17}{'custom grad':>17}{'speed-up':>10}"
            f"{'used':>6}"]
   for name, r in rows.items():
