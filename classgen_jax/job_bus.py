@@ -180,6 +180,12 @@ class Bus:
     while True:
       try:
         sock = socket.create_connection((host, port), timeout=max(1.0, deadline - time.monotonic()))
+        if sock.getsockname() == sock.getpeername():
+          # TCP's simultaneous open: while nothing listens on the hub's port,
+          # a connection that the kernel gives that same port as its own
+          # connects to itself (and would read its own hello back).
+          sock.close()
+          raise ConnectionRefusedError("connected to itself; the hub is not up yet")
         break
       except OSError as failure:
         error = failure

@@ -103,6 +103,32 @@ def test_bus_relays_in_one_order_and_tells_who_is_gone():
   one.close()
 
 
+def test_a_process_whose_connection_meets_itself_tries_again(monkeypatch):
+  """While nothing listens on the hub's port, a connection to it can be given
+  that port as its own and connect to itself (TCP's simultaneous open): it
+  would read its own hello as the roster. It is closed and tried again."""
+  hub = job_bus.Bus.listen(2, silence=5)
+  real, tries = socket.create_connection, []
+
+  def connect(address, timeout=None):
+    tries.append(address)
+    if len(tries) > 1:
+      return real(address, timeout=timeout)
+    itself = socket.socket()
+    itself.bind(("127.0.0.1", 0))
+    itself.connect(itself.getsockname())
+    return itself
+
+  monkeypatch.setattr(job_bus.socket, "create_connection", connect)
+  with concurrent.futures.ThreadPoolExecutor(1) as pool:
+    admitted = pool.submit(hub.admit, 10)
+    one = job_bus.Bus.join("127.0.0.1", hub.port, 1, 2, timeout=10, silence=5)
+    admitted.result(timeout=10)
+  assert len(tries) == 2 and one.token == hub.token and not hub.gone
+  one.close()
+  hub.close()
+
+
 def test_bus_refuses_another_job_size_and_reports_an_absent_hub():
   hub = job_bus.Bus.listen(2)
   with concurrent.futures.ThreadPoolExecutor(1) as pool:
