@@ -162,7 +162,8 @@ def test_trace_summary_names_the_convolutions(tmp_path):
 
 
 @pytest.mark.parametrize("kind,size,padding,out", [
-    ("conv_forward", 30, (0, 0), 4), ("max_forward", 13, (1, 1), 0), ("avg_forward", 13, (1, 1), 0)])
+    ("conv_forward", 30, (0, 0), 4), ("max_forward", 13, (1, 1), 0),
+    ("avg_forward", 13, (1, 1), 0)])
 def test_layer_benchmark_times_the_forward_rows(kind, size, padding, out):
   """``scripts/benchmark_layers.py``'s [fwd] rows: XLA's forward and the
   ports' agree (``measure`` checks) and both are timed."""
