@@ -133,7 +133,7 @@ def test_breakdown_gives_each_op_of_the_octave_to_its_part():
   assert parts["views"]["op_ms"] == 0
   model = parts["model forward"]["share"] + parts["input gradient"]["share"]
   assert model > 0.5 and parts["input gradient"]["op_ms"] > parts["model forward"]["op_ms"]
-  assert parts["rest"]["share"] < 0.3
+  assert parts["rest"]["share"] < model
 
 
 def test_an_op_belongs_to_the_part_its_name_stack_says():

@@ -361,9 +361,9 @@ def _profile(classifier, config: Config, trace_dir: str):
         continue  # Python frames and whole-program spans, not the ops
       for event in line.events:
         # Loop and call events only contain the ops below them; "$file:line"
-        # events are Python frames.
+        # events are Python frames; thread pools' waits are not ops.
         if event.duration_ns > 0 and not event.name.startswith(
-            ("$", "Thunk", "Threadpool", "while", "conditional", "call")):
+            ("$", "Thunk", "Threadpool", "SlinkyThreadPool", "while", "conditional", "call")):
           totals[event.name] += event.duration_ns / 1e6
           counts[event.name] += 1
   hlo = programs.executable(_signature(classifier, config, config.batch_size)).as_text()
