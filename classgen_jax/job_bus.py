@@ -159,8 +159,12 @@ class Bus:
     self.gone = set(range(1, self.count)) - set(self._links)
     roster = {"kind": "roster", "from": 0, "who": {str(i): w for i, w in self.who.items()},
               "gone": sorted(self.gone), "job": self.token}
-    for index, link in list(self._links.items()):
+    # Every process hears the roster before any message: a reader started
+    # before the last roster went out could relay a process's first message
+    # to one still waiting for its roster, which took it for a refusal.
+    for link in self._links.values():
       link.send(roster)
+    for index, link in list(self._links.items()):
       threading.Thread(target=self._read, args=(index, link), daemon=True,
                        name=f"atlas-job-{index}").start()
     threading.Thread(target=self._beat, daemon=True, name="atlas-job-beat").start()

@@ -103,6 +103,37 @@ def test_bus_relays_in_one_order_and_tells_who_is_gone():
   one.close()
 
 
+def test_every_process_hears_the_roster_before_any_message(monkeypatch):
+  """The hub slow to send the second roster: the first process's first
+  message must not reach the second before its roster (it took that for a
+  refusal: "did not let process 2 in")."""
+  hub = job_bus.Bus.listen(3, silence=5)
+  real_send, rosters = job_bus._Link.send, []
+
+  def send(link, message):
+    if message.get("kind") == "roster":
+      rosters.append(link)
+      if len(rosters) == 2:
+        time.sleep(1.0)
+    return real_send(link, message)
+
+  def join_and_speak(index):
+    bus = job_bus.Bus.join("127.0.0.1", hub.port, index, 3, timeout=10, silence=5)
+    bus.send("hello_all", index=index)
+    return bus
+
+  monkeypatch.setattr(job_bus._Link, "send", send)
+  with concurrent.futures.ThreadPoolExecutor(3) as pool:
+    admitted = pool.submit(hub.admit, 10)
+    joined = [pool.submit(join_and_speak, index) for index in (1, 2)]
+    buses = [future.result(timeout=20) for future in joined]
+    admitted.result(timeout=20)
+  assert len(rosters) == 2 and not hub.gone
+  for bus in [hub, *buses]:
+    assert bus.wait(lambda bus=bus: sum(m["kind"] == "hello_all" for m in bus.news()[0]) == 2, 10)
+    bus.close()
+
+
 def test_a_process_whose_connection_meets_itself_tries_again(monkeypatch):
   """While nothing listens on the hub's port, a connection to it can be given
   that port as its own and connect to itself (TCP's simultaneous open): it
