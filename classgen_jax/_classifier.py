@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from classgen_jax import activations, imagenet, models
-from classgen_jax.models import GoogLeNet, Inception3, ResNet, VisionTransformer, _layers
+from classgen_jax.models import GoogLeNet, Inception3, ResNet, VisionTransformer
 from classgen_jax.models._layers import IMAGENET_MEAN, IMAGENET_STD
 
 _MAX_SIDE = 8192
@@ -168,7 +168,7 @@ class Classifier:
     Gradients and outputs are unchanged, bit for bit."""
     layers = models.conv_layers(self.module, self.input_size)
     return dataclasses.replace(
-        self, variables=_layers.with_gradient_kernels(layers, self.variables))
+        self, variables=models.with_gradient_kernels(layers, self.variables))
 
   def min_input_size(self, head: str = "logits") -> int:
     """The smallest image side that ``head`` can be computed at."""

@@ -21,7 +21,13 @@ from classgen_jax.models import _layers
 # The layers whose forwards and input gradients the ports compute themselves,
 # for the layer benchmark (converters/reference/layer_benchmark.py).
 from classgen_jax.models._convolutions import NHWC, conv_input_grad, forward_conv, phase_split_helps
-from classgen_jax.models._layers import avg_pool, max_pool, max_pool_input_grad, torch_pool_padding
+from classgen_jax.models._layers import (
+    avg_pool,
+    max_pool,
+    max_pool_input_grad,
+    torch_pool_padding,
+    with_gradient_kernels,
+)
 from classgen_jax.models.efficientnet_lite import VARIANTS as EFFICIENTNET_LITE
 from classgen_jax.models.efficientnet_lite import EfficientNetLite
 from classgen_jax.models.googlenet import GoogLeNet
@@ -137,5 +143,5 @@ __all__ = ["ARCHITECTURES", "MODELS", "NHWC", "EfficientNetLite", "GoogLeNet", "
            "avg_pool", "forward_conv", "ModelSpec", "ResNet", "build", "conv_input_grad",
            "conv_layers", "max_pool",
            "max_pool_input_grad", "VisionTransformer", "module_config", "patch_map",
-           "phase_split_helps",
+           "phase_split_helps", "with_gradient_kernels",
            "torch_pool_padding", "variable_shapes"]
