@@ -114,6 +114,43 @@ def test_torch_parity(name, dtype, request):
   check_torch_parity(PARITY[name], dtype, request)
 
 
+@pytest.mark.parametrize("kernel_size", [3, 19])
+def test_the_gradient_is_torchs_and_the_sigmas_too(kernel_size, x64):
+  """The blur's own backward pass (``_separable_blur``) against torch's
+  autograd through torchvision's blur, float64: the image's cotangent, and
+  a traced sigma's (per image, under vmap)."""
+  x = images(np.float64, shape=(23, 21))[:2]
+  weights = np.random.default_rng(1).standard_normal(x.shape)
+  sigmas = np.array([1.3, 2.9])
+
+  def ours(x, sigmas):
+    out = jax.vmap(lambda i, s: blur.gaussian_blur(i, sigma=s, kernel_size=kernel_size))(
+        x, sigmas)
+    return jnp.sum(out * weights)
+  g_x, g_sigma = jax.jit(jax.grad(ours, (0, 1)))(jnp.asarray(x), jnp.asarray(sigmas))
+  import torch
+  from torchvision.transforms import functional as tvf
+  for i, sigma in enumerate(sigmas):
+    image = to_torch(x[i:i + 1]).requires_grad_()
+    sigma_t = torch.tensor(sigma, dtype=torch.float64, requires_grad=True)
+    # torchvision's kernel, with a differentiable sigma.
+    t = torch.arange(kernel_size, dtype=torch.float64) - (kernel_size - 1) * 0.5
+    kernel = torch.exp(-0.5 * (t / sigma_t) ** 2)
+    kernel = kernel / kernel.sum()
+    half = kernel_size // 2
+    padded = torch.nn.functional.pad(image, (half,) * 4, mode="reflect")
+    k2 = (kernel[:, None] * kernel[None, :]).expand(3, 1, kernel_size, kernel_size)
+    out = torch.nn.functional.conv2d(padded, k2, groups=3)
+    np.testing.assert_allclose(
+        out.detach().permute(0, 2, 3, 1).numpy()[0],
+        tvf.gaussian_blur(to_torch(x[i:i + 1]), [kernel_size] * 2, [float(sigma)] * 2)
+        .permute(0, 2, 3, 1).numpy()[0], rtol=1e-12, atol=1e-14)
+    (out * to_torch(weights[i:i + 1])).sum().backward()
+    np.testing.assert_allclose(g_x[i], image.grad.permute(0, 2, 3, 1).numpy()[0],
+                               rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(g_sigma[i], sigma_t.grad.numpy(), rtol=1e-9)
+
+
 # ---------------------------------------------------------------------------
 # Behaviour.
 
