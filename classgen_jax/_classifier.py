@@ -320,15 +320,41 @@ def _record_batchnorm_input(statistics: list, next_fun, args, kwargs, context):
   if isinstance(module, nn.BatchNorm) and context.method_name == "__call__":
     x = args[0]
     x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
-    axes = tuple(range(1, x.ndim - 1))
-    mean = jnp.mean(x, axis=axes)
-    var = jnp.mean(jnp.square(x - jnp.expand_dims(mean, axes)), axis=axes)
+    mean, var = _moments(x, tuple(range(1, x.ndim - 1)))
     # The running statistics repeated per image: every output has the batch
     # axis first, so callers can split and join batches uniformly.
     running = [jnp.broadcast_to(module.get_variable("batch_stats", name).astype(x.dtype),
                                 mean.shape) for name in ("mean", "var")]
     statistics.append(BatchNormInput(mean, var, *running))
   return next_fun(*args, **kwargs)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _moments(x: jax.Array, axes: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
+  """The mean and biased variance of ``x`` over ``axes``.
+
+  Its gradient is one elementwise pass, ``(g_mean + 2 (x - mean) g_var) / n``
+  (the variance's term through the mean is zero: the deviations sum to
+  zero); autodiff's took several passes over every BatchNorm layer's input,
+  a fifth of DeepInversion's step on the CPU.
+  """
+  mean = jnp.mean(x, axis=axes)
+  return mean, jnp.mean(jnp.square(x - jnp.expand_dims(mean, axes)), axis=axes)
+
+
+def _moments_fwd(x, axes):
+  mean, var = _moments(x, axes)
+  return (mean, var), (x, mean)
+
+
+def _moments_bwd(axes, residuals, cotangents):
+  x, mean = residuals
+  g_mean, g_var = (jnp.expand_dims(g, axes) for g in cotangents)
+  count = np.prod([x.shape[a] for a in axes])
+  return ((g_mean + 2 * (x - jnp.expand_dims(mean, axes)) * g_var) / count,)
+
+
+_moments.defvjp(_moments_fwd, _moments_bwd)
 
 
 jax.tree_util.register_dataclass(

@@ -86,6 +86,27 @@ def test_abs_subgradient_is_zero_at_zero():
   assert np.all(np.asarray(grad) == 0)
 
 
+def test_batchnorm_prior_gradient_matches_torchs_autograd(x64):
+  """The prior's input gradient (the statistics' own backward pass,
+  ``_classifier._moments``, and every layer's distances in one stack)
+  against torch's autograd through DeepInversion's hooks, float64."""
+  module = tiny_torch().double()
+  try:
+    clf = converters.from_torchvision(module, dtype=jnp.float64)
+    images = np.asarray(_images(3), np.float64)[:2]
+    needs = Needs(("logits",), batchnorm=True)
+    prior = obj.batchnorm_statistics()
+    ours = jax.jit(jax.grad(lambda c, x: jnp.sum(prior(c.outputs(x, needs), x, None)),
+                            argnums=1))(clf, jnp.asarray(images))
+    x = torch.from_numpy(loop.to_nchw(images).numpy()).requires_grad_()
+    torch_objectives.objective(prior, loop.torch_pass(module, x, needs), x, None).sum().backward()
+  finally:
+    module.float()
+  theirs = x.grad.permute(0, 2, 3, 1).numpy()
+  assert np.abs(theirs).max() > 0
+  np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-12 * np.abs(theirs).max())
+
+
 @pytest.mark.parametrize("model", ["tiny", pytest.param("googlenet", marks=pytest.mark.slow)])
 def test_batchnorm_prior_matches_torch_forward_hooks(model, x64):
   """The statistics the Flax interceptor records are those DeepInversion's
