@@ -168,18 +168,55 @@ def _lone(function, grouped):
   differently; a loop of two whose second iteration does nothing (a
   ``cond`` on a flag XLA cannot fold) keeps the loop at one image's cost.
   """
+  first = jax.tree_util.tree_map(lambda x: x[0], grouped)
   blank = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype),
-                                 jax.eval_shape(function, grouped[0]))
+                                 jax.eval_shape(function, first))
   flags = lax.optimization_barrier(jnp.arange(2) == 0)
+  twice = jax.tree_util.tree_map(lambda x: jnp.concatenate([x, x]), grouped)
   return lax.map(lambda item: lax.cond(item[1], function, lambda _: blank, item[0]),
-                 (jnp.concatenate([grouped, grouped]), flags))
+                 (twice, flags))
+
+
+def _per_image(function, grouped):
+  """``lax.map(function, grouped)``, its results' first two axes (images,
+  then each image's items) joined; one image as in a batch (``_lone``).
+  Differentiable (the model's pass of an objective with groups)."""
+  count = jax.tree_util.tree_leaves(grouped)[0].shape[0]
+  mapped = lax.map(function, grouped) if count > 1 else _lone(function, grouped)
+  return jax.tree_util.tree_map(lambda value: value[:count].reshape(-1, *value.shape[2:]),
+                                mapped)
+
+
+def _each_image(function, grouped, count):
+  """``_per_image`` of the first ``count`` images by a loop whose trip
+  count XLA cannot see (it may hold fewer than the batch: ``make_step``'s
+  lone image). Not differentiable: the step's per-image gradients are taken
+  inside ``function``."""
+  first = jax.tree_util.tree_map(lambda x: x[0], grouped)
+  size = jax.tree_util.tree_leaves(grouped)[0].shape[0]
+  results = jax.tree_util.tree_map(lambda s: jnp.zeros((size, *s.shape), s.dtype),
+                                   jax.eval_shape(function, first))
+
+  def body(index, results):
+    item = jax.tree_util.tree_map(lambda x: lax.dynamic_index_in_dim(x, index, 0, False),
+                                  grouped)
+    return jax.tree_util.tree_map(
+        lambda out, value: lax.dynamic_update_index_in_dim(out, value, index, 0),
+        results, function(item))
+
+  results = lax.fori_loop(0, lax.optimization_barrier(jnp.int32(count)), body, results)
+  return jax.tree_util.tree_map(lambda value: value.reshape(-1, *value.shape[2:]), results)
 
 
 class _Step:
   """``make_step``'s step: see there and the module doc."""
 
-  def __init__(self, plan: Plan, classifier: Classifier, targets: jax.Array, keys: jax.Array):
+  def __init__(self, plan: Plan, classifier: Classifier, targets: jax.Array, keys: jax.Array,
+               images: int | None = None):
     octave = plan.octave
+    # The images the per-image loop runs (``make_step``'s lone image is
+    # one of a batch of two).
+    self.images = targets.shape[0] if images is None else images
     self.plan, self.octave, self.classifier, self.targets = plan, octave, classifier, targets
     self.keys = octave_keys(plan, keys)
     self.updates = _transformations(octave, plan.sides, plan.image.pixels)
@@ -196,12 +233,13 @@ class _Step:
     # forward pass's rounding, but a prior on the activations (BatchNorm
     # statistics) does: such an objective runs the model on one image's
     # views at a time (a loop), so that an image does not depend on its
-    # batch. A loop of one iteration would be compiled without the loop, and
-    # round differently again: a lone image runs in a loop of two whose
-    # second iteration does nothing (``_lone``).
-    # Diversity's groups (``Objective.group``) too: a group is then the same
-    # whatever else is in its batch.
+    # batch. Diversity's groups (``Objective.group``) too: a group is then
+    # the same whatever else is in its batch. Without groups, each view's
+    # value depends on that view alone, and the loop takes each image's
+    # gradient too (``_evaluate_per_image``; a lone image: ``make_step``);
+    # with them, the model's pass is a loop of its own (``_per_image``).
     self.per_image = self.needs.batchnorm or octave.objective.group > 1
+    self.fused = self.per_image and octave.objective.group == 1
 
   def outputs(self, view):
     """The forward pass on ``view``, at the canvas's precision."""
@@ -214,17 +252,73 @@ class _Step:
     if not self.per_image:
       outputs = classifier.outputs(model_input, needs)
     else:
-      grouped = model_input.reshape(-1, views, *model_input.shape[1:])
-      count = grouped.shape[0]
-      if count > 1:
-        outputs = lax.map(lambda one: classifier.outputs(one, needs), grouped)
-      else:
-        outputs = _lone(lambda one: classifier.outputs(one, needs), grouped)
-      outputs = jax.tree_util.tree_map(
-          lambda value: value[:count].reshape(-1, *value.shape[2:]), outputs)
+      outputs = _per_image(lambda one: classifier.outputs(one, needs),
+                           model_input.reshape(-1, views, *model_input.shape[1:]))
     # A bfloat16 model's outputs join the objective at the canvas's
     # precision (a no-op when the dtypes agree).
     return jax.tree_util.tree_map(lambda value: value.astype(view.dtype), outputs)
+
+  def evaluate(self, view, targets):
+    """Per view: the objective's value and the ``scores``."""
+    if self.fused:
+      return self._evaluate_per_image(view, targets)
+    outputs = self.outputs(view)
+    with jax.named_scope("objective"):
+      values = self.octave.objective(outputs, view, targets)
+    return values, self.scores(outputs, view)
+
+  def _evaluate_per_image(self, view, targets):
+    """``evaluate`` one image's views at a time, each image's gradient
+    taken inside its own iteration of the loop.
+
+    Differentiated through a loop over images, the forward pass would keep
+    every layer's residuals for every image in stacked buffers for a second
+    loop to read back (a seventh of the BatchNorm prior's step on the CPU).
+    Each view's value depends on that view alone, so the loop computes the
+    values and their gradient with respect to the views at once, and the
+    backward pass only scales that gradient by the values' cotangents.
+    Only the views are differentiated: not the weights.
+    """
+    views = self.octave.views
+
+    def one(item):
+      one_view, one_targets = item
+
+      def values_and_scores(v):
+        outputs = self.outputs_of_one(v)
+        with jax.named_scope("objective"):
+          values = self.octave.objective(outputs, v, one_targets)
+        return values, self.scores(outputs, v)
+
+      values, back, scores = jax.vjp(values_and_scores, one_view, has_aux=True)
+      (gradient,) = back(jnp.ones_like(values))
+      return values, scores, gradient
+
+    def run(v):
+      return _each_image(one, (v.reshape(-1, views, *v.shape[1:]), targets.reshape(-1, views)),
+                         self.images)
+
+    @jax.custom_vjp
+    def evaluate(v):
+      values, scores, _ = run(v)
+      return values, scores
+
+    def forward(v):
+      values, scores, gradient = run(v)
+      return (values, scores), gradient
+
+    def backward(gradient, cotangents):
+      g_values = cotangents[0].astype(gradient.dtype)
+      return (g_values.reshape(-1, *(1,) * (gradient.ndim - 1)) * gradient,)
+
+    evaluate.defvjp(forward, backward)
+    return evaluate(view)
+
+  def outputs_of_one(self, views):
+    """The forward pass on one image's views (inside ``_each_image``)."""
+    with jax.named_scope("model"):
+      outputs = self.classifier.outputs(views.astype(self.classifier.dtype), self.needs)
+    return jax.tree_util.tree_map(lambda value: value.astype(views.dtype), outputs)
 
   def scores(self, outputs, view):
     """What the trace ranks a target among: the main head's logits, or
@@ -248,19 +342,15 @@ class _Step:
     octave, views = self.octave, self.octave.views
     if views == 1:
       view = _apply(octave.view, images, p_view, iteration, octave.iterations, region, "view")
-      outputs = self.outputs(view)
-      with jax.named_scope("objective"):
-        values = octave.objective(outputs, view, self.targets)
-      return -jnp.sum(values), (values, self.scores(outputs, view).astype(jnp.float32))
+      values, scores = self.evaluate(view, self.targets)
+      return -jnp.sum(values), (values, scores.astype(jnp.float32))
     view = _apply(octave.view, jnp.repeat(images, views, axis=0), p_views, iteration,
                   octave.iterations, None, "view")
-    outputs = self.outputs(view)
+    values, scores = self.evaluate(view, jnp.repeat(self.targets, views))
     with jax.named_scope("objective"):
-      values = octave.objective(outputs, view, jnp.repeat(self.targets, views))
       values = pairwise_mean(values.reshape(-1, views), (1,))
-    logits = self.scores(outputs, view)
-    logits = logits.reshape(-1, views, logits.shape[-1])[:, 0]
-    return -jnp.sum(values), (values, logits.astype(jnp.float32))
+    scores = scores.reshape(-1, views, scores.shape[-1])[:, 0]
+    return -jnp.sum(values), (values, scores.astype(jnp.float32))
 
   def iterate(self, images, opt_state, step_keys, iteration, side, importance=None):
     """One step at a static canvas side: the operations before, the
@@ -353,7 +443,24 @@ def make_step(plan: Plan, classifier: Classifier, targets: jax.Array,
     ``step(state) -> (state, trace)``, ``trace`` a ``metrics.Trace`` of
     ``(N,)`` records.
   """
-  return _Step(plan, classifier, targets, keys)
+  probe = _Step(plan, classifier, targets, keys)
+  if not probe.fused or targets.shape[0] != 1:
+    return probe
+  # One image: XLA compiles an array op on a batch of one differently from
+  # one on a batch (an axis of one is simplified away) and rounds it
+  # differently. The step runs on the image and a copy of it, as in a
+  # batch of two, and the per-image loop, where the cost is, runs once.
+  twice = _Step(plan, classifier, jnp.concatenate([targets, targets]),
+                jnp.concatenate([keys, keys]), images=1)
+
+  def lone(state: State) -> tuple[State, metrics.Trace]:
+    # The state's per-image arrays (first axis 1) twice, and back to one.
+    per_image = jax.tree_util.tree_map(lambda x: x.ndim > 0 and x.shape[0] == 1, state)
+    state, trace = twice(jax.tree_util.tree_map(
+        lambda x, each: jnp.concatenate([x, x]) if each else x, state, per_image))
+    state = jax.tree_util.tree_map(lambda x, each: x[:1] if each else x, state, per_image)
+    return state, jax.tree_util.tree_map(lambda x: x[:1], trace)
+  return lone
 
 
 __all__ = ["SCOPES", "State", "canvas_images", "draw", "embed", "init_state", "iteration_keys",
