@@ -126,14 +126,18 @@ def test_breakdown_gives_each_op_of_the_octave_to_its_part():
   assert sum(p["share"] for p in parts.values()) == pytest.approx(1.0)
   assert sum(p["ms"] for p in parts.values()) == pytest.approx(10.0)
   # The octaves recipe's first octave: a ResNet forward and its input
-  # gradient (the bulk, the gradient the larger), an objective, an update
-  # and a blur after it; no view operations.
+  # gradient (the bulk, of like size: the gradient's ops are not lumped in
+  # with the forward's), an objective, an update and a blur after it; no
+  # view operations. (Op times, so the bounds leave room for a loaded CPU:
+  # idle, the gradient is 1.3x the forward.)
+  op_ms = {part: round(p["op_ms"], 2) for part, p in parts.items()}
   for part in ("model forward", "input gradient", "objective", "operations"):
-    assert parts[part]["op_ms"] > 0, part
-  assert parts["views"]["op_ms"] == 0
+    assert op_ms[part] > 0, (part, op_ms)
+  assert op_ms["views"] == 0, op_ms
   model = parts["model forward"]["share"] + parts["input gradient"]["share"]
-  assert model > 0.5 and parts["input gradient"]["op_ms"] > parts["model forward"]["op_ms"]
-  assert parts["rest"]["share"] < model
+  assert model > 0.5, op_ms
+  assert 0.5 < op_ms["input gradient"] / op_ms["model forward"] < 4, op_ms
+  assert parts["rest"]["share"] < model, op_ms
 
 
 def test_an_op_belongs_to_the_part_its_name_stack_says():
