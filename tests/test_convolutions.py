@@ -19,7 +19,7 @@ import torch
 from jax import lax
 
 import converters
-from classgen_jax.models import _convolutions as C
+from classgen_jax import models as C
 from classgen_jax.models import _layers as L
 from converters.reference.loop import torch_outputs
 from tests.helpers import random_torch_model

@@ -19,8 +19,17 @@ import jax.numpy as jnp
 from classgen_jax.models import _layers
 
 # The layers whose forwards and input gradients the ports compute themselves,
-# for the layer benchmark (converters/reference/layer_benchmark.py).
-from classgen_jax.models._convolutions import NHWC, conv_input_grad, forward_conv, phase_split_helps
+# for the layer benchmark (converters/reference/layer_benchmark.py) and the
+# parity tests (XLA's own rules back on: ``plain_convolutions``).
+from classgen_jax.models._convolutions import (
+    NHWC,
+    conv_general_dilated,
+    conv_input_grad,
+    forward_conv,
+    forward_grad_conv,
+    phase_split_helps,
+    plain_convolutions,
+)
 from classgen_jax.models._layers import (
     avg_pool,
     max_pool,
@@ -143,5 +152,6 @@ __all__ = ["ARCHITECTURES", "MODELS", "NHWC", "EfficientNetLite", "GoogLeNet", "
            "avg_pool", "forward_conv", "ModelSpec", "ResNet", "build", "conv_input_grad",
            "conv_layers", "max_pool",
            "max_pool_input_grad", "VisionTransformer", "module_config", "patch_map",
-           "phase_split_helps", "with_gradient_kernels",
+           "phase_split_helps", "with_gradient_kernels", "conv_general_dilated",
+           "forward_grad_conv", "plain_convolutions",
            "torch_pool_padding", "variable_shapes"]
