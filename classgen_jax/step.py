@@ -46,6 +46,7 @@ import optax
 from jax import lax
 
 from classgen_jax import metrics
+from classgen_jax import per_image as per_image_lib
 from classgen_jax._classifier import Classifier, Needs
 from classgen_jax._sums import pairwise_mean
 from classgen_jax.draws import draw, iteration_keys, octave_keys, random_draws, streams, view_draws  # noqa: F401 (re-exported)
@@ -161,53 +162,6 @@ def _stack_views(per_view: list) -> Any:
   return jax.tree_util.tree_map(stack, *per_view, is_leaf=lambda x: x is None)
 
 
-def _lone(function, grouped):
-  """``lax.map(function, grouped)`` for one image, rounded as in a batch.
-
-  XLA compiles a loop of one iteration without the loop, and rounds it
-  differently; a loop of two whose second iteration does nothing (a
-  ``cond`` on a flag XLA cannot fold) keeps the loop at one image's cost.
-  """
-  first = jax.tree_util.tree_map(lambda x: x[0], grouped)
-  blank = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype),
-                                 jax.eval_shape(function, first))
-  flags = lax.optimization_barrier(jnp.arange(2) == 0)
-  twice = jax.tree_util.tree_map(lambda x: jnp.concatenate([x, x]), grouped)
-  return lax.map(lambda item: lax.cond(item[1], function, lambda _: blank, item[0]),
-                 (twice, flags))
-
-
-def _per_image(function, grouped):
-  """``lax.map(function, grouped)``, its results' first two axes (images,
-  then each image's items) joined; one image as in a batch (``_lone``).
-  Differentiable (the model's pass of an objective with groups)."""
-  count = jax.tree_util.tree_leaves(grouped)[0].shape[0]
-  mapped = lax.map(function, grouped) if count > 1 else _lone(function, grouped)
-  return jax.tree_util.tree_map(lambda value: value[:count].reshape(-1, *value.shape[2:]),
-                                mapped)
-
-
-def _each_image(function, grouped, count):
-  """``_per_image`` of the first ``count`` images by a loop whose trip
-  count XLA cannot see (it may hold fewer than the batch: ``make_step``'s
-  lone image). Not differentiable: the step's per-image gradients are taken
-  inside ``function``."""
-  first = jax.tree_util.tree_map(lambda x: x[0], grouped)
-  size = jax.tree_util.tree_leaves(grouped)[0].shape[0]
-  results = jax.tree_util.tree_map(lambda s: jnp.zeros((size, *s.shape), s.dtype),
-                                   jax.eval_shape(function, first))
-
-  def body(index, results):
-    item = jax.tree_util.tree_map(lambda x: lax.dynamic_index_in_dim(x, index, 0, False),
-                                  grouped)
-    return jax.tree_util.tree_map(
-        lambda out, value: lax.dynamic_update_index_in_dim(out, value, index, 0),
-        results, function(item))
-
-  results = lax.fori_loop(0, lax.optimization_barrier(jnp.int32(count)), body, results)
-  return jax.tree_util.tree_map(lambda value: value.reshape(-1, *value.shape[2:]), results)
-
-
 class _Step:
   """``make_step``'s step: see there and the module doc."""
 
@@ -228,97 +182,39 @@ class _Step:
     self.units = plan.units
     self.needs = octave.objective.needs | (Needs(("logits",)) if plan.units is None
                                            else plan.units.needs)
-    # XLA's convolutions round differently for different batch sizes (on the
-    # CPU, by the last bit). A class logit's gradient hardly depends on the
-    # forward pass's rounding, but a prior on the activations (BatchNorm
-    # statistics) does: such an objective runs the model on one image's
-    # views at a time (a loop), so that an image does not depend on its
-    # batch. Diversity's groups (``Objective.group``) too: a group is then
-    # the same whatever else is in its batch. Without groups, each view's
-    # value depends on that view alone, and the loop takes each image's
-    # gradient too (``_evaluate_per_image``; a lone image: ``make_step``);
-    # with them, the model's pass is a loop of its own (``_per_image``).
-    self.per_image = self.needs.batchnorm or octave.objective.group > 1
-    self.fused = self.per_image and octave.objective.group == 1
+    # A prior on the activations (BatchNorm statistics) and diversity's
+    # groups run the model one image at a time (``per_image``): with groups
+    # in a differentiable loop of the model's pass; without, each image's
+    # gradient is taken inside the loop too.
+    self.grouped = octave.objective.group > 1
+    self.gradient_per_image = self.needs.batchnorm and not self.grouped
 
   def outputs(self, view):
-    """The forward pass on ``view``, at the canvas's precision."""
+    """The forward pass on ``view`` at the canvas's precision (a bfloat16
+    model's outputs join the objective at it; a no-op when the dtypes
+    agree): the whole batch at once, or with groups one image's views at a
+    time."""
+    def one_pass(views):
+      outputs = self.classifier.outputs(views.astype(self.classifier.dtype), self.needs)
+      return jax.tree_util.tree_map(lambda value: value.astype(views.dtype), outputs)
     with jax.named_scope("model"):
-      return self._outputs(view)
-
-  def _outputs(self, view):
-    classifier, needs, views = self.classifier, self.needs, self.octave.views
-    model_input = view.astype(classifier.dtype)
-    if not self.per_image:
-      outputs = classifier.outputs(model_input, needs)
-    else:
-      outputs = _per_image(lambda one: classifier.outputs(one, needs),
-                           model_input.reshape(-1, views, *model_input.shape[1:]))
-    # A bfloat16 model's outputs join the objective at the canvas's
-    # precision (a no-op when the dtypes agree).
-    return jax.tree_util.tree_map(lambda value: value.astype(view.dtype), outputs)
+      if not self.grouped:
+        return one_pass(view)
+      return per_image_lib.map_images(
+          one_pass, view.reshape(-1, self.octave.views, *view.shape[1:]))
 
   def evaluate(self, view, targets):
     """Per view: the objective's value and the ``scores``."""
-    if self.fused:
-      return self._evaluate_per_image(view, targets)
+    if self.gradient_per_image:
+      return per_image_lib.values_with_gradients(self._evaluate, view, targets,
+                                                 self.octave.views, self.images)
+    return self._evaluate(view, targets)
+
+  def _evaluate(self, view, targets):
     outputs = self.outputs(view)
     with jax.named_scope("objective"):
       values = self.octave.objective(outputs, view, targets)
     return values, self.scores(outputs, view)
-
-  def _evaluate_per_image(self, view, targets):
-    """``evaluate`` one image's views at a time, each image's gradient
-    taken inside its own iteration of the loop.
-
-    Differentiated through a loop over images, the forward pass would keep
-    every layer's residuals for every image in stacked buffers for a second
-    loop to read back (a seventh of the BatchNorm prior's step on the CPU).
-    Each view's value depends on that view alone, so the loop computes the
-    values and their gradient with respect to the views at once, and the
-    backward pass only scales that gradient by the values' cotangents.
-    Only the views are differentiated: not the weights.
-    """
-    views = self.octave.views
-
-    def one(item):
-      one_view, one_targets = item
-
-      def values_and_scores(v):
-        outputs = self.outputs_of_one(v)
-        with jax.named_scope("objective"):
-          values = self.octave.objective(outputs, v, one_targets)
-        return values, self.scores(outputs, v)
-
-      values, back, scores = jax.vjp(values_and_scores, one_view, has_aux=True)
-      (gradient,) = back(jnp.ones_like(values))
-      return values, scores, gradient
-
-    def run(v):
-      return _each_image(one, (v.reshape(-1, views, *v.shape[1:]), targets.reshape(-1, views)),
-                         self.images)
-
-    @jax.custom_vjp
-    def evaluate(v):
-      values, scores, _ = run(v)
-      return values, scores
-
-    def forward(v):
-      values, scores, gradient = run(v)
-      return (values, scores), gradient
-
-    def backward(gradient, cotangents):
-      g_values = cotangents[0].astype(gradient.dtype)
-      return (g_values.reshape(-1, *(1,) * (gradient.ndim - 1)) * gradient,)
-
-    evaluate.defvjp(forward, backward)
-    return evaluate(view)
-
-  def outputs_of_one(self, views):
-    """The forward pass on one image's views (inside ``_each_image``)."""
-    with jax.named_scope("model"):
-      outputs = self.classifier.outputs(views.astype(self.classifier.dtype), self.needs)
-    return jax.tree_util.tree_map(lambda value: value.astype(views.dtype), outputs)
 
   def scores(self, outputs, view):
     """What the trace ranks a target among: the main head's logits, or
@@ -444,23 +340,10 @@ def make_step(plan: Plan, classifier: Classifier, targets: jax.Array,
     ``(N,)`` records.
   """
   probe = _Step(plan, classifier, targets, keys)
-  if not probe.fused or targets.shape[0] != 1:
+  if not probe.gradient_per_image or targets.shape[0] != 1:
     return probe
-  # One image: XLA compiles an array op on a batch of one differently from
-  # one on a batch (an axis of one is simplified away) and rounds it
-  # differently. The step runs on the image and a copy of it, as in a
-  # batch of two, and the per-image loop, where the cost is, runs once.
-  twice = _Step(plan, classifier, jnp.concatenate([targets, targets]),
-                jnp.concatenate([keys, keys]), images=1)
-
-  def lone(state: State) -> tuple[State, metrics.Trace]:
-    # The state's per-image arrays (first axis 1) twice, and back to one.
-    per_image = jax.tree_util.tree_map(lambda x: x.ndim > 0 and x.shape[0] == 1, state)
-    state, trace = twice(jax.tree_util.tree_map(
-        lambda x, each: jnp.concatenate([x, x]) if each else x, state, per_image))
-    state = jax.tree_util.tree_map(lambda x, each: x[:1] if each else x, state, per_image)
-    return state, jax.tree_util.tree_map(lambda x: x[:1], trace)
-  return lone
+  return per_image_lib.as_one_of_two(_Step(plan, classifier, jnp.concatenate([targets, targets]),
+                                           jnp.concatenate([keys, keys]), images=1))
 
 
 __all__ = ["SCOPES", "State", "canvas_images", "draw", "embed", "init_state", "iteration_keys",
