@@ -115,7 +115,8 @@ class Pad(Operation):
 class Scale(Operation):
   """Zoom about the centre by a factor uniform in ``[low, high]``, keeping
   the view's size (Lucid's ``random_scale``, 0.9-1.1); corners that a
-  zoom-out uncovers are mirrored (``transforms.affine``)."""
+  zoom-out uncovers are mirrored (``transforms.affine``, computed per axis
+  by ``transforms.zoom``)."""
   low: float = 0.9
   high: float = 1.1
 
@@ -129,7 +130,7 @@ class Scale(Operation):
 
   def __call__(self, image, params, context):
     del context
-    return T.affine(image, T.scale_matrix(params))
+    return T.zoom(image, params)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -65,6 +65,31 @@ def test_scale_and_rotate_move_the_content_as_asked():
   np.testing.assert_allclose(out[1, 4], image[2, 4], atol=1e-6)
 
 
+def test_zoom_is_affines_scale_bit_for_bit_and_its_gradient_too_to_rounding(x64):
+  # Scale's per-axis zoom against affine's per-pixel read, on a canvas that
+  # is not square (rows and columns swapped would show), zooms in and out.
+  image = jnp.asarray(np.random.default_rng(3).random((13, 17, 3)), jnp.float32)
+  for factor in (0.55, 1.0, 1.37, 2.0):  # op by op: the same values
+    factor = jnp.asarray(factor, jnp.float32)
+    np.testing.assert_array_equal(T.zoom(image, factor), T.affine(image, T.scale_matrix(factor)))
+  # Under jit and vmap (the step's setting) XLA fuses each differently and
+  # may contract other products into fused multiply-adds: equal to rounding;
+  # and the gradients, in float64, to rounding.
+  zoom = jax.vmap(T.zoom)
+  affine = jax.vmap(lambda x, f: T.affine(x, T.scale_matrix(f)))
+  images = jnp.stack([image, image[::-1]])
+  factors = jnp.asarray([0.93, 1.41], jnp.float32)
+  np.testing.assert_allclose(jax.jit(zoom)(images, factors), jax.jit(affine)(images, factors),
+                             rtol=0, atol=1e-6)
+  cotangent = np.random.default_rng(4).standard_normal(images.shape)
+  pullback = jax.jit(lambda function, x, f, c: jax.vjp(lambda x: function(x, f), x)[1](c)[0],
+                     static_argnums=0)
+  theirs, ours = (pullback(function, images.astype(jnp.float64), factors.astype(jnp.float64),
+                           cotangent) for function in (affine, zoom))
+  assert ours.dtype == jnp.float64
+  np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-13)
+
+
 def test_draws_stay_in_range_and_bad_settings_are_refused():
   scales = _draws(Scale(0.9, 1.1), 200, SIDE, jnp.float32)
   assert 0.9 <= scales.min() and scales.max() <= 1.1 and scales.std() > 0.04
