@@ -3,7 +3,10 @@
 ``choose`` compiles a recipe's octaves for a first guess (all images, at
 most 256 per device; 8 per device on a CPU, whose step is compute-bound from
 a few images on) and compares XLA's memory analysis of each program with 80%
-of the free memory (``free_memory``). When the largest does not fit, the
+of the free memory (``free_memory``). Only the first octave's program is
+waited for: a later one, compiling behind it, is estimated from the first by
+the pixels its model sees, and waited for and measured only when its
+estimate comes within half of the budget. When the largest does not fit, the
 batch shrinks by an affine fit of memory in images (the weights, or the
 fixed part measured from two sizes, plus a part per image) and is compiled
 and checked again. The programs compiled for the size chosen are the ones
@@ -154,9 +157,11 @@ def choose_planned(classifier: Classifier, name: str, plans: Sequence[Plan], n: 
   tried = []  # (images per device, bytes per device) that did not fit
   for _ in range(_SIZE_TRIES):
     programs_of_size = programs.signatures(classifier, plans, per_device * count, tracker)
-    programs.compile_all(classifier, programs_of_size, tracker, per_device * count)
-    need = max((b for b in map(programs.memory_bytes, programs_of_size) if b is not None),
-               default=None)
+    # The first octave's program is waited for, the later ones compile behind
+    # it (the run starts sooner); ``_need`` waits for one only when its
+    # estimate comes near the budget.
+    programs.compile_all(classifier, programs_of_size, tracker, per_device * count, first=1)
+    need = _need(programs_of_size, plans, budget)
     if need is None or need <= budget:
       if tried:
         logging.info("batch size %d: %s per device free", per_device * count, _gib(free))
@@ -178,6 +183,31 @@ def choose_planned(classifier: Classifier, name: str, plans: Sequence[Plan], n: 
       f"recipe {name!r} needs about {_gib(min(b for _, b in tried))} of device memory "
       f"for {min(k for k, _ in tried)} image(s) per device, but {_gib(free)} is free: free the "
       "device, or use a smaller recipe or model")
+
+
+def _need(signatures: Sequence[programs.Signature], plans: Sequence[Plan],
+          budget: float) -> int | None:
+  """The most memory per device that ``signatures``' programs need (None:
+  the backend does not say).
+
+  The first program is compiled. A later one still compiling is estimated
+  from the first, scaled by the pixels its model sees per image (views
+  times the view's side squared) against the first's, and only waited for
+  and measured when twice its estimate passes ``budget``.
+  """
+  first = programs.memory_bytes(signatures[0])
+  if first is None:
+    return None
+  needs = [first]
+  pixels = [plan.octave.views * plans_lib.view_side(plan.octave, plan.buffer) ** 2
+            for plan in plans]
+  for signature, seen in zip(signatures[1:], pixels[1:]):
+    estimate = first * max(1.0, seen / pixels[0])
+    if programs.cached(signature) or 2 * estimate > budget:
+      needs.append(programs.memory_bytes(signature) or 0)
+    else:
+      needs.append(int(estimate))
+  return max(needs)
 
 
 def _gib(size: float) -> str:

@@ -10,7 +10,8 @@ How a call goes, top to bottom:
 2. ``batch_size.choose`` picks the batch size that fits the free device
    memory (unless given), and ``batch_size.per_call`` splits the images
    into equal batches;
-3. ``programs.compile_all`` compiles every octave's program at once;
+3. ``programs.compile_all`` compiles the first octave's program, and the
+   later octaves' behind it while it runs;
 4. ``runner.dispatch`` queues a batch's octaves on the device (each a
    ``lax.scan`` of ``step.make_step``: per-image operations, the cyclic
    resize, the objective's gradient for the whole batch and the optax
@@ -188,8 +189,10 @@ def start(classifier: Classifier, targets: Sequence[int | str] | int | str,
   if group > 1:  # whole groups on every device count, padding included
     whole = math.lcm(group, devices.batch_mesh().size)
     size = -(-size // whole) * whole
+  # The first octave's program is waited for; the later ones compile while
+  # it runs (on a CPU, the cores the step leaves idle).
   programs.compile_all(classifier, programs.signatures(classifier, planned, size, tracker),
-                       tracker, size)
+                       tracker, size, first=1)
 
   def dispatch(begin: int) -> runner.Dispatched:
     part = slice(begin, begin + per_batch)

@@ -7,9 +7,12 @@ value (architecture, weight shapes and dtypes) and the devices. Equal
 signatures share one executable: compiled once per process, by
 ``compile_all``, which traces a recipe's octaves in turn and compiles the
 new ones on threads, each as soon as it is traced (XLA releases the GIL
-while compiling and compiles a program on one core, so a three-octave
-recipe waits for its slowest octave, not the sum). XLA's persistent cache
-(``weights.enable_compile_cache``) keeps them across processes.
+while compiling). A run asks only for its first octave's program to wait
+on (``compile_all(..., first=1)``): the later octaves' programs compile
+behind it, one after another, while the first octave runs, and ``wait``
+(called as each octave starts) takes whatever of their compile is left. XLA's
+persistent cache (``weights.enable_compile_cache``) keeps them across
+processes.
 
 Every argument is placed with the sharding the program was compiled for
 (``run``): images, keys, targets and every per-image state array split over
@@ -71,19 +74,28 @@ def signatures(classifier: Classifier, plans: Sequence[Plan], batch: int,
 
 
 _CACHE: dict[Signature, Any] = {}
+# Programs compiling behind a run (``compile_all(..., first=k)``): futures of
+# ``(executable, seconds its compile took)``.
+_PENDING: dict[Signature, concurrent.futures.Future] = {}
 _GUARD = threading.Lock()
 
 
 def count() -> int:
-  """Programs compiled in this process so far."""
-  return len(_CACHE)
+  """Programs compiled, or compiling, in this process so far."""
+  with _GUARD:
+    return len(_CACHE) + len(_PENDING)
 
 
 def clear() -> None:
   """Forgets every compiled program, giving its memory back (the next run
-  compiles again, or reads JAX's persistent compile cache)."""
+  compiles again, or reads JAX's persistent compile cache); waits for those
+  still compiling first."""
+  with _GUARD:
+    pending = list(_PENDING.values())
+  concurrent.futures.wait(pending)
   with _GUARD:
     _CACHE.clear()
+    _PENDING.clear()
 
 
 def cached(signature: Signature) -> bool:
@@ -92,8 +104,17 @@ def cached(signature: Signature) -> bool:
 
 
 def executable(signature: Signature):
-  """``signature``'s compiled program (``compile_all`` compiles it)."""
-  return _CACHE[signature]
+  """``signature``'s compiled program (``compile_all`` compiles it; one still
+  compiling behind a run is waited for, and left for ``wait`` to report)."""
+  compiled = _CACHE.get(signature)
+  if compiled is None:
+    with _GUARD:
+      future = _PENDING.get(signature)
+    if future is None:
+      raise KeyError(f"no program compiled for {signature.plan.octave} at batch "
+                     f"{signature.batch}: compile_all first")
+    compiled = future.result()[0]
+  return compiled
 
 
 def _shardings(tree: Any, batch: int, mesh) -> Any:
@@ -131,40 +152,109 @@ def _lower(signature: Signature, classifier: Classifier):
 
 
 def compile_all(classifier: Classifier, signatures: Sequence[Signature],
-                tracker: Tracker | None = None, batch: int = 0) -> float:
-  """Compiles the programs of ``signatures`` not compiled yet, all at once;
-  returns the wall seconds it took (0 when every one was compiled before).
+                tracker: Tracker | None = None, batch: int = 0, *,
+                first: int | None = None) -> float:
+  """Compiles the programs of ``signatures`` not compiled yet; returns the
+  wall seconds it waited (0 when every one was compiled before).
+
+  ``first``: wait only for the first ``first`` new programs (None: all);
+  the others compile behind, each after the one before it, so that the
+  first octave runs while the later ones compile, and ``wait`` takes what
+  is left of each when its octave starts.
 
   ``tracker`` hears ``"compiling"`` for each new program (by its plan's
-  octave) before, and ``"compiled"`` after, and adds the seconds to its
-  compile time; ``batch`` is the images the caller runs (for its reports).
+  octave) before, and ``"compiled"`` after (those compiled behind: when
+  ``wait`` finds them), and adds the seconds waited to its compile time;
+  ``batch`` is the images the caller runs (for its reports).
   """
   with _GUARD:
-    todo = list(dict.fromkeys(s for s in signatures if s not in _CACHE))
+    todo = list(dict.fromkeys(s for s in signatures if s not in _CACHE and s not in _PENDING))
   if not todo:
     return 0.0
   began = time.perf_counter()
   for signature in todo:
     if tracker is not None:
       tracker.compiling(signature.plan.index, batch)
-  if len(todo) == 1:
-    executables = [_lower(todo[0], classifier).compile()]
+  now, behind = (todo, []) if first is None else (todo[:first], todo[first:])
+  if len(todo) == 1 and now:
+    executables = [_lower(now[0], classifier).compile()]
   else:
     # Each program compiles on a thread as soon as it is traced (XLA
     # releases the GIL), while the next one is traced: tracing a program
-    # takes seconds of Python, compiling it tens of seconds of one core.
-    with concurrent.futures.ThreadPoolExecutor(len(todo)) as pool:
-      futures = [pool.submit(_lower(signature, classifier).compile) for signature in todo]
+    # takes seconds of Python, compiling it tens of seconds.
+    with concurrent.futures.ThreadPoolExecutor(max(1, len(now))) as pool:
+      futures = [pool.submit(_lower(signature, classifier).compile) for signature in now]
+      lowered = [_lower(signature, classifier) for signature in behind]
       executables = [future.result() for future in futures]
+    _compile_behind(behind, lowered)
   with _GUARD:
-    _CACHE.update(zip(todo, executables))
+    _CACHE.update(zip(now, executables))
   seconds = time.perf_counter() - began
   if tracker is not None:
     tracker.add_compile_time(seconds)
-    for signature in todo:
+    for signature in now:
       tracker.compiled(signature.plan.index, batch, seconds)
-  logging.debug("compiled %d octave programs in %.1f s", len(todo), seconds)
+  logging.debug("compiled %d octave programs in %.1f s (%d more behind)", len(now), seconds,
+                len(todo) - len(now))
   return seconds
+
+
+def _compile_behind(signatures: Sequence[Signature], lowered: Sequence[Any]) -> None:
+  """Compiles ``lowered`` (traced programs) one after another on a thread
+  (not a daemon: the interpreter's exit waits for it rather than tear XLA
+  down under it; the scripts' Ctrl-C ends the process at once)."""
+  if not signatures:
+    return
+  futures = [concurrent.futures.Future() for _ in signatures]
+  with _GUARD:
+    for signature, future in zip(signatures, futures):
+      _PENDING[signature] = future
+
+  def compile_in_turn():
+    for program, future in zip(lowered, futures):
+      if future.set_running_or_notify_cancel():
+        began = time.perf_counter()
+        try:
+          future.set_result((program.compile(), time.perf_counter() - began))
+        except BaseException as error:  # noqa: BLE001  (given to whoever waits)
+          future.set_exception(error)
+
+  threading.Thread(target=compile_in_turn, name="classgen_jax-compile").start()
+
+
+def _wait_pending(signature: Signature) -> tuple[float, float]:
+  """Waits for a program compiling behind a run, moves it to the cache and
+  returns ``(seconds waited, seconds its compile took)``; ``(0, 0)`` when
+  none is pending."""
+  with _GUARD:
+    future = _PENDING.get(signature)
+  if future is None:
+    return 0.0, 0.0
+  waited = time.perf_counter()
+  compiled, seconds = future.result()
+  waited = time.perf_counter() - waited
+  with _GUARD:
+    _CACHE[signature] = compiled
+    _PENDING.pop(signature, None)
+  return waited, seconds
+
+
+def wait(classifier: Classifier, signature: Signature, tracker: Tracker | None = None,
+         batch: int = 0) -> float:
+  """Makes sure ``signature``'s program is compiled before its octave runs:
+  waits for it if it is compiling behind a run (the tracker hears
+  ``"compiled"`` with the seconds its compile took, and its compile time
+  grows by the seconds waited), compiles it if nobody has. Returns the
+  seconds waited."""
+  if signature in _CACHE:
+    return 0.0
+  waited, seconds = _wait_pending(signature)
+  if seconds:
+    if tracker is not None:
+      tracker.add_compile_time(waited)
+      tracker.compiled(signature.plan.index, batch, seconds)
+    return waited
+  return compile_all(classifier, [signature], tracker, batch)
 
 
 def memory_bytes(signature: Signature) -> int | None:
@@ -172,7 +262,7 @@ def memory_bytes(signature: Signature) -> int | None:
   arguments + outputs + temporaries - aliased), or None where the backend
   does not say."""
   try:
-    stats = _CACHE[signature].memory_analysis()
+    stats = executable(signature).memory_analysis()
   except Exception:  # noqa: BLE001  (a backend without the analysis)
     return None
   if stats is None:
@@ -191,7 +281,7 @@ def run(signature: Signature, classifier: Classifier, state: step_lib.State,
   state = jax.device_put(state, _shardings(state, batch, mesh))
   targets, keys = jax.device_put((targets, keys), devices.batch_sharding(mesh))
   classifier = jax.device_put(classifier, devices.replicated(mesh))
-  return _CACHE[signature](classifier, state, targets, keys)
+  return executable(signature)(classifier, state, targets, keys)
 
 
 def padded_batch(n: int, at_least: int = 0) -> int:

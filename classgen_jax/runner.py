@@ -108,7 +108,7 @@ def _run_octave(plan: Plan, classifier: Classifier, canvas: jax.Array, targets: 
   iterations = plan.octave.iterations
   length = tracker.chunk_length(plan)
   signature = programs.Signature.of(plan, length, canvas.shape[0], classifier, canvas.dtype)
-  programs.compile_all(classifier, [signature], tracker, n)  # a no-op once compiled
+  programs.wait(classifier, signature, tracker, n)  # a no-op once compiled
   state = step_lib.init_state(plan, canvas)
   traces, snapshots = [], []
   for begin in range(0, iterations, length):

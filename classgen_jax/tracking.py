@@ -92,6 +92,10 @@ class Tracker:
     self._say("compiling", octave, 0, batch)
 
   def compiled(self, octave: int, batch: int, seconds: float) -> None:
+    """An octave's program is compiled (``seconds`` its compile took); the
+    deferred report is made first (a program compiled behind a run is
+    reported as its octave starts, after the octave before)."""
+    self.flush()
     self._say("compiled", octave, 0, batch, seconds)
 
   def add_compile_time(self, seconds: float) -> None:

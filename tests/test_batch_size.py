@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -49,6 +51,32 @@ def test_the_batch_size_fits_the_free_memory():
   assert _program_bytes(clf, recipe, chosen) <= 0.8 * free < _program_bytes(clf, recipe, 8)
   with pytest.raises(batch_size.BatchSizeError, match=r"'quick' needs about .* GiB .* is free"):
     batch_size.choose(clf, recipe, 50, free_bytes=1000)
+
+
+@pytest.mark.slow  # six small compiles, ~10 s
+def test_a_later_octave_that_would_not_fit_shrinks_the_batch():
+  # A second octave on a canvas twice the side (4x the pixels): its program
+  # compiles behind the first's, but where it comes near the budget the
+  # choice waits for it and measures it, so the batch fits every octave.
+  clf = tiny()
+  first = quick(iterations=2, view=(Crop(40),))
+  recipe = dataclasses.replace(first, name="growing", octaves=(
+      first.octaves[0], dataclasses.replace(first.octaves[0], canvas=96, view=(Crop(88),))))
+  planned = plans.plan(clf, recipe)
+
+  def program_bytes(octave, size):
+    signature = programs.signatures(clf, planned, size, Tracker())[octave]
+    programs.wait(clf, signature)
+    return programs.memory_bytes(signature)
+
+  # Room for eight of the first octave's images, not for eight of the second's.
+  free = int(program_bytes(1, 8) * 0.9 / batch_size.MEMORY_SHARE)
+  assert program_bytes(0, 8) <= batch_size.MEMORY_SHARE * free  # the first alone fits 8
+  chosen = batch_size.choose(clf, recipe, 50, free_bytes=free)
+  assert chosen < 8
+  assert max(program_bytes(0, chosen), program_bytes(1, chosen)) <= batch_size.MEMORY_SHARE * free
+  # With room to spare the second octave's program is not waited for.
+  assert batch_size.choose(clf, recipe, 16, free_bytes=2**40) == 8
 
 
 def test_free_memory_is_known_on_a_cpu_and_unknown_memory_takes_the_guess(monkeypatch):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from classgen_jax import engine, plans, programs, recipes
@@ -43,6 +44,30 @@ def test_a_signature_names_the_classifiers_shapes_not_its_weights():
   assert programs.Signature.of(plan, 7, 2, doubled) == programs.Signature.of(plan, 7, 2, clf)
   assert programs.Signature.of(plan, 7, 2, clf.astype(jnp.float16)) != (
       programs.Signature.of(plan, 7, 2, clf))
+
+
+def test_later_octaves_compile_behind_the_first_while_it_runs():
+  # Two octaves of CONTRACT (two programs: a plan knows its octave), on a
+  # batch of three no other test compiles.
+  octave = dataclasses.replace(CONTRACT.octaves[0], iterations=3)
+  recipe = dataclasses.replace(CONTRACT, name="behind", octaves=(octave, octave))
+  clf = tiny()
+  events = []
+  first, second = programs.signatures(clf, plans.plan(clf, recipe), 3, Tracker(events.append))
+  before = programs.count()
+  result = engine.generate(clf, [1, 2, 3], recipe, seed=4, progress=events.append)
+  heard = [(e.event, e.octave) for e in events]
+  # Both announced, only the first waited for before its iterations; the
+  # second's "compiled" comes when octave 2 starts, after octave 1's chunks
+  # (every one of them: the report before it is made first).
+  assert heard[:3] == [("compiling", 0), ("compiling", 1), ("compiled", 0)]
+  later = heard.index(("compiled", 1))
+  assert heard[3:later] == [("iterations", 0)] * octave.iterations
+  assert set(heard[later + 1:]) == {("iterations", 1)}
+  assert events[later].seconds > 0 and result.compile_seconds > 0
+  assert programs.count() == before + 2 and programs.cached(first) and programs.cached(second)
+  assert programs.wait(clf, second) == 0.0  # compiled: nothing to wait for
+  assert result.images.shape == (3, 32, 32, 3) and np.isfinite(result.images).all()
 
 
 @pytest.mark.slow  # three compiles, ~20 s
