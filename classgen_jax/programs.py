@@ -222,16 +222,22 @@ def _compile_behind(signatures: Sequence[Signature], lowered: Sequence[Any]) -> 
   threading.Thread(target=compile_in_turn, name="classgen_jax-compile").start()
 
 
-def _wait_pending(signature: Signature) -> tuple[float, float]:
+def _wait_pending(signature: Signature) -> tuple[float, float] | None:
   """Waits for a program compiling behind a run, moves it to the cache and
-  returns ``(seconds waited, seconds its compile took)``; ``(0, 0)`` when
-  none is pending."""
+  returns ``(seconds waited, seconds its compile took)``; None when none is
+  pending. A compile that failed raises here, and is forgotten (the next
+  call compiles again)."""
   with _GUARD:
     future = _PENDING.get(signature)
   if future is None:
-    return 0.0, 0.0
+    return None
   waited = time.perf_counter()
-  compiled, seconds = future.result()
+  try:
+    compiled, seconds = future.result()
+  except BaseException:
+    with _GUARD:
+      _PENDING.pop(signature, None)
+    raise
   waited = time.perf_counter() - waited
   with _GUARD:
     _CACHE[signature] = compiled
@@ -248,13 +254,14 @@ def wait(classifier: Classifier, signature: Signature, tracker: Tracker | None =
   seconds waited."""
   if signature in _CACHE:
     return 0.0
-  waited, seconds = _wait_pending(signature)
-  if seconds:
-    if tracker is not None:
-      tracker.add_compile_time(waited)
-      tracker.compiled(signature.plan.index, batch, seconds)
-    return waited
-  return compile_all(classifier, [signature], tracker, batch)
+  pending = _wait_pending(signature)
+  if pending is None:
+    return compile_all(classifier, [signature], tracker, batch)
+  waited, seconds = pending
+  if tracker is not None:
+    tracker.add_compile_time(waited)
+    tracker.compiled(signature.plan.index, batch, seconds)
+  return waited
 
 
 def memory_bytes(signature: Signature) -> int | None:
