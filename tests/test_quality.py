@@ -28,6 +28,7 @@ def test_default_classes_are_32_spread_over_imagenet():
   assert np.all(np.diff(classes) >= 31)
 
 
+@pytest.mark.slow  # a quality run end to end (4-5 s); its table and records: below
 def test_run_writes_record_table_and_sheet(tmp_path):
   clf = tiny()
   json_out, grid_out = tmp_path / "q.json", tmp_path / "q.png"

@@ -15,6 +15,7 @@ from tests.helpers import QUICK, quick, tiny
 pytestmark = pytest.mark.xdist_group("units")
 
 
+@pytest.mark.slow  # 7 s of eager crops on the tiny model (a measure, not generation)
 def test_whole_image_crops_give_the_units_value_at_the_native_size():
   clf, family = tiny(), obj.channel("layer2").terms[0][1]
   images = np.random.default_rng(0).random((2, 48, 48, 3)).astype(np.float32)
@@ -40,6 +41,7 @@ def test_summary_shares_of_the_best_recipe_and_top_units():
   assert table["b"]["seconds"] == 1.0  # a resumed atlas's images have no time
 
 
+@pytest.mark.slow  # 12 s: two recipes, two layers, the sheet (summary and table: above)
 def test_evaluate_measures_each_recipe_on_the_same_units(tmp_path):
   other = dataclasses.replace(quick("adam", iterations=3), name="adam")
   record = unit_quality.evaluate(tiny(), [QUICK, other], ["layer2", "layer3"], "0-1", tmp_path,
