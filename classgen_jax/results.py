@@ -66,7 +66,9 @@ class Generation:
       ``metrics.stability``.
     snapshots: with ``snapshot_every > 0``.
     seconds: wall-clock time, compilation included.
-    compile_seconds: the part of it spent compiling programs.
+    compile_seconds: the part of it spent waiting for programs to compile
+      (a later octave's compile that ran while an earlier octave ran
+      counts only for what was left of it when its octave started).
     rank_as_optimised: ``(N,)`` the target's rank for the final canvas as
       the optimisation left it: unclipped, at the canvas size, not resized.
       Adversarial images (the gradient and sign recipes) rank first here and
