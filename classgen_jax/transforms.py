@@ -359,11 +359,9 @@ def _bilinear(image: jax.Array, source_y: jax.Array, source_x: jax.Array) -> jax
   """``image`` (``(h, w, c)``) read bilinearly at ``(source_y, source_x)``
   (broadcast together; in-range pixel coordinates)."""
   height, width = image.shape[:2]
-  y0 = jnp.clip(jnp.floor(source_y).astype(jnp.int32), 0, max(height - 2, 0))
-  x0 = jnp.clip(jnp.floor(source_x).astype(jnp.int32), 0, max(width - 2, 0))
-  y1, x1 = jnp.minimum(y0 + 1, height - 1), jnp.minimum(x0 + 1, width - 1)
-  wy = (source_y - y0)[..., None]
-  wx = (source_x - x0)[..., None]
+  y0, y1, wy = _neighbours(source_y, height)
+  x0, x1, wx = _neighbours(source_x, width)
+  wy, wx = wy[..., None], wx[..., None]
   top = (1 - wx) * image[y0, x0] + wx * image[y0, x1]
   bottom = (1 - wx) * image[y1, x0] + wx * image[y1, x1]
   return (1 - wy) * top + wy * bottom
@@ -388,22 +386,27 @@ def zoom(image: jax.Array, factor: jax.Array) -> jax.Array:
   _check_image(image)
   height, width, _ = image.shape
   dtype = image.dtype
-  matrix = scale_matrix(jnp.asarray(factor, dtype)).astype(dtype)
+  inverse = 1 / jnp.asarray(factor, dtype)  # scale_matrix's diagonal
   dy = jnp.arange(height, dtype=dtype) - (height - 1) / 2
   dx = jnp.arange(width, dtype=dtype) - (width - 1) / 2
   # As ``affine`` rounds them: its off-diagonal terms add an exact zero.
-  source_y = _reflect((height - 1) / 2 + matrix[0, 0] * dy, height)
-  source_x = _reflect((width - 1) / 2 + matrix[1, 1] * dx, width)
+  source_y = _reflect((height - 1) / 2 + inverse * dy, height)
+  source_x = _reflect((width - 1) / 2 + inverse * dx, width)
   return _interpolate(_interpolate(image, source_x, 1), source_y, 0)
+
+
+def _neighbours(source: jax.Array, size: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """The two pixels either side of each in-range coordinate ``source`` on an
+  axis of ``size``, and the second's weight: ``(low, high, weight)``."""
+  low = jnp.clip(jnp.floor(source).astype(jnp.int32), 0, max(size - 2, 0))
+  return low, jnp.minimum(low + 1, size - 1), source - low
 
 
 def _interpolate(image: jax.Array, source: jax.Array, axis: int) -> jax.Array:
   """``image`` read linearly along ``axis`` at ``source`` (``(n,)``,
   in-range pixel coordinates); ``_bilinear``'s arithmetic, per axis."""
-  size = image.shape[axis]
-  low = jnp.clip(jnp.floor(source).astype(jnp.int32), 0, max(size - 2, 0))
-  high = jnp.minimum(low + 1, size - 1)
-  weight = jnp.expand_dims(source - low, [a for a in range(image.ndim) if a != axis])
+  low, high, weight = _neighbours(source, image.shape[axis])
+  weight = jnp.expand_dims(weight, [a for a in range(image.ndim) if a != axis])
   return ((1 - weight) * jnp.take(image, low, axis=axis)
           + weight * jnp.take(image, high, axis=axis))
 
