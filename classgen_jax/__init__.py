@@ -4,6 +4,8 @@ Images are NHWC float32 in [0, 1] everywhere in the library; each model
 applies its own input normalisation.
 """
 
+# First: it sets XLA_FLAGS before anything starts JAX's backends.
+from classgen_jax import _xla_cpu  # noqa: F401  # isort: skip
 from classgen_jax import (
     devices,
     engine,

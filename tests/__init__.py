@@ -9,11 +9,12 @@ starts, and every child inherits it:
   workers, and the scripts and atlases the tests start): under the run's
   weights cache (CI: a fresh folder per run), else in the run's folder.
 * One torch thread per process: the xdist workers already use every core.
-* XLA's CPU ops run on one thread each, and XLA compiles each program as one
-  LLVM module rather than splitting it for parallel codegen, since the xdist
-  workers already use every core (the first: the default pass took 153 s
-  rather than 167 s on 2 idle cores; the second: the contract runs' compile
-  9.6 s rather than 10.8 s).
+* XLA's Eigen ops (its FFTs, a few convolutions) run on one thread each, as
+  the package sets for users too (``classgen_jax._xla_cpu``: the FFTs'
+  results then do not depend on the thread that runs them), and XLA compiles
+  each program as one LLVM module rather than splitting it for parallel
+  codegen, since the xdist workers already use every core (the contract
+  runs' compile 9.6 s rather than 10.8 s).
 * XLA compiles the tests' programs with LLVM at ``-O0``: compiling is about
   two thirds of the default pass's time, and at ``-O0`` it takes half as long
   (the pass, 160 s -> 129 s on 2 idle cores). Results move by float rounding
