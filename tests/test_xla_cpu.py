@@ -33,6 +33,7 @@ _RENDERS = textwrap.dedent("""
     """)
 
 
+@pytest.mark.slow  # a fresh process and 48 calls at 512 px: 7-9 s
 def test_a_large_fourier_image_renders_the_same_every_call_in_a_users_process():
   # The tests' own processes set the flag in tests/__init__.py; a user's has
   # only what the package sets.
