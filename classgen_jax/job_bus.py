@@ -8,7 +8,8 @@ goes to the hub, which delivers it to itself and relays it to every other
 process, so each process sees the same messages in the same order (the
 hub's). A process is gone when its connection closes (a kill closes it at
 once) or falls silent for ``silence`` seconds (its host died; every
-connection carries a beat every ``beat`` seconds); the hub tells the others.
+connection carries a beat every ``beat`` seconds, at most a quarter of
+``silence``); the hub tells the others.
 A process that loses the hub is *cut off*: it learns nothing more of the
 others, and counts the hub gone.
 
@@ -98,7 +99,9 @@ class Bus:
 
   def __init__(self, index: int, count: int, *, beat: float = BEAT, silence: float = SILENCE):
     self.index, self.count, self.token = index, count, ""
-    self.beat, self.silence = beat, silence
+    # A link is lost after ``silence`` seconds without a line: at least four
+    # beats come in that time, whatever silence a job sets.
+    self.beat, self.silence = min(beat, silence / 4), silence
     self.who: dict[int, dict[str, Any]] = {index: {"host": socket.gethostname(),
                                                    "pid": os.getpid()}}
     self.inbox: list[dict[str, Any]] = []

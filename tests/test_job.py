@@ -104,6 +104,22 @@ def test_bus_relays_in_one_order_and_tells_who_is_gone():
   one.close()
 
 
+def test_idle_processes_stay_connected_whatever_silence_the_job_sets():
+  # Beats come every BEAT (5 s) seconds, or four times per silence when that
+  # is shorter: a link silent for 0.5 s is lost, and nobody speaks for 2 s.
+  hub = job_bus.Bus.listen(2, silence=0.5)
+  with concurrent.futures.ThreadPoolExecutor(2) as pool:
+    admitted = pool.submit(hub.admit, 10)
+    one = job_bus.Bus.join("127.0.0.1", hub.port, 1, 2, timeout=10, silence=0.5)
+    admitted.result(timeout=20)
+  time.sleep(2.0)
+  assert not hub.gone and not one.gone and not one.cut_off
+  one.send("still_here")
+  assert hub.wait(lambda: any(m["kind"] == "still_here" for m in hub.inbox), 5)
+  for bus in (hub, one):
+    bus.close()
+
+
 def test_every_process_hears_the_roster_before_any_message(monkeypatch):
   """The hub slow to send the second roster: the first process's first
   message must not reach the second before its roster (it took that for a
@@ -131,7 +147,8 @@ def test_every_process_hears_the_roster_before_any_message(monkeypatch):
     admitted.result(timeout=20)
   assert len(rosters) == 2 and not hub.gone
   for bus in [hub, *buses]:
-    assert bus.wait(lambda bus=bus: sum(m["kind"] == "hello_all" for m in bus.news()[0]) == 2, 10)
+    assert bus.wait(lambda bus=bus: sum(m["kind"] == "hello_all" for m in bus.news()[0]) == 2,
+                    10), (bus.index, bus.news(), bus.cut_off, hub.gone)
     bus.close()
 
 
