@@ -185,9 +185,10 @@ def test_diversity_settings_are_one_clear_error():
 
 @pytest.mark.parametrize("family,units", [
     (obj.channel("layer2"), 2 * TINY_WIDTH),
-    # The neurons' case is the channels' at another layer (7 s): the slow pass.
+    # The neurons' and directions' cases are the channels' with another
+    # family (7 s each): the slow pass.
     pytest.param(obj.neuron("layer3.0", None, 1, 1), 4 * TINY_WIDTH, marks=pytest.mark.slow),
-    (obj.directions("layer2", _TABLE), 64)])
+    pytest.param(obj.directions("layer2", _TABLE), 64, marks=pytest.mark.slow)])
 def test_a_family_gives_every_unit_and_names_them(family, units, x64):
   """``values`` holds every unit of the family; the term is the target's."""
   term, clf = family.terms[0][1], tiny()
