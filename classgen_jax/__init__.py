@@ -5,7 +5,7 @@ applies its own input normalisation.
 """
 
 # First: it sets XLA_FLAGS before anything starts JAX's backends.
-from classgen_jax import _xla_cpu  # noqa: F401  # isort: skip
+from classgen_jax import xla_flags  # noqa: F401  # isort: skip
 from classgen_jax import (
     devices,
     engine,

@@ -9,12 +9,12 @@ starts, and every child inherits it:
   workers, and the scripts and atlases the tests start): under the run's
   weights cache (CI: a fresh folder per run), else in the run's folder.
 * One torch thread per process: the xdist workers already use every core.
-* XLA's Eigen ops (its FFTs, a few convolutions) run on one thread each, as
-  the package sets for users too (``classgen_jax._xla_cpu``: the FFTs'
-  results then do not depend on the thread that runs them), and XLA compiles
-  each program as one LLVM module rather than splitting it for parallel
-  codegen, since the xdist workers already use every core (the contract
-  runs' compile 9.6 s rather than 10.8 s).
+* XLA compiles each program as one LLVM module rather than splitting it for
+  parallel codegen, since the xdist workers already use every core (the
+  contract runs' compile 9.6 s rather than 10.8 s). (XLA's Eigen ops run on
+  one thread each, as ``classgen_jax.xla_flags`` sets when the package is
+  imported, before any test computes; the processes the tests start
+  inherit it.)
 * XLA compiles the tests' programs with LLVM at ``-O0``: compiling is about
   two thirds of the default pass's time, and at ``-O0`` it takes half as long
   (the pass, 160 s -> 129 s on 2 idle cores). Results move by float rounding
@@ -42,7 +42,6 @@ def _add_xla_flag(name: str, value: str) -> None:
     os.environ["XLA_FLAGS"] = " ".join(filter(None, [flags, f"--{name}={value}"]))
 
 
-_add_xla_flag("xla_cpu_multi_thread_eigen", "false")
 _add_xla_flag("xla_cpu_parallel_codegen_split_count", "1")
 if os.environ.get("CLASSGEN_JAX_TEST_OPT", "0") != "default":
   _add_xla_flag("xla_backend_optimization_level", os.environ.get("CLASSGEN_JAX_TEST_OPT", "0"))

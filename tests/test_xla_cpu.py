@@ -1,4 +1,4 @@
-"""The XLA:CPU flag the package sets at import (``classgen_jax._xla_cpu``)."""
+"""The XLA:CPU flag the package sets at import (``classgen_jax.xla_flags``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from classgen_jax import _xla_cpu
+from classgen_jax import xla_flags
 from tests.helpers import ROOT
 
 # A 512 px Fourier image (MACO's phase, two images) rendered again and again
@@ -35,19 +35,18 @@ _RENDERS = textwrap.dedent("""
 
 @pytest.mark.slow  # a fresh process and 48 calls at 512 px: 7-9 s
 def test_a_large_fourier_image_renders_the_same_every_call_in_a_users_process():
-  # The tests' own processes set the flag in tests/__init__.py; a user's has
-  # only what the package sets.
+  # A user's process: no XLA_FLAGS but what the package sets.
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   child = subprocess.run([sys.executable, "-c", _RENDERS], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=300, check=True)
   flags, counts = child.stdout.rstrip("\n").split("\n")[-2:]
   assert counts == "1 1", "renders, gradients: distinct results in 24 calls"
-  assert flags == _xla_cpu.FLAG
+  assert flags == xla_flags.FLAG
 
 
 def test_the_users_own_setting_is_kept(monkeypatch):
   monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=true --xla_dump_to=/x")
-  _xla_cpu.set_flags()
+  xla_flags.set_flags()
   assert os.environ["XLA_FLAGS"] == "--xla_cpu_multi_thread_eigen=true --xla_dump_to=/x"
 
 
@@ -57,5 +56,5 @@ def test_imported_after_jax_started_it_says_so_and_how_to_fix_it(monkeypatch):
   monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/x")
   with pytest.warns(RuntimeWarning, match="import classgen_jax first, or set XLA_FLAGS="
                     "--xla_cpu_multi_thread_eigen=false"):
-    _xla_cpu.set_flags()
+    xla_flags.set_flags()
   assert os.environ["XLA_FLAGS"] == "--xla_dump_to=/x"  # too late to matter: not changed

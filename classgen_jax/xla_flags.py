@@ -24,7 +24,7 @@ import os
 import warnings
 
 FLAG = "--xla_cpu_multi_thread_eigen=false"
-_NAME = "xla_cpu_multi_thread_eigen"
+_NAME = FLAG[2:].split("=")[0]
 
 
 def _backends_started() -> bool:
