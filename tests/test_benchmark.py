@@ -129,15 +129,17 @@ def test_breakdown_gives_each_op_of_the_octave_to_its_part():
   # gradient (the bulk, of like size: the gradient's ops are not lumped in
   # with the forward's), an objective, an update and a blur after it; no
   # view operations. (Op times, so the bounds leave room for a loaded CPU:
-  # idle, the gradient is 1.3x the forward, and the two are 0.77-0.84 of the
-  # op time; 0.499 in a loaded default pass.)
+  # idle, the gradient is 2.2-2.5x the forward since its strided convs are
+  # matrix products (1.4-1.5x before; 4.2 once under load), and the two are
+  # 0.7-0.75 of the op time, 0.26 once under load: the tiny model's own ops
+  # got 2x faster with those products, the rest did not.)
   op_ms = {part: round(p["op_ms"], 2) for part, p in parts.items()}
   for part in ("model forward", "input gradient", "objective", "operations"):
     assert op_ms[part] > 0, (part, op_ms)
   assert op_ms["views"] == 0, op_ms
   model = parts["model forward"]["share"] + parts["input gradient"]["share"]
-  assert model > 0.35, op_ms
-  assert 0.5 < op_ms["input gradient"] / op_ms["model forward"] < 4, op_ms
+  assert model > 0.15, op_ms
+  assert 0.5 < op_ms["input gradient"] / op_ms["model forward"] < 8, op_ms
   assert parts["rest"]["share"] < model, op_ms
 
 
@@ -177,3 +179,16 @@ def test_layer_benchmark_times_the_forward_rows(kind, size, padding, out):
   result = LB.measure(op, batch_size=1, repeats=1)
   assert result["used"] and result["forward"] > 0 and result["default_grad"] > 0
   assert "[fwd]" in LB.report({op.name: result}, 1)
+
+
+def test_layer_benchmark_loop_times_a_conv_both_ways():
+  """``scripts/benchmark_layers.py --loop``: a dense conv's forward and input
+  gradient inside a jitted loop, as a convolution and as a matrix product
+  (``measure_loop`` checks that both give the same output), with its rule."""
+  from converters.reference import layer_benchmark as LB
+  op = LB._conv("small 3x3/2 8->16 @9", 9, 8, 16, 3, 2, (1, 1))
+  result = LB.measure_loop(op, batch_size=1, repeats=1, iterations=2)
+  assert result["convolution"] > 0 and result["products"] > 0 and result["gflop"] > 0
+  assert result["rule"] == "patches"  # strided, 8 input channels, on a CPU
+  table = LB.report_loop({op.name: result}, 1)
+  assert op.name in table and "patches" in table

@@ -27,6 +27,8 @@ from classgen_jax.models._convolutions import (
     conv_input_grad,
     forward_conv,
     forward_grad_conv,
+    patches_conv,
+    patches_help,
     phase_split_helps,
     plain_convolutions,
 )
@@ -153,5 +155,5 @@ __all__ = ["ARCHITECTURES", "MODELS", "NHWC", "EfficientNetLite", "GoogLeNet", "
            "conv_layers", "max_pool",
            "max_pool_input_grad", "VisionTransformer", "module_config", "patch_map",
            "phase_split_helps", "with_gradient_kernels", "conv_general_dilated",
-           "forward_grad_conv", "plain_convolutions",
+           "forward_grad_conv", "patches_conv", "patches_help", "plain_convolutions",
            "torch_pool_padding", "variable_shapes"]

@@ -61,11 +61,13 @@ def plain_convolutions():
 
 
 def rule(lhs_shape, rhs_shape, window_strides, padding, lhs_dilation=None,
-         rhs_dilation=None, dimension_numbers=None, feature_group_count: int = 1,
-         **kwargs) -> str | None:
-  """Which input-gradient rule ``conv_general_dilated`` gives a convolution:
-  ``"pointwise"`` (a matrix product), ``"depthwise"`` (taps), ``"forward"``
-  (``forward_grad_conv``), or None (XLA's own). Shapes only."""
+         rhs_dilation=None, dimension_numbers=None, feature_group_count: int = 1, *,
+         sized: bool = True, **kwargs) -> str | None:
+  """Which rule ``conv_general_dilated`` gives a convolution: ``"pointwise"``
+  (a matrix product), ``"depthwise"`` (taps), ``"patches"`` (``patches_conv``),
+  ``"forward"`` (``forward_grad_conv``), or None (XLA's own). Shapes only.
+  ``sized=False``: for a layer whose image size is not known yet (its rule
+  where ``patches_help`` says no)."""
   strides = tuple(window_strides)
   if (_PLAIN[-1] or kwargs or len(lhs_shape) != 4 or isinstance(padding, str)
       or any(d != 1 for d in tuple(lhs_dilation or ()) + tuple(rhs_dilation or ()))
@@ -76,6 +78,8 @@ def rule(lhs_shape, rhs_shape, window_strides, padding, lhs_dilation=None,
     return "pointwise"
   if feature_group_count == lhs_shape[-1] == rhs_shape[-1] > 1:
     return "depthwise"
+  if sized and patches_help(lhs_shape, rhs_shape, strides, padding, feature_group_count):
+    return "patches"
   if max(strides) == 1 or phase_split_helps(lhs_shape[-1], feature_group_count):
     return "forward"
   return None
@@ -108,6 +112,8 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
   padding = tuple(tuple(p) for p in padding) if how else padding
   if how == "depthwise":
     return depthwise_conv(lhs, rhs, gradient_kernel, strides, padding)
+  if how == "patches":
+    return patches_conv(lhs, rhs, strides, padding, precision)
   if how == "forward":
     return forward_grad_conv(lhs, rhs, strides, padding, feature_group_count, precision,
                              gradient_kernel)
@@ -123,9 +129,12 @@ def gradient_kernel(rhs, lhs_shape, window_strides, padding, feature_group_count
   with, a function of the kernel alone: the flipped (depthwise) or flipped and
   transposed (``conv_input_grad``) kernel; None where its rule needs none."""
   dimension_numbers = lax.conv_dimension_numbers(lhs_shape, rhs.shape, NHWC)
+  # The image's size is not known here (``lhs_shape`` may be a placeholder),
+  # so the kernel is prepared for the rule the layer has where ``patches_help``
+  # says no, at sizes other than the ones it says yes to.
   how = rule(lhs_shape, rhs.shape, window_strides, padding,
              dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
-             **kwargs)
+             sized=False, **kwargs)
   if how == "depthwise":
     return rhs[::-1, ::-1]
   if how == "forward":
@@ -143,6 +152,47 @@ def pointwise_conv(x, kernel, strides=(1, 1), precision=None):
   return lax.dot_general(x, kernel[0, 0], (((3,), (0,)), ((), ())), precision=precision)
 
 
+def patches_help(lhs_shape, rhs_shape, strides, padding, groups: int = 1) -> bool:
+  """Whether ``patches_conv`` beats the convolution and its input gradient
+  (``forward_grad_conv``) for this dense convolution on a CPU.
+
+  For strided ones with kernels of 3x3 or smaller, and stride-1 ones with
+  outputs of 8x8 pixels or fewer and products at least 1024 long. Inside the
+  octave's loop (``scripts/benchmark_layers.py --loop`` times the layers;
+  docs/benchmarks.md, "Small convolutions as matrix products"), XLA's
+  convolutions of 8x8 outputs or fewer ran at 120-200 GFLOP/s against
+  220-370 for the product, and a strided one's stride-phase gradient is slow
+  at any size; ResNet-18's octave step is 1.2x faster with the rule,
+  ResNet-50's and Inception-v3's 1.05-1.09x. Image stems (3 channels; 3x3
+  ones are faster as products alone, not in a model) and 7x7 ones stay
+  convolutions, as do larger stride-1 outputs and short products (GoogLeNet's
+  32- and 48-channel 3x3 ones). ``padding`` is explicit; shapes only. Never
+  on other backends, whose convolutions are their fast path.
+  """
+  kh, kw, in_features, _ = rhs_shape
+  if (jax.default_backend() != "cpu" or groups != 1 or (kh, kw) == (1, 1)
+      or in_features <= 4):
+    return False
+  if max(strides) > 1:
+    return kh * kw <= 9
+  (top, bottom), (left, right) = padding
+  pixels = (lhs_shape[1] + top + bottom - kh + 1) * (lhs_shape[2] + left + right - kw + 1)
+  return pixels <= 64 and kh * kw * in_features >= 1024
+
+
+def patches_conv(x, kernel, strides=(1, 1), padding=((0, 0), (0, 0)), precision=None):
+  """A dense NHWC/HWIO convolution as one matrix product: the input's windows
+  side by side (``(n, oh, ow, kh * kw * in)``, tap-major as the kernel's rows)
+  times the kernel. JAX's gradient of it is a product and the windows summed
+  back, equal to the convolution's to rounding (``patches_help``: where it is
+  faster)."""
+  kh, kw, in_features, out_features = kernel.shape
+  windows = [window for _, window in _windows(x, (kh, kw), tuple(strides), padding)]
+  patches = windows[0] if len(windows) == 1 else jnp.concatenate(windows, axis=3)
+  return lax.dot_general(patches, kernel.reshape(kh * kw * in_features, out_features),
+                         (((3,), (0,)), ((), ())), precision=precision)
+
+
 def _depthwise_taps(x, kernel, strides, padding):
   """A depthwise conv as a sum over its taps of strided slices times weights.
 
@@ -150,19 +200,25 @@ def _depthwise_taps(x, kernel, strides, padding):
   generic kernel at 1-10 GFLOP/s; this elementwise form fuses into one loop
   (EfficientNet-Lite's 3x3 and 5x5 depthwise layers: 6-45x faster, batch 8).
   """
-  kh, kw = kernel.shape[:2]
-  (sh, sw) = strides
+  total = None
+  for (a, b), window in _windows(x, kernel.shape[:2], strides, padding):
+    term = window * kernel[a, b, 0]
+    total = term if total is None else total + term
+  return total
+
+
+def _windows(x, kernel_size, strides, padding):
+  """``((a, b), window)`` for each tap of a ``kernel_size`` convolution of
+  ``x`` (NHWC, explicitly padded): the padded input's pixels that tap meets,
+  a strided slice of the output's size."""
+  (kh, kw), (sh, sw) = kernel_size, strides
   x = lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (*padding[0], 0), (*padding[1], 0), (0, 0, 0)))
   n, height, width, c = x.shape
   oh, ow = (height - kh) // sh + 1, (width - kw) // sw + 1
-  total = None
   for a in range(kh):
     for b in range(kw):
-      window = lax.slice(x, (0, a, b, 0), (n, a + (oh - 1) * sh + 1, b + (ow - 1) * sw + 1, c),
-                         (1, sh, sw, 1))
-      term = window * kernel[a, b, 0]
-      total = term if total is None else total + term
-  return total
+      yield (a, b), lax.slice(x, (0, a, b, 0), (n, a + (oh - 1) * sh + 1, b + (ow - 1) * sw + 1, c),
+                              (1, sh, sw, 1))
 
 
 def depthwise_conv(x, kernel, flipped=None, strides=(1, 1), padding=((0, 0), (0, 0))):

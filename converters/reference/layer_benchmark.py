@@ -6,12 +6,19 @@ alone on device-resident arrays. Backward times are the gradient alone: XLA
 drops the unused forward of the default rule, and the custom max-pool
 gradient is timed from the saved forward output, as in a training step.
 The conv rows time ``conv_input_grad`` on every shape; the models use it
-only where ``_layers.phase_split_helps`` (column "used"). The ``[fwd]`` rows
+where ``conv_general_dilated``'s rule is ``"forward"`` at that shape (column
+"used"). The ``[fwd]`` rows
 compare forward passes instead: XLA's unpadded convolutions and
 ``reduce_window`` pools against the ports' (``forward_conv``,
 ``window_reduce``). Alone is not
 inside a model: XLA's depthwise gradients, 4-8x slower here, made no such
 difference inside EfficientNet-Lite0's compiled octave step.
+
+``measure_loop`` (``--loop``) times dense convs as a generation loop runs
+them: forward, ReLU and input gradient, iterated inside one jitted
+``fori_loop``, once as a convolution with ``forward_grad_conv``'s gradient
+and once as one matrix product (``patches_conv``); its ``LOOP_OPS`` are the
+shapes ``patches_help`` was chosen on.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import numpy as np
 from jax import lax
 
 from classgen_jax import models
+from classgen_jax.models import _convolutions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +107,33 @@ OPS = (
        (1, 1), ceil_mode=True),
     Op("[fwd] resnet stem max 3x3/2 p1 64 @112", "max_forward", 112, 64, 3, 2, (1, 1)),
     Op("[fwd] inception3 avg 3x3/1 p1 288 @35", "avg_forward", 35, 288, 3, 1, (1, 1)),
+)
+
+
+# Dense convs at the benchmark's sizes (ResNet-18 at 160 px, ResNet-50 at 192,
+# GoogLeNet at 224, Inception-v3 at 299): those ``patches_help`` takes as
+# matrix products, and neighbours it leaves as convolutions.
+LOOP_OPS = (
+    _conv("resnet18 layer4 3x3/1 512 @5", 5, 512, 512, 3, 1, (1, 1)),
+    _conv("resnet18 layer4 3x3/2 256->512 @10", 10, 256, 512, 3, 2, (1, 1)),
+    _conv("resnet18 layer3 3x3/1 256 @10", 10, 256, 256, 3, 1, (1, 1)),
+    _conv("resnet18 layer3 3x3/2 128->256 @20", 20, 128, 256, 3, 2, (1, 1)),
+    _conv("resnet18 layer2 3x3/2 64->128 @40", 40, 64, 128, 3, 2, (1, 1)),
+    _conv("resnet18 layer1 3x3/1 64 @40", 40, 64, 64, 3, 1, (1, 1)),
+    _conv("resnet50 layer4 3x3/1 512 @6", 6, 512, 512, 3, 1, (1, 1)),
+    _conv("resnet50 layer4 3x3/2 512 @12", 12, 512, 512, 3, 2, (1, 1)),
+    _conv("resnet50 layer3 3x3/1 256 @12", 12, 256, 256, 3, 1, (1, 1)),
+    _conv("resnet50 layer3 3x3/2 256 @24", 24, 256, 256, 3, 2, (1, 1)),
+    _conv("resnet50 layer2 3x3/2 128 @48", 48, 128, 128, 3, 2, (1, 1)),
+    _conv("googlenet inception5 3x3 160->320 @7", 7, 160, 320, 3, 1, (1, 1)),
+    _conv("googlenet inception5 3x3 32->128 @7", 7, 32, 128, 3, 1, (1, 1)),
+    _conv("googlenet inception4 3x3 112->224 @14", 14, 112, 224, 3, 1, (1, 1)),
+    _conv("inception3 Mixed_7b 3x3 448->384 @8", 8, 448, 384, 3, 1, (1, 1)),
+    _conv("inception3 Mixed_7a 3x3/2 192->320 @17", 17, 192, 320, 3, 2, (0, 0)),
+    _conv("inception3 Mixed_6a 3x3/2 288->384 @35", 35, 288, 384, 3, 2, (0, 0)),
+    _conv("inception3 Mixed_5b 3x3 64->96 @35", 35, 64, 96, 3, 1, (1, 1)),
+    _conv("inception3 Conv2d_1a 3x3/2 3->32 @299", 299, 3, 32, 3, 2, (0, 0)),
+    _conv("stem 7x7/2 3->64 @160 (ResNet)", 160, 3, 64, 7, 2, (3, 3)),
 )
 
 
@@ -206,7 +241,7 @@ def measure(op: Op, batch_size: int = 8, repeats: int = 10, dtype=jnp.float32) -
   g = jnp.asarray(rng.standard_normal(y.shape), dtype)
   np.testing.assert_allclose(np.asarray(custom(x, y if w is None else w, g)),
                              np.asarray(default(x, w, g)), rtol=1e-4, atol=1e-3)
-  result = {"used": op.kind != "conv" or models.phase_split_helps(op.in_features, op.groups)}
+  result = {"used": op.kind != "conv" or rule(op, batch_size) == "forward"}
   for key, fn, args in (("forward", forward, (x, w)), ("default_grad", default, (x, w, g)),
                         ("custom_grad", custom, (x, y if w is None else w, g))):
     result[key], result[key + "_median"] = _time_ms(fn, args, repeats)
@@ -226,4 +261,68 @@ def report(rows: dict[str, dict[str, Any]], batch_size: int) -> str:
                     for k in ("forward", "default_grad", "custom_grad"))
     used = "yes" if r["used"] else "no"
     lines.append(f"{name:44}{cells}{r['default_grad'] / r['custom_grad']:>9.2f}x{used:>6}")
+  return "\n".join(lines)
+
+
+def rule(op: Op, batch_size: int) -> str:
+  """The rule ``conv_general_dilated`` gives a conv op at this batch, on this
+  backend: ``"forward"``, ``"patches"``, ``"pointwise"``, ``"depthwise"`` or
+  ``"xla"``."""
+  shape = (batch_size, op.size, op.size, op.in_features)
+  kernel = (op.kernel, op.kernel, op.in_features // op.groups, op.out_features)
+  how = _convolutions.rule(shape, kernel, (op.stride, op.stride), (op.padding, op.padding),
+                           dimension_numbers=lax.conv_dimension_numbers(
+                               shape, kernel, models.NHWC),
+                           feature_group_count=op.groups)
+  return how or "xla"
+
+
+def measure_loop(op: Op, batch_size: int = 4, repeats: int = 7, iterations: int = 8,
+                 dtype=jnp.float32) -> dict[str, Any]:
+  """Milliseconds per iteration (min and median over repeats) of a jitted
+  ``fori_loop`` whose every iteration runs a dense conv op forward, a ReLU
+  and the input gradient, and moves the input by it: as a convolution
+  (``forward_grad_conv``, XLA's forward) and as one matrix product
+  (``patches_conv``); and the rule the models give it (``rule``)."""
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal((batch_size, op.size, op.size, op.in_features)), dtype)
+  w = jnp.asarray(0.05 * rng.standard_normal(
+      (op.kernel, op.kernel, op.in_features, op.out_features)), dtype)
+  strides, pads = (op.stride, op.stride), (op.padding, op.padding)
+  taps = _convolutions.input_grad_taps(w, strides)
+  convs = {
+      "convolution": lambda x, w, taps: models.forward_grad_conv(x, w, strides, pads, taps=taps),
+      "products": lambda x, w, taps: models.patches_conv(x, w, strides, pads),
+  }
+  y = convs["convolution"](x, w, taps)
+  r = jnp.asarray(rng.standard_normal(y.shape), dtype)
+  np.testing.assert_allclose(np.asarray(convs["products"](x, w, taps)), np.asarray(y),
+                             rtol=1e-4, atol=1e-3)
+  result = {"rule": rule(op, batch_size), "gflop": 4 * y.size * op.kernel ** 2
+            * op.in_features / 1e9}
+  for key, conv in convs.items():
+    def loop(x, w, taps, r, conv=conv):
+      def body(_, x):
+        grad = jax.grad(lambda x: jnp.sum(jax.nn.relu(conv(x, w, taps)) * r))(x)
+        return x + 1e-3 * grad
+      return lax.fori_loop(0, iterations, body, x)
+    fastest, median = _time_ms(jax.jit(loop), (x, w, taps, r), repeats)
+    result[key], result[key + "_median"] = fastest / iterations, median / iterations
+  return result
+
+
+def report_loop(rows: dict[str, dict[str, Any]], batch_size: int) -> str:
+  """A table of ``measure_loop``'s rows, with the load average it ran under."""
+  load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+  lines = [f"batch {batch_size}, float32, {jax.devices()[0].platform} x{jax.device_count()}, "
+           f"{os.cpu_count()} CPUs, load average {load}; ms per iteration of forward + input "
+           "gradient in a jitted loop, min of repeats (median); GFLOP/s from the min",
+           f"{'op':44}{'convolution':>17}{'products':>17}{'conv GF/s':>10}{'prod GF/s':>10}"
+           f"{'speed-up':>10}{'rule':>10}"]
+  for name, r in rows.items():
+    cells = "".join(f"{r[k]:>9.2f} ({r[k + '_median']:>6.2f})"
+                    for k in ("convolution", "products"))
+    rates = "".join(f"{r['gflop'] / r[k] * 1e3:>10.0f}" for k in ("convolution", "products"))
+    lines.append(f"{name:44}{cells}{rates}{r['convolution'] / r['products']:>9.2f}x"
+                 f"{r['rule']:>10}")
   return "\n".join(lines)
