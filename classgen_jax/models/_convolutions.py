@@ -11,8 +11,10 @@ alone. ``conv_general_dilated`` (the one every port's ``nn.Conv`` calls,
 through ``_layers.conv``) gives them custom VJPs built from strided slices,
 pads and plain forward convolutions, with torch's gradients
 (``scripts/benchmark_layers.py`` times them alone,
-``scripts/benchmark.py --breakdown`` inside the step). NHWC images, HWIO
-kernels.
+``scripts/benchmark.py --breakdown`` inside the step). On a CPU, dense
+convolutions with small outputs and strided ones are one matrix product
+instead (``patches_conv``, ``patches_help``), forward and backward. NHWC
+images, HWIO kernels.
 """
 
 from __future__ import annotations
@@ -157,7 +159,7 @@ def patches_help(lhs_shape, rhs_shape, strides, padding, groups: int = 1) -> boo
   (``forward_grad_conv``) for this dense convolution on a CPU.
 
   For strided ones with kernels of 3x3 or smaller, and stride-1 ones with
-  outputs of 8x8 pixels or fewer and products at least 1024 long. Inside the
+  outputs of 64 pixels or fewer and products at least 1024 long. Inside the
   octave's loop (``scripts/benchmark_layers.py --loop`` times the layers;
   docs/benchmarks.md, "Small convolutions as matrix products"), XLA's
   convolutions of 8x8 outputs or fewer ran at 120-200 GFLOP/s against
