@@ -248,17 +248,26 @@ def measure(op: Op, batch_size: int = 8, repeats: int = 10, dtype=jnp.float32) -
   return result
 
 
+def _header(batch_size: int, what: str) -> str:
+  """A table's first line: the batch, the device and the load average."""
+  load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+  return (f"batch {batch_size}, float32, {jax.devices()[0].platform} x{jax.device_count()}, "
+          f"{os.cpu_count()} CPUs, load average {load}; {what}")
+
+
+def _cells(r: dict[str, Any], keys) -> str:
+  """Each key's min and median milliseconds."""
+  return "".join(f"{r[k]:>9.2f} ({r[k + '_median']:>6.2f})" for k in keys)
+
+
 def report(rows: dict[str, dict[str, Any]], batch_size: int) -> str:
   """A table of the measurements, with the load average it ran under."""
-  load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
-  lines = [f"batch {batch_size}, float32, {jax.devices()[0].platform} x{jax.device_count()}, "
-           f"{os.cpu_count()} CPUs, load average {load}; ms, min of repeats (median); "
-           "[fwd] rows compare forwards: 'XLA grad' is XLA's forward, 'custom grad' ours",
+  lines = [_header(batch_size, "ms, min of repeats (median); [fwd] rows compare forwards: "
+                   "'XLA grad' is XLA's forward, 'custom grad' ours"),
            f"{'op':44}{'forward':>17}{'XLA grad':>17}{'custom grad':>17}{'speed-up':>10}"
            f"{'used':>6}"]
   for name, r in rows.items():
-    cells = "".join(f"{r[k]:>9.2f} ({r[k + '_median']:>6.2f})"
-                    for k in ("forward", "default_grad", "custom_grad"))
+    cells = _cells(r, ("forward", "default_grad", "custom_grad"))
     used = "yes" if r["used"] else "no"
     lines.append(f"{name:44}{cells}{r['default_grad'] / r['custom_grad']:>9.2f}x{used:>6}")
   return "\n".join(lines)
@@ -313,15 +322,12 @@ def measure_loop(op: Op, batch_size: int = 4, repeats: int = 7, iterations: int 
 
 def report_loop(rows: dict[str, dict[str, Any]], batch_size: int) -> str:
   """A table of ``measure_loop``'s rows, with the load average it ran under."""
-  load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
-  lines = [f"batch {batch_size}, float32, {jax.devices()[0].platform} x{jax.device_count()}, "
-           f"{os.cpu_count()} CPUs, load average {load}; ms per iteration of forward + input "
-           "gradient in a jitted loop, min of repeats (median); GFLOP/s from the min",
+  lines = [_header(batch_size, "ms per iteration of forward + input gradient in a jitted "
+                   "loop, min of repeats (median); GFLOP/s from the min"),
            f"{'op':44}{'convolution':>17}{'products':>17}{'conv GF/s':>10}{'prod GF/s':>10}"
            f"{'speed-up':>10}{'rule':>10}"]
   for name, r in rows.items():
-    cells = "".join(f"{r[k]:>9.2f} ({r[k + '_median']:>6.2f})"
-                    for k in ("convolution", "products"))
+    cells = _cells(r, ("convolution", "products"))
     rates = "".join(f"{r['gflop'] / r[k] * 1e3:>10.0f}" for k in ("convolution", "products"))
     lines.append(f"{name:44}{cells}{rates}{r['convolution'] / r['products']:>9.2f}x"
                  f"{r['rule']:>10}")
