@@ -162,8 +162,8 @@ def patches_help(lhs_shape, rhs_shape, strides, padding, groups: int = 1) -> boo
   outputs of 64 pixels or fewer and products at least 1024 long. Inside the
   octave's loop (``scripts/benchmark_layers.py --loop`` times the layers;
   docs/benchmarks.md, "Small convolutions as matrix products"), XLA's
-  convolutions of 8x8 outputs or fewer ran at 120-200 GFLOP/s against
-  220-370 for the product, and a strided one's stride-phase gradient is slow
+  convolutions of 8x8 outputs or fewer ran at 90-280 GFLOP/s (across runs)
+  against 220-370 for the product, and a strided one's stride-phase gradient is slow
   at any size; ResNet-18's octave step is 1.2x faster with the rule,
   ResNet-50's and Inception-v3's 1.05-1.09x. Image stems (3 channels; 3x3
   ones are faster as products alone, not in a model) and 7x7 ones stay
