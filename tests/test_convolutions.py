@@ -20,7 +20,6 @@ from jax import lax
 
 import converters
 from classgen_jax import models as C
-from classgen_jax.models import _convolutions as CV
 from classgen_jax.models import _layers as L
 from converters.reference.loop import torch_outputs
 from tests.helpers import random_torch_model
@@ -74,10 +73,10 @@ def _rule(case):
   """The rule ``conv_general_dilated`` gives a case (on this backend)."""
   (h, w), k, s, (top, bottom, left, right), cin, cout, groups = case
   kh, kw = L.pair(k)
-  return CV.rule((2, h, w, cin), (kh, kw, cin // groups, cout), (s, s),
-                ((top, bottom), (left, right)), feature_group_count=groups,
-                dimension_numbers=lax.conv_dimension_numbers((2, h, w, cin),
-                                                             (kh, kw, cin // groups, cout), C.NHWC))
+  return C.conv_rule((2, h, w, cin), (kh, kw, cin // groups, cout), (s, s),
+                     ((top, bottom), (left, right)), feature_group_count=groups,
+                     dimension_numbers=lax.conv_dimension_numbers(
+                         (2, h, w, cin), (kh, kw, cin // groups, cout), C.NHWC))
 
 
 def _drop_in(x, kernel, strides, padding, groups):
@@ -218,7 +217,7 @@ def test_model_input_gradient_matches_torch_float64(name, size, x64):
 @pytest.mark.slow  # two compiles per model, ~20 s
 @pytest.mark.parametrize("name,products", [
     ("efficientnet_lite0", False), ("googlenet", True), ("resnet50", True)])
-def test_float32_input_gradient_agrees_with_xla_rules(name, products, monkeypatch):
+def test_float32_input_gradient_agrees_with_xla_rules(name, products):
   """The custom convolution rules change no gradient beyond float32 rounding
   (EfficientNet-Lite0 on its real weights, the torchvision ports on random
   ones), under the generation loop's ``lax.scan``.
@@ -237,9 +236,6 @@ def test_float32_input_gradient_agrees_with_xla_rules(name, products, monkeypatc
   else:
     clf = converters.from_torchvision(random_torch_model(name), name=name)
   images = jnp.asarray(np.random.default_rng(1).random((2, 96, 112, 3)), jnp.float32)
-  traced = []
-  monkeypatch.setattr(CV, "patches_conv", lambda *args, f=CV.patches_conv: (
-      traced.append(args[1].shape), f(*args))[1])
 
   def logits_and_gradients():
     def loss(x, clf):
@@ -251,8 +247,13 @@ def test_float32_input_gradient_agrees_with_xla_rules(name, products, monkeypatc
     logits = jax.jit(lambda x, clf: clf(x, heads=("logits",))["logits"])(images, clf)
     return np.asarray(logits), np.asarray(two_steps(images, clf))
 
+  def forward():
+    return str(jax.make_jaxpr(lambda x, clf: clf(x, heads=("logits",)))(images, clf))
+  with C.rules_off("patches"):
+    without_products = forward()
+  assert (forward() != without_products) == products  # the rule is in use, or not
+
   logits, ours = logits_and_gradients()
-  assert bool(traced) == products, traced
   with C.plain_convolutions():
     plain_logits, plain = logits_and_gradients()
   scale = np.abs(plain).max()
@@ -286,7 +287,6 @@ def test_an_octave_flips_its_kernels_once_before_its_loop(monkeypatch):
   octave's ``lax.scan``, not at each iteration (XLA does not hoist them), and
   the images are the same bit for bit. (Convs taken as matrix products flip
   nothing: none is, here.)"""
-  monkeypatch.setattr(CV, "patches_help", lambda *args, **kwargs: False)
   from classgen_jax import objectives as obj  # pylint: disable=g-import-not-at-top
   from classgen_jax import octave, plans, starts, step, updates  # pylint: disable=g-import-not-at-top
   from classgen_jax._classifier import Classifier  # pylint: disable=g-import-not-at-top
@@ -306,8 +306,9 @@ def test_an_octave_flips_its_kernels_once_before_its_loop(monkeypatch):
       return octave.run(plan, 3, clf, state, targets, keys)[0].canvas
 
     state = step.init_state(plan, jnp.array(init))
-    revs = _revs(jax.make_jaxpr(octave_run)(clf, state).jaxpr)
-    return revs, np.asarray(jax.jit(octave_run)(clf, state))
+    with C.rules_off("patches"):
+      revs = _revs(jax.make_jaxpr(octave_run)(clf, state).jaxpr)
+      return revs, np.asarray(jax.jit(octave_run)(clf, state))
 
   hoisted, images = revs_and_images()
   monkeypatch.setattr(Classifier, "with_gradient_kernels", lambda self: self)
@@ -337,9 +338,20 @@ def test_small_and_strided_dense_convs_are_matrix_products_on_a_cpu(monkeypatch)
   ]
   for lhs, kernel, strides, padding, products in cases:
     groups = lhs[-1] // kernel[2]
-    assert CV.patches_help(lhs, kernel, strides, padding, groups) == products, (lhs, kernel)
-  monkeypatch.setattr(CV.jax, "default_backend", lambda: "gpu")
-  assert not any(CV.patches_help(*case[:4]) for case in cases)
+    assert C.patches_help(lhs, kernel, strides, padding, groups) == products, (lhs, kernel)
+  # Turned off, the layer takes the rule it had before; every rule off, XLA's.
+  lhs, kernel, strides, padding, _ = cases[0]
+  dims = lax.conv_dimension_numbers(lhs, kernel, C.NHWC)
+  assert C.conv_rule(lhs, kernel, strides, padding, dimension_numbers=dims) == "patches"
+  with C.rules_off("patches"):
+    assert C.conv_rule(lhs, kernel, strides, padding, dimension_numbers=dims) == "forward"
+    with C.plain_convolutions():
+      assert C.conv_rule(lhs, kernel, strides, padding, dimension_numbers=dims) is None
+  with pytest.raises(ValueError, match="unknown convolution rules"):
+    with C.rules_off("products"):
+      pass
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  assert not any(C.patches_help(*case[:4]) for case in cases)
 
 
 def test_a_wide_unpadded_conv_is_computed_padded_and_cut_on_a_cpu():

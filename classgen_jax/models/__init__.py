@@ -20,18 +20,22 @@ from classgen_jax.models import _layers
 
 # The layers whose forwards and input gradients the ports compute themselves,
 # for the layer benchmark (converters/reference/layer_benchmark.py) and the
-# parity tests (XLA's own rules back on: ``plain_convolutions``).
+# parity tests (XLA's own rules back on: ``plain_convolutions``; some: ``rules_off``).
 from classgen_jax.models._convolutions import (
     NHWC,
+    RULES,
     conv_general_dilated,
     conv_input_grad,
     forward_conv,
     forward_grad_conv,
+    input_grad_taps,
     patches_conv,
     patches_help,
     phase_split_helps,
     plain_convolutions,
+    rules_off,
 )
+from classgen_jax.models._convolutions import rule as conv_rule
 from classgen_jax.models._layers import (
     avg_pool,
     max_pool,
@@ -156,4 +160,5 @@ __all__ = ["ARCHITECTURES", "MODELS", "NHWC", "EfficientNetLite", "GoogLeNet", "
            "max_pool_input_grad", "VisionTransformer", "module_config", "patch_map",
            "phase_split_helps", "with_gradient_kernels", "conv_general_dilated",
            "forward_grad_conv", "patches_conv", "patches_help", "plain_convolutions",
+           "RULES", "conv_rule", "input_grad_taps", "rules_off",
            "torch_pool_padding", "variable_shapes"]

@@ -48,41 +48,56 @@ def phase_split_helps(in_features: int, groups: int) -> bool:
   return groups == 1
 
 
-_PLAIN = [False]
+# The rules ``conv_general_dilated`` can give a convolution, and, innermost
+# ``rules_off`` last, those turned off.
+RULES = ("pointwise", "depthwise", "patches", "forward")
+_OFF = [frozenset()]
 
 
 @contextlib.contextmanager
-def plain_convolutions():
-  """Within it, ``conv_general_dilated`` traces XLA's own convolution and
-  gradient (to compare the rules with; a program traced inside keeps them)."""
-  _PLAIN.append(True)
+def rules_off(*names: str):
+  """Within it, ``conv_general_dilated`` gives no convolution the named rules
+  (``RULES``; a convolution that would take one takes the next that fits,
+  else XLA's own), to compare with them; a program traced inside keeps them."""
+  unknown = set(names) - set(RULES)
+  if unknown:
+    raise ValueError(f"unknown convolution rules {sorted(unknown)}; choose from {RULES}")
+  _OFF.append(_OFF[-1] | frozenset(names))
   try:
     yield
   finally:
-    _PLAIN.pop()
+    _OFF.pop()
+
+
+def plain_convolutions():
+  """Within it, ``conv_general_dilated`` traces XLA's own convolution and
+  gradient (every rule off: ``rules_off``)."""
+  return rules_off(*RULES)
 
 
 def rule(lhs_shape, rhs_shape, window_strides, padding, lhs_dilation=None,
-         rhs_dilation=None, dimension_numbers=None, feature_group_count: int = 1, *,
-         sized: bool = True, **kwargs) -> str | None:
+         rhs_dilation=None, dimension_numbers=None, feature_group_count: int = 1,
+         **kwargs) -> str | None:
   """Which rule ``conv_general_dilated`` gives a convolution: ``"pointwise"``
   (a matrix product), ``"depthwise"`` (taps), ``"patches"`` (``patches_conv``),
-  ``"forward"`` (``forward_grad_conv``), or None (XLA's own). Shapes only.
-  ``sized=False``: for a layer whose image size is not known yet (its rule
-  where ``patches_help`` says no)."""
+  ``"forward"`` (``forward_grad_conv``), or None (XLA's own). Shapes only."""
   strides = tuple(window_strides)
-  if (_PLAIN[-1] or kwargs or len(lhs_shape) != 4 or isinstance(padding, str)
+  off = _OFF[-1]
+  if (kwargs or len(lhs_shape) != 4 or isinstance(padding, str)
       or any(d != 1 for d in tuple(lhs_dilation or ()) + tuple(rhs_dilation or ()))
       or dimension_numbers != lax.conv_dimension_numbers(lhs_shape, rhs_shape, NHWC)
       or min(min(p) for p in padding) < 0):
     return None
-  if tuple(rhs_shape[:2]) == (1, 1) and feature_group_count == 1 and not any(map(any, padding)):
+  if ("pointwise" not in off and tuple(rhs_shape[:2]) == (1, 1) and feature_group_count == 1
+      and not any(map(any, padding))):
     return "pointwise"
-  if feature_group_count == lhs_shape[-1] == rhs_shape[-1] > 1:
+  if "depthwise" not in off and feature_group_count == lhs_shape[-1] == rhs_shape[-1] > 1:
     return "depthwise"
-  if sized and patches_help(lhs_shape, rhs_shape, strides, padding, feature_group_count):
+  if "patches" not in off and patches_help(lhs_shape, rhs_shape, strides, padding,
+                                           feature_group_count):
     return "patches"
-  if max(strides) == 1 or phase_split_helps(lhs_shape[-1], feature_group_count):
+  if "forward" not in off and (max(strides) == 1
+                               or phase_split_helps(lhs_shape[-1], feature_group_count)):
     return "forward"
   return None
 
@@ -134,9 +149,10 @@ def gradient_kernel(rhs, lhs_shape, window_strides, padding, feature_group_count
   # The image's size is not known here (``lhs_shape`` may be a placeholder),
   # so the kernel is prepared for the rule the layer has where ``patches_help``
   # says no, at sizes other than the ones it says yes to.
-  how = rule(lhs_shape, rhs.shape, window_strides, padding,
-             dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
-             sized=False, **kwargs)
+  with rules_off("patches"):
+    how = rule(lhs_shape, rhs.shape, window_strides, padding,
+               dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
+               **kwargs)
   if how == "depthwise":
     return rhs[::-1, ::-1]
   if how == "forward":
@@ -189,8 +205,8 @@ def patches_conv(x, kernel, strides=(1, 1), padding=((0, 0), (0, 0)), precision=
   back, equal to the convolution's to rounding (``patches_help``: where it is
   faster)."""
   kh, kw, in_features, out_features = kernel.shape
-  windows = [window for _, window in _windows(x, (kh, kw), tuple(strides), padding)]
-  patches = windows[0] if len(windows) == 1 else jnp.concatenate(windows, axis=3)
+  patches = jnp.concatenate(
+      [window for _, window in _windows(x, (kh, kw), tuple(strides), padding)], axis=3)
   return lax.dot_general(patches, kernel.reshape(kh * kw * in_features, out_features),
                          (((3,), (0,)), ((), ())), precision=precision)
 

@@ -36,7 +36,6 @@ import numpy as np
 from jax import lax
 
 from classgen_jax import models
-from classgen_jax.models import _convolutions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -279,10 +278,9 @@ def rule(op: Op, batch_size: int) -> str:
   ``"xla"``."""
   shape = (batch_size, op.size, op.size, op.in_features)
   kernel = (op.kernel, op.kernel, op.in_features // op.groups, op.out_features)
-  how = _convolutions.rule(shape, kernel, (op.stride, op.stride), (op.padding, op.padding),
-                           dimension_numbers=lax.conv_dimension_numbers(
-                               shape, kernel, models.NHWC),
-                           feature_group_count=op.groups)
+  how = models.conv_rule(shape, kernel, (op.stride, op.stride), (op.padding, op.padding),
+                         dimension_numbers=lax.conv_dimension_numbers(shape, kernel, models.NHWC),
+                         feature_group_count=op.groups)
   return how or "xla"
 
 
@@ -298,7 +296,7 @@ def measure_loop(op: Op, batch_size: int = 4, repeats: int = 7, iterations: int 
   w = jnp.asarray(0.05 * rng.standard_normal(
       (op.kernel, op.kernel, op.in_features, op.out_features)), dtype)
   strides, pads = (op.stride, op.stride), (op.padding, op.padding)
-  taps = _convolutions.input_grad_taps(w, strides)
+  taps = models.input_grad_taps(w, strides)
   convs = {
       "convolution": lambda x, w, taps: models.forward_grad_conv(x, w, strides, pads, taps=taps),
       "products": lambda x, w, taps: models.patches_conv(x, w, strides, pads),
